@@ -1,0 +1,519 @@
+"""Typed, validated settings: the only reader of config files and of the environment.
+
+Precedence: the YAML file < ``ROTATOR__<PATH>`` environment variables < ``--set PATH=VALUE``
+flags. The result is a frozen ``Config``. Secrets never come from the YAML itself: the file
+names where each secret lives (``{env: NAME}`` or ``{file: PATH}``) and the loader reads it into
+a ``Secret``. A bad value is reported with its path and the fix, e.g.
+``environments.prod.namespace: required``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, NewType
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from rotator.errors import ConfigError
+from rotator.redact import Secret
+
+EnvName = NewType("EnvName", str)
+ProjectId = NewType("ProjectId", int)
+
+DEFAULT_CONFIG_PATH = Path("config/align.yaml")
+ENV_PREFIX = "ROTATOR__"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+def _dns_label(value: str) -> str:
+    if not _DNS_LABEL.match(value):
+        raise ValueError("must be a lower-case DNS label (a-z, 0-9 and '-', at most 63 chars)")
+    return value
+
+
+def _dns_name(value: str) -> str:
+    if not _DNS_SUBDOMAIN.match(value):
+        raise ValueError("must be a lower-case DNS name (a-z, 0-9, '-' and '.')")
+    return value
+
+
+def _data_key(value: str) -> str:
+    if not _DATA_KEY.match(value):
+        raise ValueError("a Secret data key uses only letters, digits, '-', '_' and '.'")
+    return value
+
+
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+DnsName = Annotated[str, AfterValidator(_dns_name)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class SealingScope(StrEnum):
+    """kubeseal's ``--scope``: what the RSA-OAEP label binds the ciphertext to."""
+
+    STRICT = "strict"
+    NAMESPACE_WIDE = "namespace-wide"
+    CLUSTER_WIDE = "cluster-wide"
+
+
+class RestartStrategy(StrEnum):
+    ROLLOUT_RESTART = "rollout-restart"
+    NONE = "none"
+
+
+class SecretSource(_Model):
+    """Where a secret lives: an environment variable or a mounted file, exactly one."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretSource:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of `env: NAME` or `file: PATH`")
+        return self
+
+    def describe(self) -> str:
+        return f"env {self.env}" if self.env else f"file {self.file}"
+
+
+def _check_url(value: str) -> str:
+    """https, or http to a loopback address (the sandbox); never credentials in the URL."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    if parts.username or parts.password:
+        raise ValueError("URLs must not carry credentials; use a secret source instead")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError("use https (plain http is allowed only for loopback addresses)")
+    return value.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+HttpUrl = Annotated[str, Field(min_length=1)]
+
+
+class PostHogConfig(_Model):
+    app_host: HttpUrl = "https://eu.posthog.com"
+    ingest_host: HttpUrl = "https://eu.i.posthog.com"
+    personal_api_key: SecretSource = SecretSource(env="ROTATOR_POSTHOG_PERSONAL_API_KEY")
+
+    _urls = field_validator("app_host", "ingest_host")(classmethod(lambda cls, v: _check_url(v)))
+
+
+class ControllerRef(_Model):
+    """The sealed-secrets controller's Service, reached through the API server's proxy."""
+
+    name: DnsLabel = "sealed-secrets-controller"
+    namespace: DnsLabel = "kube-system"
+    port_name: str = "http"
+
+
+class CertSource(_Model):
+    """Exactly one of a PEM file, an https URL, or the controller's ``/v1/cert.pem``."""
+
+    file: Path | None = None
+    url: HttpUrl | None = None
+    controller: ControllerRef | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CertSource:
+        given = [k for k in ("file", "url", "controller") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of `file`, `url` or `controller`")
+        if self.url is not None:
+            _check_url(self.url)
+        return self
+
+
+class ArgoAppRef(_Model):
+    name: DnsName
+    namespace: DnsLabel = "argocd"
+
+
+class EnvironmentConfig(_Model):
+    posthog_project_id: Annotated[int, Field(gt=0)]
+    namespace: DnsLabel
+    secret_name: DnsName = "align-posthog"
+    secret_key: Annotated[str, AfterValidator(_data_key)] = "POSTHOG_API_KEY"
+    sealed_file: str
+    scope: SealingScope = SealingScope.STRICT
+    cert: CertSource = CertSource(controller=ControllerRef())
+    argocd_app: ArgoAppRef
+    deployment: DnsName
+    restart: RestartStrategy = RestartStrategy.ROLLOUT_RESTART
+    # HogQL condition that picks this environment's gateway events, for the Live Events check.
+    gateway_event_filter: str | None = None
+    # Optional URL that makes the gateway emit an event (like the runbook's test signup).
+    trigger_url: HttpUrl | None = None
+
+    @field_validator("sealed_file")
+    @classmethod
+    def _relative_path(cls, value: str) -> str:
+        path = Path(value)
+        if path.is_absolute() or ".." in path.parts or not value.endswith((".yaml", ".yml")):
+            raise ValueError("a relative .yaml path inside the ops repo, without `..`")
+        return value
+
+    @field_validator("trigger_url")
+    @classmethod
+    def _trigger_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
+
+class GitConfig(_Model):
+    remote: str
+    branch: str = "main"
+    author_name: str = "rotator"
+    author_email: str = "rotator@users.noreply.invalid"
+    workdir: Path | None = None
+    https_token: SecretSource | None = None
+    ssh_key_file: Path | None = None
+    known_hosts_file: Path | None = None
+    push_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+
+    @field_validator("remote")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme in ("http", "https") and (parts.username or parts.password):
+            raise ValueError("the remote URL must not carry credentials; use git.https_token")
+        return value
+
+
+class SlackConfig(_Model):
+    enabled: bool = True
+    webhook_url: SecretSource = SecretSource(env="ROTATOR_SLACK_WEBHOOK_URL")
+    mention_on_failure: str | None = None
+
+
+class KubernetesConfig(_Model):
+    kubeconfig: Path | None = None
+    context: str | None = None
+
+
+class LockConfig(_Model):
+    namespace: DnsLabel = "align-prod"
+    name: DnsName = "rotator-posthog"
+    duration_s: Annotated[int, Field(ge=15, le=3600)] = 120
+
+
+class Waits(_Model):
+    """Deadlines (seconds) for each wait, and the poll interval where a watch is not possible."""
+
+    argocd_s: Annotated[float, Field(gt=0)] = 600
+    unseal_s: Annotated[float, Field(gt=0)] = 180
+    rollout_s: Annotated[float, Field(gt=0)] = 600
+    marker_s: Annotated[float, Field(gt=0)] = 300
+    gateway_events_s: Annotated[float, Field(gt=0)] = 420
+    # PostHog's token->project cache (2 min + up to 30 s jitter): old-key events land until then.
+    ingestion_window_s: Annotated[float, Field(ge=0)] = 150
+    poll_interval_s: Annotated[float, Field(gt=0)] = 2
+    watch_timeout_s: Annotated[int, Field(ge=1, le=300)] = 30
+
+
+class Timeouts(_Model):
+    connect_s: Annotated[float, Field(gt=0)] = 5
+    read_s: Annotated[float, Field(gt=0)] = 30
+    attempts: Annotated[int, Field(ge=1, le=10)] = 4
+
+
+class ScheduleConfig(_Model):
+    cron: str = "0 6 * * 1"
+    timezone: str = "Europe/London"
+    misfire_grace_s: Annotated[int, Field(ge=1)] = 3600
+    adopt_check_cron: str | None = None
+
+
+class MetricsConfig(_Model):
+    file: Path | None = None
+    pushgateway_url: HttpUrl | None = None
+
+
+class Secrets(BaseModel):
+    """The resolved secrets; filled by the loader, never from the YAML."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    posthog_personal_api_key: Secret | None = None
+    slack_webhook_url: Secret | None = None
+    git_https_token: Secret | None = None
+    # A secret that could not be read: field path -> why (reported by preflight, not at load).
+    missing: Mapping[str, str] = Field(default_factory=dict)
+
+
+class Config(_Model):
+    posthog: PostHogConfig = PostHogConfig()
+    environments: Annotated[dict[str, EnvironmentConfig], Field(min_length=1)]
+    git: GitConfig
+    slack: SlackConfig = SlackConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
+    lock: LockConfig = LockConfig()
+    waits: Waits = Waits()
+    timeouts: Timeouts = Timeouts()
+    schedule: ScheduleConfig = ScheduleConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    secrets: Secrets = Field(default_factory=Secrets, exclude=True)
+
+    @field_validator("environments")
+    @classmethod
+    def _env_names(cls, value: dict[str, EnvironmentConfig]) -> dict[str, EnvironmentConfig]:
+        for name in value:
+            if not _DNS_LABEL.match(name):
+                raise ValueError(f"environment name {name!r} must be a lower-case DNS label")
+        files = [env.sealed_file for env in value.values()]
+        if len(set(files)) != len(files):
+            raise ValueError("two environments write the same sealed_file")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "secrets" in data:
+            raise ValueError(
+                "`secrets` cannot be set in the file: secrets come from env vars or mounted "
+                "files named by posthog.personal_api_key, slack.webhook_url, git.https_token"
+            )
+        return data
+
+    def env(self, name: str) -> EnvironmentConfig:
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments))
+            raise ConfigError(f"unknown environment {name!r}; known: {known}") from None
+
+    def env_names(self) -> list[EnvName]:
+        """Environments in rotation order: preview first, prod last, others by name between."""
+        order = {"preview": 0, "prod": 2}
+        return [EnvName(n) for n in sorted(self.environments, key=lambda n: (order.get(n, 1), n))]
+
+    def project_groups(self) -> list[tuple[ProjectId, list[EnvName]]]:
+        """Environments grouped by PostHog project, in rotation order (one key per project)."""
+        groups: dict[int, list[EnvName]] = {}
+        for name in self.env_names():
+            groups.setdefault(self.environments[name].posthog_project_id, []).append(name)
+        return [(ProjectId(pid), names) for pid, names in groups.items()]
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        kind = err["type"]
+        if kind == "missing":
+            what = "required"
+        elif kind == "extra_forbidden":
+            what = "unknown field (check the spelling; see config/align.yaml for every field)"
+        else:
+            what = str(err["msg"]).removeprefix("Value error, ")
+            if "input" in err and kind not in ("model_type", "dict_type"):
+                what += f" (got {err['input']!r})" if _printable(err["input"]) else ""
+        lines.append(f"  {path or '<top>'}: {what}")
+    return "\n".join(lines)
+
+
+def _printable(value: Any) -> bool:
+    return isinstance(value, (int, float, bool)) or (isinstance(value, str) and len(value) < 80)
+
+
+def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+    keys = [k for k in path.split(".") if k]
+    if not keys:
+        raise ConfigError(f"empty override path {path!r}")
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {path}: {key} is not a mapping")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b.c=value`` -> (path, YAML-parsed value)."""
+    path, sep, raw = text.partition("=")
+    if not sep or not path.strip():
+        raise ConfigError(f"--set takes PATH=VALUE (e.g. git.branch=main), got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {path}: value is not valid YAML") from exc
+    return path.strip(), value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> list[tuple[str, Any]]:
+    out = []
+    for name, raw in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            path = ".".join(p.lower() for p in name[len(ENV_PREFIX) :].split("__"))
+            out.append((path, yaml.safe_load(raw) if raw else ""))
+    return out
+
+
+def _read_secret(
+    source: SecretSource | None, path: str, environ: Mapping[str, str], missing: dict[str, str]
+) -> Secret | None:
+    if source is None:
+        return None
+    if source.env is not None:
+        value = environ.get(source.env, "").strip()
+        if not value:
+            missing[path] = f"environment variable {source.env} is not set"
+            return None
+        return Secret(value)
+    assert source.file is not None
+    try:
+        value = source.file.read_text().strip()
+    except OSError as exc:
+        missing[path] = f"cannot read {source.file}: {exc.strerror}"
+        return None
+    if not value:
+        missing[path] = f"{source.file} is empty"
+        return None
+    return Secret(value)
+
+
+def resolve_secrets(config: Config, environ: Mapping[str, str]) -> Secrets:
+    missing: dict[str, str] = {}
+    return Secrets(
+        posthog_personal_api_key=_read_secret(
+            config.posthog.personal_api_key, "posthog.personal_api_key", environ, missing
+        ),
+        slack_webhook_url=_read_secret(
+            config.slack.webhook_url if config.slack.enabled else None,
+            "slack.webhook_url",
+            environ,
+            missing,
+        ),
+        git_https_token=_read_secret(config.git.https_token, "git.https_token", environ, missing),
+        missing=missing,
+    )
+
+
+def config_path(explicit: Path | None, environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    if explicit is not None:
+        return explicit
+    if environ.get("ROTATOR_CONFIG"):
+        return Path(environ["ROTATOR_CONFIG"])
+    return DEFAULT_CONFIG_PATH
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, merge and validate the configuration; resolve secrets. Raises ``ConfigError``."""
+    environ = os.environ if environ is None else environ
+    source = config_path(path, environ)
+    try:
+        text = source.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {source} not found; pass --config PATH or set ROTATOR_CONFIG"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {source}: {exc.strerror}") from None
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source} is not valid YAML{where}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of settings")
+    for opath, value in [*_env_overrides(environ), *(parse_override(o) for o in overrides)]:
+        _set_path(tree, opath, value)
+    try:
+        config = Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, str(source))) from None
+    return config.model_copy(update={"secrets": resolve_secrets(config, environ)})
+
+
+class RunSwitches(_Model):
+    """Switches for one run, from ``ROTATOR_*`` env (CronJob manual trigger) and CLI flags."""
+
+    envs: tuple[str, ...] = ()
+    dry_run: bool = False
+    no_reset: bool = False
+    trigger: Literal["cron", "manual", "schedule", "cli", "demo", "test"] = "cli"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RunSwitches:
+        environ = os.environ if environ is None else environ
+
+        def flag(name: str) -> bool:
+            raw = environ.get(name, "").strip().lower()
+            if raw in ("", "0", "false", "no"):
+                return False
+            if raw in ("1", "true", "yes"):
+                return True
+            raise ConfigError(f"{name}={raw!r}: use true or false")
+
+        envs = tuple(e for e in environ.get("ROTATOR_ENVS", "").replace(",", " ").split() if e)
+        trigger = environ.get("ROTATOR_TRIGGER", "cli")
+        if trigger not in ("cron", "manual", "schedule", "cli", "demo", "test"):
+            raise ConfigError(f"ROTATOR_TRIGGER={trigger!r}: use cron, manual, schedule or cli")
+        return cls(
+            envs=envs,
+            dry_run=flag("ROTATOR_DRY_RUN"),
+            no_reset=flag("ROTATOR_NO_RESET"),
+            trigger=trigger,
+        )
+
+
+def effective_config_text(config: Config) -> str:
+    """The effective config as YAML, with every secret masked by its fingerprint."""
+    tree = config.model_dump(mode="json", exclude={"secrets"})
+    secrets = config.secrets
+    resolved = {
+        "posthog.personal_api_key": secrets.posthog_personal_api_key,
+        "slack.webhook_url": secrets.slack_webhook_url,
+        "git.https_token": secrets.git_https_token,
+    }
+    status: dict[str, str] = {}
+    for path, secret in resolved.items():
+        if secret is not None:
+            status[path] = f"set ({secret.fingerprint})"
+        elif path in secrets.missing:
+            status[path] = f"MISSING: {secrets.missing[path]}"
+    tree["secrets (resolved, masked)"] = status
+    return yaml.safe_dump(tree, sort_keys=False)
