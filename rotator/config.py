@@ -247,6 +247,15 @@ class Timeouts(_Model):
     attempts: Annotated[int, Field(ge=1, le=10)] = 4
 
 
+class PolicyConfig(_Model):
+    """Guards on when a reset may happen."""
+
+    # A reset within this many seconds of the last recorded rotation is skipped (the run only
+    # verifies) unless --force: protects against a CronJob retry or a double trigger rotating
+    # twice. 0 disables the guard.
+    min_interval_s: Annotated[float, Field(ge=0)] = 6 * 3600
+
+
 class ScheduleConfig(_Model):
     cron: str = "0 6 * * 1"
     timezone: str = "Europe/London"
@@ -280,6 +289,7 @@ class Config(_Model):
     lock: LockConfig = LockConfig()
     waits: Waits = Waits()
     timeouts: Timeouts = Timeouts()
+    policy: PolicyConfig = PolicyConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     metrics: MetricsConfig = MetricsConfig()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
@@ -474,6 +484,7 @@ class RunSwitches(_Model):
     envs: tuple[str, ...] = ()
     dry_run: bool = False
     no_reset: bool = False
+    force: bool = False
     trigger: Literal["cron", "manual", "schedule", "cli", "demo", "test"] = "cli"
 
     @classmethod
@@ -496,6 +507,7 @@ class RunSwitches(_Model):
             envs=envs,
             dry_run=flag("ROTATOR_DRY_RUN"),
             no_reset=flag("ROTATOR_NO_RESET"),
+            force=flag("ROTATOR_FORCE"),
             trigger=trigger,
         )
 

@@ -1,0 +1,332 @@
+"""PURE: the run report and its renderings (text, JSON, Slack Block Kit, Prometheus).
+
+The runner fills a ``RunReport``; nothing here does I/O. Reports hold fingerprints, never keys.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from rotator.errors import ExitCode
+from rotator.steps import Step
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    INCONCLUSIVE = "inconclusive"
+    ABORTED = "aborted-nothing-changed"
+    FAILED_AFTER_RESET = "failed-after-reset"
+    FAILED = "failed"
+    LOCKED = "locked"
+    DRY_RUN = "dry-run"
+
+
+class StepStatus(StrEnum):
+    OK = "ok"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    INCONCLUSIVE = "inconclusive"
+    DRY_RUN = "dry-run"
+    NOT_RUN = "not-run"
+
+
+STEP_TITLES: Mapping[Step, str] = {
+    Step.PREFLIGHT: "Preflight checks",
+    Step.LOCK: "Run lock (Lease)",
+    Step.ROTATE: "Reset the PostHog key",
+    Step.SEAL: "Seal the new key",
+    Step.PUSH: "Commit and push",
+    Step.ARGOCD: "ArgoCD sync of the commit",
+    Step.UNSEAL: "Controller unseal",
+    Step.ROLLOUT: "Gateway restart and rollout",
+    Step.VERIFY: "Live Events check",
+    Step.REPORT: "Report",
+}
+
+EXIT_CODES: Mapping[Outcome, ExitCode] = {
+    Outcome.SUCCEEDED: ExitCode.OK,
+    Outcome.DRY_RUN: ExitCode.OK,
+    Outcome.INCONCLUSIVE: ExitCode.FAILED,
+    Outcome.FAILED_AFTER_RESET: ExitCode.FAILED,
+    Outcome.FAILED: ExitCode.FAILED,
+    Outcome.ABORTED: ExitCode.ABORTED,
+    Outcome.LOCKED: ExitCode.LOCKED,
+}
+
+_ICONS: Mapping[StepStatus, str] = {
+    StepStatus.OK: "ok",
+    StepStatus.SKIPPED: "--",
+    StepStatus.FAILED: "FAIL",
+    StepStatus.INCONCLUSIVE: "??",
+    StepStatus.DRY_RUN: "dry",
+    StepStatus.NOT_RUN: "..",
+}
+
+_SLACK_ICONS: Mapping[StepStatus, str] = {
+    StepStatus.OK: ":white_check_mark:",
+    StepStatus.SKIPPED: ":heavy_minus_sign:",
+    StepStatus.FAILED: ":x:",
+    StepStatus.INCONCLUSIVE: ":grey_question:",
+    StepStatus.DRY_RUN: ":test_tube:",
+    StepStatus.NOT_RUN: ":white_circle:",
+}
+
+_HEADLINES: Mapping[Outcome, str] = {
+    Outcome.SUCCEEDED: "PostHog key rotated and verified",
+    Outcome.INCONCLUSIVE: "PostHog key rotated; gateway traffic not seen in time (inconclusive)",
+    Outcome.ABORTED: "Rotation aborted before any change",
+    Outcome.FAILED_AFTER_RESET: "Rotation FAILED after the key reset: production needs the resume",
+    Outcome.FAILED: "Rotation failed",
+    Outcome.LOCKED: "Rotation not started: another rotation is in progress",
+    Outcome.DRY_RUN: "Dry run: nothing was changed",
+}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: Step
+    status: StepStatus
+    detail: str
+    env: str | None = None
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class EventCounts:
+    """What the Live Events check saw (and, in the sandbox, what the stand-in counted)."""
+
+    marker_seen_after_s: float | None = None
+    gateway_events: Mapping[str, int] = field(default_factory=dict)
+    sent: int | None = None
+    ingested: int | None = None
+    dropped: int | None = None
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run_id: str
+    trigger: str
+    mode: str
+    outcome: Outcome
+    started_at: datetime
+    finished_at: datetime
+    envs: tuple[str, ...]
+    steps: tuple[StepResult, ...]
+    fingerprints: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    commit: str | None = None
+    reset_at: datetime | None = None
+    dark_window_s: float | None = None
+    ingestion_window_s: float | None = None
+    error: str | None = None
+    broken_now: str | None = None
+    resume_command: str | None = None
+    events: EventCounts = EventCounts()
+    slack: str | None = None
+    plan: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return EXIT_CODES[self.outcome]
+
+    @property
+    def duration_s(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def step_durations(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for result in self.steps:
+            totals[result.step.value] = totals.get(result.step.value, 0.0) + result.duration_s
+        return totals
+
+
+def _fmt_s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+def _fingerprint_lines(report: RunReport) -> list[str]:
+    return [
+        f"{proj}: {old or '?'} -> {new or '?'}"
+        for proj, (old, new) in sorted(report.fingerprints.items())
+    ]
+
+
+def to_text(report: RunReport) -> str:
+    """PURE: the report for a terminal or a log."""
+    lines = [
+        f"rotator run {report.run_id} ({report.trigger}, {report.mode}): "
+        f"{report.outcome.value.upper()}",
+        f"  {_HEADLINES[report.outcome]}",
+    ]
+    if report.error:
+        lines.append(f"  error: {report.error}")
+    if report.broken_now:
+        lines.append(f"  broken now: {report.broken_now}")
+    if report.resume_command:
+        lines.append(f"  resume with: {report.resume_command}")
+    lines.append(f"  environments: {', '.join(report.envs) or '-'}")
+    lines.extend(f"  key {line}" for line in _fingerprint_lines(report))
+    if report.commit:
+        lines.append(f"  commit: {report.commit}")
+    if report.dark_window_s is not None:
+        window = (
+            f" (PostHog keeps old-key events for {report.ingestion_window_s:.0f}s)"
+            if report.ingestion_window_s is not None
+            else ""
+        )
+        lines.append(f"  dark window: {report.dark_window_s:.1f}s{window}")
+    ev = report.events
+    if ev.marker_seen_after_s is not None:
+        lines.append(f"  marker event read back after {ev.marker_seen_after_s:.1f}s")
+    for env, count in sorted(ev.gateway_events.items()):
+        lines.append(f"  gateway events on the new key ({env}): {count}")
+    if ev.sent is not None:
+        lines.append(f"  events sent {ev.sent}, ingested {ev.ingested}, dropped {ev.dropped}")
+    if report.plan:
+        lines.append("  plan:")
+        lines.extend(f"    {p}" for p in report.plan)
+    lines.append("  steps:")
+    for r in report.steps:
+        where = f" [{r.env}]" if r.env else ""
+        lines.append(
+            f"    {_ICONS[r.status]:>4}  {STEP_TITLES[r.step]}{where}  "
+            f"{_fmt_s(r.duration_s)}  {r.detail}"
+        )
+    lines.append(f"  took {report.duration_s:.1f}s; slack: {report.slack or '-'}")
+    return "\n".join(lines)
+
+
+def to_json(report: RunReport) -> dict[str, Any]:
+    """PURE: the report as a JSON-able dict."""
+    data = asdict(report)
+    data["outcome"] = report.outcome.value
+    data["exit_code"] = int(report.exit_code)
+    data["started_at"] = report.started_at.isoformat()
+    data["finished_at"] = report.finished_at.isoformat()
+    data["reset_at"] = report.reset_at.isoformat() if report.reset_at else None
+    data["steps"] = [
+        {**asdict(s), "step": s.step.value, "status": s.status.value} for s in report.steps
+    ]
+    data["fingerprints"] = {
+        k: {"old": old, "new": new} for k, (old, new) in report.fingerprints.items()
+    }
+    data["duration_s"] = report.duration_s
+    return data
+
+
+def to_json_text(report: RunReport) -> str:
+    return json.dumps(to_json(report), indent=2, sort_keys=True)
+
+
+def _mrkdwn(text: str, limit: int = 2900) -> str:
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def to_slack(report: RunReport, *, mention: str | None = None) -> dict[str, Any]:
+    """PURE: one Block Kit message for the run (Slack incoming webhook payload)."""
+    headline = _HEADLINES[report.outcome]
+    failed = report.outcome in (Outcome.FAILED_AFTER_RESET, Outcome.FAILED)
+    prefix = f"{mention} " if mention and failed else ""
+    fields = [
+        f"*Outcome*\n{report.outcome.value}",
+        f"*Run*\n{report.run_id} ({report.trigger}, {report.mode})",
+        f"*Environments*\n{', '.join(report.envs) or '-'}",
+        f"*Dark window*\n{_fmt_s(report.dark_window_s)}",
+    ]
+    if report.commit:
+        fields.append(f"*Commit*\n`{report.commit[:12]}`")
+    if report.fingerprints:
+        fields.append("*Key*\n" + "\n".join(_fingerprint_lines(report)))
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}},
+        {
+            "type": "section",
+            "fields": [{"type": "mrkdwn", "text": _mrkdwn(f, 1900)} for f in fields[:10]],
+        },
+    ]
+    if report.error or report.broken_now or report.resume_command:
+        problem = []
+        if report.error:
+            problem.append(f"*Error:* {report.error}")
+        if report.broken_now:
+            problem.append(f"*Broken now:* {report.broken_now}")
+        if report.resume_command:
+            problem.append(f"*Resume:* `{report.resume_command}`")
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn("\n".join(problem))}}
+        )
+    step_lines = [
+        f"{_SLACK_ICONS[r.status]} {STEP_TITLES[r.step]}{f' [{r.env}]' if r.env else ''} "
+        f"({_fmt_s(r.duration_s)}) {r.detail}"
+        for r in report.steps
+    ]
+    blocks.append(
+        {"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn("\n".join(step_lines))}}
+    )
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": _mrkdwn(
+                        f"rotator · started {report.started_at.isoformat(timespec='seconds')} · "
+                        f"took {report.duration_s:.0f}s",
+                        300,
+                    ),
+                }
+            ],
+        }
+    )
+    return {"text": f"{prefix}{headline} ({report.outcome.value})", "blocks": blocks}
+
+
+def to_prometheus(report: RunReport, *, previous_success_ts: float | None = None) -> str:
+    """PURE: Prometheus text exposition of one run (for a textfile collector or Pushgateway)."""
+    succeeded = report.outcome is Outcome.SUCCEEDED
+    finished = report.finished_at.timestamp()
+    last_success = finished if succeeded else previous_success_ts
+    out = [
+        "# HELP rotator_last_run_timestamp_seconds When the last rotation run finished.",
+        "# TYPE rotator_last_run_timestamp_seconds gauge",
+        f"rotator_last_run_timestamp_seconds {finished:.3f}",
+        "# HELP rotator_last_run_outcome 1 for the outcome of the last run, 0 for the others.",
+        "# TYPE rotator_last_run_outcome gauge",
+    ]
+    out += [
+        f'rotator_last_run_outcome{{outcome="{o.value}"}} {int(o is report.outcome)}'
+        for o in Outcome
+    ]
+    out += [
+        "# HELP rotator_last_run_exit_code Exit code of the last run.",
+        "# TYPE rotator_last_run_exit_code gauge",
+        f"rotator_last_run_exit_code {int(report.exit_code)}",
+        "# HELP rotator_last_run_duration_seconds Wall time of the last run.",
+        "# TYPE rotator_last_run_duration_seconds gauge",
+        f"rotator_last_run_duration_seconds {report.duration_s:.3f}",
+        "# HELP rotator_step_duration_seconds Wall time of each step in the last run.",
+        "# TYPE rotator_step_duration_seconds gauge",
+    ]
+    out += [
+        f'rotator_step_duration_seconds{{step="{step}"}} {secs:.3f}'
+        for step, secs in sorted(report.step_durations().items())
+    ]
+    if report.dark_window_s is not None:
+        out += [
+            "# HELP rotator_dark_window_seconds From the reset to the last pod Ready on the "
+            "new key.",
+            "# TYPE rotator_dark_window_seconds gauge",
+            f"rotator_dark_window_seconds {report.dark_window_s:.3f}",
+        ]
+    if last_success is not None:
+        out += [
+            "# HELP rotator_last_success_timestamp_seconds When a rotation last succeeded.",
+            "# TYPE rotator_last_success_timestamp_seconds gauge",
+            f"rotator_last_success_timestamp_seconds {last_success:.3f}",
+        ]
+    return "\n".join(out) + "\n"

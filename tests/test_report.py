@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rotator.errors import ExitCode
+from rotator.report import (
+    EXIT_CODES,
+    STEP_TITLES,
+    EventCounts,
+    Outcome,
+    RunReport,
+    StepResult,
+    StepStatus,
+    to_json_text,
+    to_prometheus,
+    to_slack,
+    to_text,
+)
+from rotator.steps import Step
+
+T0 = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
+
+
+def report(outcome: Outcome = Outcome.SUCCEEDED, **kw: object) -> RunReport:
+    base: dict[str, object] = {
+        "run_id": "rot-1",
+        "trigger": "cron",
+        "mode": "rotate",
+        "outcome": outcome,
+        "started_at": T0,
+        "finished_at": T0 + timedelta(seconds=42),
+        "envs": ("preview", "prod"),
+        "steps": tuple(StepResult(s, StepStatus.OK, "done", duration_s=1.0) for s in Step),
+        "fingerprints": {"project 1": ("sha256:000000000000", "sha256:111111111111")},
+        "commit": "a" * 40,
+        "reset_at": T0 + timedelta(seconds=2),
+        "dark_window_s": 21.5,
+        "ingestion_window_s": 150.0,
+        "events": EventCounts(marker_seen_after_s=1.5, gateway_events={"prod": 3}),
+    }
+    base.update(kw)
+    return RunReport(**base)  # type: ignore[arg-type]
+
+
+def test_every_step_has_a_report_line() -> None:
+    assert set(STEP_TITLES) == set(Step)
+
+
+def test_every_outcome_has_an_exit_code_and_the_documented_ones_hold() -> None:
+    assert set(EXIT_CODES) == set(Outcome)
+    assert report(Outcome.SUCCEEDED).exit_code is ExitCode.OK
+    assert report(Outcome.FAILED_AFTER_RESET).exit_code is ExitCode.FAILED
+    assert report(Outcome.ABORTED).exit_code is ExitCode.ABORTED
+    assert report(Outcome.LOCKED).exit_code is ExitCode.LOCKED
+
+
+def test_text_report_shows_fingerprints_commit_and_dark_window() -> None:
+    text = to_text(report())
+    assert "SUCCEEDED" in text
+    assert "sha256:000000000000 -> sha256:111111111111" in text
+    assert "dark window: 21.5s" in text
+    assert "a" * 40 in text
+
+
+def test_a_failed_run_after_the_reset_names_what_is_broken_and_how_to_resume() -> None:
+    r = report(
+        Outcome.FAILED_AFTER_RESET,
+        error="argocd [prod]: sync failed",
+        broken_now="prod runs the old key",
+        resume_command="rotator run --env prod",
+    )
+    text = to_text(r)
+    assert "broken now: prod runs the old key" in text
+    assert "resume with: rotator run --env prod" in text
+    slack = json.dumps(to_slack(r, mention="<!here>"))
+    assert "rotator run --env prod" in slack
+    assert to_slack(r, mention="<!here>")["text"].startswith("<!here>")
+
+
+def test_json_report_round_trips_through_json() -> None:
+    data = json.loads(to_json_text(report()))
+    assert data["outcome"] == "succeeded"
+    assert data["exit_code"] == 0
+    assert data["fingerprints"]["project 1"]["new"] == "sha256:111111111111"
+    assert data["steps"][0]["step"] == "preflight"
+
+
+@pytest.mark.parametrize("outcome", list(Outcome))
+def test_slack_payload_stays_inside_block_kit_limits(outcome: Outcome) -> None:
+    long_error = "x" * 10_000
+    payload = to_slack(report(outcome, error=long_error))
+    blocks = payload["blocks"]
+    assert len(blocks) <= 50
+    assert len(blocks[0]["text"]["text"]) <= 150
+    for block in blocks:
+        if block["type"] == "section" and "text" in block:
+            assert len(block["text"]["text"]) <= 3000
+        for f in block.get("fields", []):
+            assert len(f["text"]) <= 2000
+        assert len(block.get("fields", [])) <= 10
+
+
+def test_prometheus_metrics_carry_outcome_durations_and_last_success() -> None:
+    text = to_prometheus(report())
+    assert 'rotator_last_run_outcome{outcome="succeeded"} 1' in text
+    assert "rotator_dark_window_seconds 21.500" in text
+    assert "rotator_last_success_timestamp_seconds" in text
+    failed = to_prometheus(report(Outcome.FAILED), previous_success_ts=123.0)
+    assert "rotator_last_success_timestamp_seconds 123.000" in failed
+    assert 'rotator_step_duration_seconds{step="verify"}' in text
