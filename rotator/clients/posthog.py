@@ -1,0 +1,553 @@
+"""The PostHog client: read and reset the project key, send events, read them back with HogQL.
+
+Every call goes through ``rotator.clients.http.request`` (explicit timeouts; bounded retries
+for idempotent calls only). Upstream behaviour this relies on is in FACTS section 2:
+
+- ``PATCH /api/projects/{id}/reset_token/`` is the point of no return. It is sent exactly once;
+  a lost answer is ``ResetOutcomeUnknown`` and the caller learns the outcome by reading the key
+  back with ``get_project``, never by resetting again.
+- Capture answers 200 for any well-formed key, dead or alive: a 200 proves nothing. Proof is
+  reading the event back through the query API with ``"refresh": "force_blocking"`` (an
+  identical query without it may be served from a cache hours old).
+- The personal key travels only in the ``Authorization`` header, set by an auth object whose
+  ``repr`` is masked; it is never in a URL, a message or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid as uuid_mod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import requests
+from urllib3.exceptions import NewConnectionError
+
+from rotator.clients.http import RetryPolicy, request, truncate
+from rotator.clock import Clock, Deadline, SystemClock
+from rotator.config import ProjectId
+from rotator.errors import ConfigError, PostHogError, ResetForbidden, ResetOutcomeUnknown
+from rotator.redact import Secret
+
+if TYPE_CHECKING:
+    from rotator.config import Config
+
+log = logging.getLogger(__name__)
+
+MARKER_EVENT = "rotator_check"
+MARKER_DISTINCT_ID = "rotator"
+# posthog/models/utils.py generate_random_token_project: "phc_" + base62; capture caps at 64.
+_PROJECT_KEY = re.compile(r"^phc_[0-9A-Za-z]{1,60}$")
+# Personal-key query limits are 240/min and 2400/h: one query per 1.5 s keeps under both.
+QUERY_INTERVAL_S = 3600 / 2400
+_MAX_POLL_FACTOR = 4.0
+DEFAULT_RETRY = RetryPolicy()
+_SCOPE_IN_DETAIL = re.compile(r"missing required scope '([^']+)'")
+_HOGQL_SAFE_STRING = re.compile(r"^[^\x00-\x1f]*$")
+
+RESET_FORBIDDEN_REMEDY = (
+    "nothing changed. PostHog does not let a personal API key with scopes reset the project "
+    "key: use a personal API key without scopes (a legacy key), or reset the key in PostHog "
+    "(Project settings -> Project API key -> Reset) and then run `rotator run --no-reset` to "
+    "roll the new key out"
+)
+RESET_UNKNOWN_REMEDY = (
+    "the reset may or may not have happened. Do not reset again: read the key back "
+    "(GET /api/projects/{project_id}/, `rotator status`) and roll out whatever key PostHog now has "
+    "(`rotator run --no-reset`)"
+)
+
+
+@dataclass(frozen=True)
+class Project:
+    id: ProjectId
+    name: str
+    api_token: Secret
+    live_events_token: Secret | None
+
+
+@dataclass(frozen=True)
+class MarkerHit:
+    check_id: str
+    seen_after_s: float
+    polls: int
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """Adds ``Authorization: Bearer <key>`` at send time; its repr never shows the key."""
+
+    def __init__(self, key: Secret) -> None:
+        self._key = key
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        return r
+
+    def __repr__(self) -> str:
+        return f"_BearerAuth({self._key!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _BearerAuth) and other._key == self._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+
+# --- HogQL values: never interpolate anything unchecked ------------------------------------
+
+
+def hogql_string(value: str) -> str:
+    """A HogQL string literal: quotes and backslashes escaped, control characters refused."""
+    if not _HOGQL_SAFE_STRING.match(value):
+        raise ValueError("a HogQL string value must not contain control characters")
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def ensure_check_id(check_id: str) -> str:
+    """A marker id is a canonical UUID, nothing else (it is interpolated into HogQL)."""
+    try:
+        parsed = uuid_mod.UUID(check_id)
+    except (ValueError, AttributeError, TypeError):
+        raise ValueError(f"check_id must be a UUID, got {check_id!r:.60}") from None
+    if str(parsed) != check_id:
+        raise ValueError("check_id must be a UUID in canonical form (lower case, with dashes)")
+    return check_id
+
+
+def ensure_condition(where: str) -> str:
+    """A HogQL condition from config, checked to stay inside the parentheses it is put in.
+
+    The text comes from the operator's config (e.g. ``properties.environment = 'preview'``),
+    so it is trusted to be HogQL; what is checked is that it cannot close the surrounding
+    ``(...)``, end the statement, or hide text in a comment.
+    """
+    depth = 0
+    quote: str | None = None
+    escaped = False
+    for i, ch in enumerate(where):
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+            continue
+        if ch in ("'", '"', "`"):
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"unbalanced ')' at position {i} in the HogQL condition")
+        elif ch == ";" or where.startswith(("--", "/*"), i):
+            raise ValueError("a HogQL condition must not contain ';' or comments")
+    if quote or depth:
+        raise ValueError("unbalanced quotes or parentheses in the HogQL condition")
+    if not where.strip():
+        raise ValueError("empty HogQL condition")
+    return where
+
+
+def hogql_time(moment: datetime) -> str:
+    """``toDateTime('...Z')``: an explicit UTC instant, whatever the project's time zone."""
+    if moment.tzinfo is None:
+        raise ValueError("use an aware datetime (UTC)")
+    text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"toDateTime({hogql_string(text)})"
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _ErrorBody:
+    """PostHog's DRF error body ``{type, code, detail, attr}``, filled by ``describe``."""
+
+    code: str | None = None
+    detail: str | None = None
+
+
+def _parse_error(response: requests.Response) -> _ErrorBody:
+    try:
+        body = response.json()
+    except ValueError:
+        return _ErrorBody()
+    if not isinstance(body, dict):
+        return _ErrorBody()
+    code = body.get("code")
+    detail = body.get("detail")
+    return _ErrorBody(
+        code=str(code) if code is not None else None,
+        detail=str(detail) if detail is not None else None,
+    )
+
+
+def _never_sent(exc: BaseException | None) -> bool:
+    """True only when the request provably never left: the connection could not be opened."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError) and exc.args:
+        reason = getattr(exc.args[0], "reason", None)
+        return isinstance(reason, NewConnectionError)
+    return False
+
+
+# --- the client -------------------------------------------------------------------------------
+
+
+class PostHogClient:
+    """PostHog's private API (app host) and capture (ingestion host), for one personal key."""
+
+    def __init__(
+        self,
+        *,
+        app_host: str,
+        ingest_host: str,
+        personal_key: Secret,
+        timeout: tuple[float, float],
+        retry: RetryPolicy = DEFAULT_RETRY,
+        clock: Clock | None = None,
+        session: requests.Session | None = None,
+        key_source: str = "the configured personal API key",
+        query_interval_s: float = QUERY_INTERVAL_S,
+    ) -> None:
+        self._app = app_host.rstrip("/")
+        self._ingest = ingest_host.rstrip("/")
+        self._timeout = timeout
+        self._retry = retry
+        self._clock: Clock = clock or SystemClock()
+        self._key_source = key_source
+        self._query_interval_s = query_interval_s
+        self._last_query: float | None = None
+        # The key is added per request by the session's auth object (masked repr), never via
+        # `headers=`. Capture is unauthenticated (the project key is in the body): it has its
+        # own session without the personal key, so that key never reaches the ingestion host.
+        self._api = session or requests.Session()
+        self._api.auth = _BearerAuth(personal_key)
+        self._ingest_session = requests.Session()
+        for s in (self._api, self._ingest_session):
+            s.trust_env = False  # no ~/.netrc or proxy env surprises; hosts come from config
+            s.headers["User-Agent"] = "rotator (posthog key rotation)"
+
+    @classmethod
+    def from_config(cls, config: Config, *, clock: Clock | None = None) -> PostHogClient:
+        source = config.posthog.personal_api_key
+        key = config.secrets.posthog_personal_api_key
+        if key is None:
+            why = config.secrets.missing.get("posthog.personal_api_key", "it is not set")
+            raise ConfigError(
+                f"posthog.personal_api_key: the PostHog personal API key is missing "
+                f"({source.describe()}): {why}"
+            )
+        t = config.timeouts
+        return cls(
+            app_host=config.posthog.app_host,
+            ingest_host=config.posthog.ingest_host,
+            personal_key=key,
+            timeout=(t.connect_s, t.read_s),
+            retry=RetryPolicy(attempts=t.attempts),
+            clock=clock,
+            key_source=f"the personal API key from {source.describe()}",
+        )
+
+    def close(self) -> None:
+        self._api.close()
+        self._ingest_session.close()
+
+    # plumbing -----------------------------------------------------------------------------
+
+    def _describe(self, body: _ErrorBody) -> Callable[[requests.Response], str]:
+        def describe(response: requests.Response) -> str:
+            parsed = _parse_error(response)
+            body.code, body.detail = parsed.code, parsed.detail
+            detail = parsed.detail or truncate(response.text)
+            if response.status_code == 401 and parsed.code in (
+                "authentication_failed",
+                "not_authenticated",
+            ):
+                return (
+                    f"PostHog rejected {self._key_source} ({parsed.code}: {truncate(detail)}); "
+                    f"check that it is a valid personal API key (phx_...) for {self._app}"
+                )
+            scope = _SCOPE_IN_DETAIL.search(detail)
+            if response.status_code == 403 and scope:
+                return (
+                    f"{self._key_source} lacks the scope '{scope.group(1)}'; add it to the key "
+                    f"in PostHog (Settings -> Personal API keys)"
+                )
+            prefix = f"{parsed.code}: " if parsed.code else ""
+            return prefix + truncate(detail)
+
+        return describe
+
+    def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        idempotent: bool,
+        json: Any = None,
+        session: requests.Session | None = None,
+    ) -> requests.Response:
+        body = _ErrorBody()
+        session = session or self._api
+        try:
+            return request(
+                session,
+                method,
+                url,
+                what=what,
+                error=PostHogError,
+                timeout=self._timeout,
+                idempotent=idempotent,
+                retry=self._retry,
+                clock=self._clock,
+                json=json,
+                describe_error=self._describe(body),
+            )
+        except PostHogError as exc:
+            if body.code is None:
+                raise
+            raise PostHogError(
+                str(exc), retryable=exc.retryable, status=exc.status, code=body.code
+            ) from exc
+
+    def _api_url(self, project_id: ProjectId, suffix: str = "") -> str:
+        return f"{self._app}/api/projects/{int(project_id)}/{suffix}"
+
+    def _project(self, project_id: ProjectId, data: Any, *, what: str) -> Project:
+        if not isinstance(data, dict):
+            raise PostHogError(f"{what}: PostHog answered something other than a JSON object")
+        token = data.get("api_token")
+        if not isinstance(token, str) or not token:
+            raise PostHogError(f"{what}: PostHog's answer has no `api_token`")
+        if not _PROJECT_KEY.match(token):
+            # Never echo the value: it may be a key of another shape.
+            raise PostHogError(
+                f"{what}: `api_token` in PostHog's answer is not a project key "
+                f"(phc_ + base62, at most 64 chars; got {len(token)} chars)"
+            )
+        live = data.get("live_events_token")
+        answered_id = data.get("id")
+        if answered_id is not None and answered_id != int(project_id):
+            raise PostHogError(f"{what}: PostHog answered for project {answered_id!r}")
+        return Project(
+            id=project_id,
+            name=str(data.get("name") or ""),
+            api_token=Secret(token),
+            live_events_token=Secret(live) if isinstance(live, str) and live else None,
+        )
+
+    # the API ------------------------------------------------------------------------------
+
+    def get_project(self, project_id: ProjectId) -> Project:
+        what = f"read PostHog project {int(project_id)}"
+        response = self._call("GET", self._api_url(project_id), what=what, idempotent=True)
+        return self._project(project_id, _json(response, what), what=what)
+
+    def reset_key(self, project_id: ProjectId) -> Project:
+        """Reset the project key: sent exactly once, never retried (the point of no return)."""
+        what = f"reset the key of PostHog project {int(project_id)}"
+        body = _ErrorBody()
+        try:
+            response = request(
+                self._api,
+                "PATCH",
+                self._api_url(project_id, "reset_token/"),
+                what=what,
+                error=PostHogError,
+                timeout=self._timeout,
+                idempotent=False,
+                retry=self._retry,
+                clock=self._clock,
+                describe_error=self._describe(body),
+            )
+        except PostHogError as exc:
+            raise self._reset_error(exc, body, what, project_id) from exc
+        try:
+            project = self._project(project_id, _json(response, what), what=what)
+        except PostHogError as exc:
+            # The reset happened (200) but the answer is unusable: the key is unknown to us.
+            unknown = RESET_UNKNOWN_REMEDY.format(project_id=int(project_id))
+            raise ResetOutcomeUnknown(f"{exc}; {unknown}", status=200) from exc
+        log.info("PostHog project %s: key reset, new key %s", int(project_id), project.api_token)
+        return project
+
+    def _reset_error(
+        self, exc: PostHogError, body: _ErrorBody, what: str, project_id: ProjectId
+    ) -> PostHogError:
+        unknown = RESET_UNKNOWN_REMEDY.format(project_id=int(project_id))
+        status = exc.status
+        if status is None:
+            if _never_sent(exc.__cause__):
+                return PostHogError(
+                    f"{what}: could not connect ({type(exc.__cause__).__name__}); the request "
+                    f"was not sent, nothing changed",
+                    retryable=True,
+                )
+            return ResetOutcomeUnknown(
+                f"{what}: no answer ({type(exc.__cause__).__name__}); {unknown}",
+                retryable=False,
+            )
+        if status >= 500:
+            return ResetOutcomeUnknown(
+                f"{exc}; {unknown}", retryable=False, status=status, code=body.code
+            )
+        if status == 403 and "Personal API Key access" in (body.detail or ""):
+            return ResetForbidden(
+                f"{what}: PostHog answered 403 ({body.detail}); {RESET_FORBIDDEN_REMEDY}",
+                status=status,
+                code=body.code,
+            )
+        if status == 429:
+            return PostHogError(
+                f"{exc}; the reset was throttled before it ran, nothing changed; try again later",
+                retryable=False,
+                status=status,
+                code=body.code,
+            )
+        return PostHogError(
+            f"{exc}; nothing changed", retryable=False, status=status, code=body.code
+        )
+
+    def capture(
+        self,
+        key: Secret,
+        event: str,
+        distinct_id: str,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        timestamp: datetime | None = None,
+    ) -> None:
+        """Send one event. A 200 only means the key is well-formed, not that it is alive."""
+        payload: dict[str, Any] = {
+            "api_key": key.reveal(),
+            "event": event,
+            "distinct_id": distinct_id,
+            "properties": dict(properties or {}),
+            # A uuid makes a retried capture the same event (PostHog dedupes on it), so the
+            # call counts as idempotent for the request helper.
+            "uuid": str(uuid_mod.uuid4()),
+        }
+        if timestamp is not None:
+            payload["timestamp"] = timestamp.astimezone(UTC).isoformat()
+        self._call(
+            "POST",
+            f"{self._ingest}/i/v0/e/",
+            what=f"send event {event!r} with key {key.fingerprint}",
+            idempotent=True,
+            json=payload,
+            session=self._ingest_session,
+        )
+
+    def query(self, project_id: ProjectId, hogql: str) -> list[list[Any]]:
+        """Run HogQL with ``force_blocking`` (never a cached answer); returns the result rows."""
+        self._space_queries()
+        what = f"query PostHog project {int(project_id)}"
+        response = self._call(
+            "POST",
+            self._api_url(project_id, "query/"),
+            what=what,
+            idempotent=True,  # read-only
+            json={"query": {"kind": "HogQLQuery", "query": hogql}, "refresh": "force_blocking"},
+        )
+        data = _json(response, what)
+        results = data.get("results") if isinstance(data, dict) else None
+        if not isinstance(results, list) or not all(isinstance(r, list) for r in results):
+            raise PostHogError(f"{what}: the answer has no `results` rows")
+        return results
+
+    def _space_queries(self) -> None:
+        """Stay under the per-key query limit (240/min, 2400/h) instead of meeting 429s."""
+        now = self._clock.monotonic()
+        if self._last_query is not None:
+            wait = self._last_query + self._query_interval_s - now
+            if wait > 0:
+                self._clock.sleep(wait)
+                now = self._clock.monotonic()
+        self._last_query = now
+
+    def send_marker(
+        self, key: Secret, *, check_id: str, properties: Mapping[str, Any] | None = None
+    ) -> None:
+        """Send the ``rotator_check`` marker event carrying ``check_id`` with ``key``."""
+        ensure_check_id(check_id)
+        props = {**dict(properties or {}), "check_id": check_id, "source": "rotator"}
+        self.capture(key, MARKER_EVENT, MARKER_DISTINCT_ID, props)
+
+    def find_marker(
+        self, project_id: ProjectId, *, check_id: str, deadline_s: float, poll_s: float
+    ) -> MarkerHit | None:
+        """Poll (with backoff) until the marker is queryable; ``None`` when the deadline passes."""
+        ensure_check_id(check_id)
+        # Every interpolated value is checked (uuid) and quoted (hogql_string).
+        hogql = (
+            f"SELECT uuid, timestamp FROM events WHERE event = {hogql_string(MARKER_EVENT)} "  # noqa: S608
+            f"AND properties.check_id = {hogql_string(check_id)} "
+            f"AND timestamp >= now() - INTERVAL 60 MINUTE LIMIT 1"
+        )
+        deadline = Deadline(self._clock, deadline_s)
+        polls = 0
+        wait = poll_s
+        while True:
+            polls += 1
+            try:
+                rows = self.query(project_id, hogql)
+            except PostHogError as exc:
+                if not exc.retryable:
+                    raise
+                log.warning("marker %s: query failed (%s); polling on", check_id, exc)
+                rows = []
+            if rows:
+                hit = MarkerHit(check_id=check_id, seen_after_s=deadline.elapsed, polls=polls)
+                log.info("marker %s seen after %.1fs (%d polls)", check_id, hit.seen_after_s, polls)
+                return hit
+            if deadline.remaining <= 0:
+                log.info("marker %s not seen within %.0fs (%d polls)", check_id, deadline_s, polls)
+                return None
+            self._clock.sleep(min(wait, deadline.remaining))
+            wait = min(wait * 1.5, poll_s * _MAX_POLL_FACTOR)
+
+    def count_events(self, project_id: ProjectId, *, where: str, since: datetime) -> int:
+        """``count()`` of events with ``timestamp >= since AND (where)``."""
+        # `since` is rendered by hogql_time; `where` is checked to stay inside its parentheses.
+        hogql = (
+            f"SELECT count() FROM events WHERE timestamp >= {hogql_time(since)} "  # noqa: S608
+            f"AND ({ensure_condition(where)})"
+        )
+        rows = self.query(project_id, hogql)
+        try:
+            return int(rows[0][0])
+        except (IndexError, TypeError, ValueError):
+            raise PostHogError(
+                f"count events in PostHog project {int(project_id)}: unexpected answer shape"
+            ) from None
+
+
+def _json(response: requests.Response, what: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise PostHogError(
+            f"{what}: PostHog answered {response.status_code} without JSON: "
+            f"{truncate(response.text)}"
+        ) from None
+
+
+__all__ = [
+    "MARKER_EVENT",
+    "MarkerHit",
+    "PostHogClient",
+    "Project",
+    "ProjectId",
+    "ensure_check_id",
+    "ensure_condition",
+    "hogql_string",
+    "hogql_time",
+]
