@@ -1,0 +1,81 @@
+"""The `run`, `status` and `verify` commands: flags -> RunSwitches -> runner -> output."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+from rotator.config import Config, RunSwitches
+from rotator.errors import ExitCode
+from rotator.report import RunReport, to_json_text, to_prometheus, to_text
+
+log = logging.getLogger(__name__)
+
+
+def switches_from_args(args: argparse.Namespace, *, trigger: str | None = None) -> RunSwitches:
+    """CLI flags over ``ROTATOR_*`` env switches (the CronJob's manual trigger)."""
+    base = RunSwitches.from_env()
+    envs = tuple(getattr(args, "envs", None) or ()) or base.envs
+    return RunSwitches(
+        envs=envs,
+        dry_run=bool(getattr(args, "dry_run", None)) or base.dry_run,
+        no_reset=bool(getattr(args, "no_reset", None)) or base.no_reset,
+        force=bool(getattr(args, "force", None)) or base.force,
+        trigger=trigger or base.trigger,  # type: ignore[arg-type]
+    )
+
+
+def print_report(report: RunReport, *, as_json: bool) -> None:
+    sys.stdout.write((to_json_text(report) if as_json else to_text(report)) + "\n")
+    sys.stdout.flush()
+
+
+_SUCCESS = re.compile(r"^rotator_last_success_timestamp_seconds ([0-9.]+)$", re.M)
+
+
+def write_metrics(path: Path, report: RunReport) -> None:
+    """Write the Prometheus textfile atomically, keeping the last success time across runs."""
+    previous = None
+    try:
+        match = _SUCCESS.search(path.read_text())
+        previous = float(match.group(1)) if match else None
+    except OSError:
+        pass
+    text = to_prometheus(report, previous_success_ts=previous)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".rotator-metrics-")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    Path(tmp).replace(path)
+
+
+def run_command(args: argparse.Namespace, config: Config) -> int:
+    from rotator.runner import run_once
+
+    report = run_once(config, switches_from_args(args))
+    print_report(report, as_json=args.json)
+    metrics = args.metrics_file or config.metrics.file
+    if metrics is not None:
+        write_metrics(metrics, report)
+    return int(report.exit_code)
+
+
+def status_command(args: argparse.Namespace, config: Config) -> int:
+    from rotator.status import collect_status, status_table
+
+    rows = collect_status(config, envs=tuple(args.envs or ()))
+    sys.stdout.write(status_table(rows, as_json=args.json) + "\n")
+    return int(ExitCode.OK)
+
+
+def verify_command(args: argparse.Namespace, config: Config) -> int:
+    from rotator.status import verify_current_key
+
+    report = verify_current_key(config, switches_from_args(args, trigger="cli"))
+    print_report(report, as_json=args.json)
+    return int(report.exit_code)

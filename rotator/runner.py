@@ -1,0 +1,974 @@
+"""The shell around the pure core: observe -> decide -> act -> observe again.
+
+``run_once(config, switches)`` is the one path that the CronJob, a manual Job, the CLI and the
+scheduler all take. It returns a ``RunReport`` and never raises for an outcome: the report
+says what happened, and the CLI turns it into an exit code. Dry run is checked only at the leaf
+side effects (``dry run: skipping <what>``).
+
+Order: preflight (reads only) -> lock (Lease) -> per PostHog project: observe, decide, then
+rotate (the point of no return) -> seal -> commit/push -> per environment in parallel:
+ArgoCD sync of the exact commit -> unseal -> restart and rollout -> verify. Report always runs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from rotator.clock import Clock, SystemClock
+from rotator.config import (
+    Config,
+    EnvironmentConfig,
+    EnvName,
+    ProjectId,
+    RestartStrategy,
+    RunSwitches,
+)
+from rotator.errors import (
+    ClientError,
+    ConfigError,
+    KubeError,
+    LockHeld,
+    PreflightError,
+    ResetForbidden,
+    ResetOutcomeUnknown,
+    RotatorError,
+    SlackError,
+    VerificationFailed,
+    WaitTimeout,
+)
+from rotator.logs import log_context
+from rotator.redact import Fingerprint, Secret, scrub
+from rotator.report import EventCounts, Outcome, RunReport, StepResult, StepStatus, to_slack
+from rotator.steps import EnvObservation, GroupObservation, Plan, Step, dark_window_s, decide
+
+if TYPE_CHECKING:
+    from rotator.clients.argocd import ArgoCD
+    from rotator.clients.gitrepo import OpsRepo
+    from rotator.clients.kube import Kube
+    from rotator.clients.posthog import PostHogClient, Project
+    from rotator.clients.sealing import SealingCert
+    from rotator.clients.slack import SlackClient
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Recorded on the gateway's pod template by our restart: which key the pods were started for.
+DEPLOYMENT_FINGERPRINT_ANNOTATION = "rotator.align.dev/key-fingerprint"
+TRAILER_RUN_ID = "Rotator-Run-Id"
+TRAILER_TRIGGER = "Rotator-Trigger"
+TRAILER_FINGERPRINT = "Rotator-Key-Fingerprint"
+
+
+@dataclass
+class Clients:
+    """The outside systems, built once per run (tests and the bench inject their own)."""
+
+    posthog: PostHogClient
+    kube: Kube
+    argocd: ArgoCD
+    slack: SlackClient | None
+    open_repo: Callable[[Path], OpsRepo]
+
+
+def build_clients(config: Config, *, clock: Clock) -> Clients:
+    from rotator.clients.argocd import ArgoCD
+    from rotator.clients.gitrepo import OpsRepo
+    from rotator.clients.kube import Kube
+    from rotator.clients.posthog import PostHogClient
+    from rotator.clients.slack import SlackClient
+
+    kube = Kube.from_config(config, clock=clock)
+
+    def open_repo(workdir: Path) -> OpsRepo:
+        return OpsRepo.open(config.git, token=config.secrets.git_https_token, workdir=workdir)
+
+    return Clients(
+        posthog=PostHogClient.from_config(config, clock=clock),
+        kube=kube,
+        argocd=ArgoCD(kube),
+        slack=SlackClient.from_config(config, clock=clock),
+        open_repo=open_repo,
+    )
+
+
+class StepFailed(RotatorError):
+    """A step failed; carries the step and environment for the report."""
+
+    def __init__(self, step: Step, env: str | None, cause: Exception) -> None:
+        where = f" [{env}]" if env else ""
+        super().__init__(f"{step.value}{where}: {scrub(str(cause))}")
+        self.step = step
+        self.env = env
+        self.cause = cause
+
+
+@dataclass
+class _GroupState:
+    project_id: ProjectId
+    envs: list[EnvName]
+    project: Project | None = None
+    key: Secret | None = None
+    old_fingerprint: Fingerprint | None = None
+    plan: Plan | None = None
+    commit: str | None = None
+    reset_at: datetime | None = None
+    rollouts_done: list[datetime] = field(default_factory=list)
+
+
+class Run:
+    """One rotation run: holds what it has learned and what it has done."""
+
+    def __init__(
+        self,
+        config: Config,
+        switches: RunSwitches,
+        *,
+        clock: Clock,
+        clients: Clients | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.switches = switches
+        self.clock = clock
+        self._clients = clients
+        self.run_id = run_id or f"rot-{clock.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        self.started_at = clock.now()
+        self.results: list[StepResult] = []
+        self._results_lock = threading.Lock()
+        self.env_names = self._select_envs()
+        self.groups = [
+            _GroupState(pid, [e for e in names if e in self.env_names])
+            for pid, names in config.project_groups()
+            if any(e in self.env_names for e in names)
+        ]
+        self.repo: OpsRepo | None = None
+        self.certs: dict[EnvName, SealingCert] = {}
+        self.reset_happened = False
+        self.changed = False
+        self.events = EventCounts()
+        self._gateway_counts: dict[str, int] = {}
+        self._marker_after: float | None = None
+        self._inconclusive: list[str] = []
+        self._workdir: Path | None = None
+        self._lease: _LeaseKeeper | None = None
+        self.plan_lines: list[str] = []
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def clients(self) -> Clients:
+        if self._clients is None:
+            self._clients = build_clients(self.config, clock=self.clock)
+        return self._clients
+
+    @property
+    def dry_run(self) -> bool:
+        return self.switches.dry_run
+
+    def _select_envs(self) -> list[EnvName]:
+        if not self.switches.envs:
+            return self.config.env_names()
+        for name in self.switches.envs:
+            self.config.env(name)  # ConfigError for an unknown name
+        return [e for e in self.config.env_names() if e in self.switches.envs]
+
+    def record(
+        self,
+        step: Step,
+        status: StepStatus,
+        detail: str,
+        *,
+        env: str | None = None,
+        duration_s: float = 0.0,
+    ) -> None:
+        with self._results_lock:
+            self.results.append(StepResult(step, status, scrub(detail), env, duration_s))
+
+    @contextmanager
+    def step(self, step: Step, *, env: str | None = None, detail: str = "") -> Iterator[list[str]]:
+        """Time a step, log it, record its result; errors become ``StepFailed``."""
+        start = self.clock.monotonic()
+        notes: list[str] = []
+        with log_context(step=step.value, env=env or "-"):
+            log.info("%s: started%s", step.value, f" ({detail})" if detail else "")
+            try:
+                yield notes
+            except StepFailed:
+                raise
+            except Exception as exc:
+                elapsed = self.clock.monotonic() - start
+                self.record(step, StepStatus.FAILED, str(exc), env=env, duration_s=elapsed)
+                log.error("%s: failed after %.1fs: %s", step.value, elapsed, scrub(str(exc)))
+                raise StepFailed(step, env, exc) from exc
+            elapsed = self.clock.monotonic() - start
+            status = (
+                StepStatus.DRY_RUN if self.dry_run and notes[:1] == ["dry-run"] else (StepStatus.OK)
+            )
+            text = "; ".join(n for n in notes if n != "dry-run") or detail or "done"
+            self.record(step, status, text, env=env, duration_s=elapsed)
+            log.info("%s: done in %.1fs: %s", step.value, elapsed, text)
+
+    def _skip_dry(self, notes: list[str], what: str) -> bool:
+        if self.dry_run:
+            log.info("dry run: skipping %s", what)
+            if notes[:1] != ["dry-run"]:
+                notes.insert(0, "dry-run")
+            notes.append(f"dry run: skipped {what}")
+            return True
+        return False
+
+    def _env(self, name: EnvName) -> EnvironmentConfig:
+        return self.config.environments[name]
+
+    # --- the run -----------------------------------------------------------------------------
+
+    def execute(self) -> RunReport:
+        outcome = Outcome.SUCCEEDED
+        error: str | None = None
+        try:
+            self._preflight()
+            self._lock()
+            for group in self.groups:
+                self._run_group(group)
+            if self.dry_run:
+                outcome = Outcome.DRY_RUN
+            elif self._inconclusive:
+                outcome = Outcome.INCONCLUSIVE
+                error = "; ".join(self._inconclusive)
+        except LockHeld as exc:
+            outcome, error = Outcome.LOCKED, str(exc)
+        except (PreflightError, ConfigError) as exc:
+            outcome, error = Outcome.ABORTED, str(exc)
+        except StepFailed as exc:
+            outcome = self._failure_outcome()
+            error = str(exc)
+        except RotatorError as exc:
+            outcome, error = self._failure_outcome(), str(exc)
+        except Exception as exc:  # the report must always be written
+            log.exception("unexpected error")
+            outcome, error = self._failure_outcome(), f"unexpected error: {type(exc).__name__}"
+        finally:
+            self._release()
+            self._cleanup()
+        return self._report(outcome, error)
+
+    def _failure_outcome(self) -> Outcome:
+        if self.reset_happened or any(g.plan and g.plan.resume for g in self.groups):
+            return Outcome.FAILED_AFTER_RESET
+        return Outcome.FAILED if self.changed else Outcome.ABORTED
+
+    # --- preflight ---------------------------------------------------------------------------
+
+    def _preflight(self) -> None:
+        with self.step(Step.PREFLIGHT) as notes:
+            missing = dict(self.config.secrets.missing)
+            if missing:
+                path, why = sorted(missing.items())[0]
+                fix = " (or set slack.enabled=false)" if path == "slack.webhook_url" else ""
+                raise PreflightError(f"{path}: {why}{fix}")
+            for group in self.groups:
+                group.project = self._read_project(group.project_id)
+                group.key = group.project.api_token
+                group.old_fingerprint = group.key.fingerprint
+            notes.append(f"PostHog: {len(self.groups)} project(s) readable")
+            self._workdir = (
+                self.config.git.workdir
+                if self.config.git.workdir
+                else Path(tempfile.mkdtemp(prefix="rotator-ops-"))
+            )
+            self.repo = self._guard(
+                PreflightError, "git", lambda: self.clients.open_repo(self._workdir or Path())
+            )
+            self._guard(PreflightError, "git push permission", self.repo.check_push_access)
+            for env in self.env_names:
+                self._read_git_fingerprint(env)
+            notes.append(f"git: {self.config.git.branch} at {self.repo.head()[:12]}, push allowed")
+            for env in self.env_names:
+                self.certs[env] = self._fetch_cert(env)
+            notes.append("sealing certs valid")
+            for env in self.env_names:
+                self._check_cluster_objects(env)
+            notes.append("ArgoCD apps and Deployments found")
+
+    def _guard(self, error: type[RotatorError], what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (ClientError, WaitTimeout) as exc:
+            raise error(f"{what}: {exc}") from exc
+
+    def _read_project(self, project_id: ProjectId) -> Project:
+        return self._guard(
+            PreflightError,
+            f"PostHog project {project_id}",
+            lambda: self.clients.posthog.get_project(project_id),
+        )
+
+    def _read_git_fingerprint(self, env: EnvName) -> Fingerprint | None:
+        from rotator.clients.sealing import read_sealed_file
+
+        assert self.repo is not None
+        cfg = self._env(env)
+        text = self.repo.read_file(cfg.sealed_file)
+        if text is None:
+            return None
+        info = self._guard(
+            PreflightError,
+            f"{cfg.sealed_file}",
+            lambda: read_sealed_file(text, path=cfg.sealed_file),
+        )
+        if info.namespace != cfg.namespace or info.name != cfg.secret_name:
+            raise PreflightError(
+                f"{cfg.sealed_file} seals {info.namespace}/{info.name}, but "
+                f"environments.{env} expects {cfg.namespace}/{cfg.secret_name}: fix the file "
+                "or the config"
+            )
+        return info.fingerprint
+
+    def _fetch_cert(self, env: EnvName) -> SealingCert:
+        from rotator.clients.sealing import fetch_cert
+
+        cfg = self._env(env)
+        timeouts = self.config.timeouts
+        return self._guard(
+            PreflightError,
+            f"sealing cert for {env}",
+            lambda: fetch_cert(
+                cfg.cert,
+                proxy=self.clients.kube,
+                timeout=(timeouts.connect_s, timeouts.read_s),
+                now=self.clock.now(),
+            ),
+        )
+
+    def _check_cluster_objects(self, env: EnvName) -> None:
+        cfg = self._env(env)
+        app = self._guard(
+            PreflightError,
+            f"ArgoCD app {cfg.argocd_app.name}",
+            lambda: self.clients.argocd.get_app(cfg.argocd_app.namespace, cfg.argocd_app.name),
+        )
+        if app is None:
+            raise PreflightError(
+                f"ArgoCD Application {cfg.argocd_app.namespace}/{cfg.argocd_app.name} not "
+                f"found (environments.{env}.argocd_app)"
+            )
+        dep = self._guard(
+            PreflightError,
+            f"Deployment {cfg.deployment}",
+            lambda: self.clients.kube.get_deployment(cfg.namespace, cfg.deployment),
+        )
+        if dep is None:
+            raise PreflightError(
+                f"Deployment {cfg.namespace}/{cfg.deployment} not found "
+                f"(environments.{env}.deployment)"
+            )
+        if dep.paused and cfg.restart is RestartStrategy.ROLLOUT_RESTART:
+            raise PreflightError(
+                f"Deployment {cfg.namespace}/{cfg.deployment} is paused: run `kubectl rollout "
+                f"resume deploy/{cfg.deployment} -n {cfg.namespace}` first"
+            )
+
+    def _ensure_healthy_before_reset(self, group: _GroupState) -> None:
+        """Everything the reset depends on must be green now; after it we only roll forward."""
+        problems: list[str] = []
+        for env in group.envs:
+            cfg = self._env(env)
+            app = self.clients.argocd.get_app(cfg.argocd_app.namespace, cfg.argocd_app.name)
+            if app is None:
+                problems.append(f"{env}: ArgoCD app {cfg.argocd_app.name} missing")
+            elif app.sync_status != "Synced" or app.health != "Healthy":
+                problems.append(
+                    f"{env}: ArgoCD app {cfg.argocd_app.name} is {app.sync_status}/{app.health}; "
+                    "it must be Synced and Healthy before a reset"
+                )
+            dep = self.clients.kube.get_deployment(cfg.namespace, cfg.deployment)
+            if dep is not None:
+                ok, why = self.clients.kube.is_rolled_out(dep)
+                if not ok:
+                    problems.append(f"{env}: Deployment {cfg.deployment} not rolled out ({why})")
+        if problems:
+            raise PreflightError("; ".join(problems))
+
+    # --- lock --------------------------------------------------------------------------------
+
+    def _lock(self) -> None:
+        with self.step(Step.LOCK) as notes:
+            if self._skip_dry(notes, "taking the Lease"):
+                return
+            lock = self.config.lock
+            try:
+                self.clients.kube.acquire_lease(
+                    lock.namespace, lock.name, holder=self.run_id, duration_s=lock.duration_s
+                )
+            except LockHeld:
+                raise
+            except ClientError as exc:
+                raise PreflightError(f"lock {lock.namespace}/{lock.name}: {exc}") from exc
+            self._lease = _LeaseKeeper(self, interval_s=max(1.0, lock.duration_s / 3))
+            self._lease.start()
+            notes.append(f"Lease {lock.namespace}/{lock.name} held by {self.run_id}")
+
+    def _release(self) -> None:
+        if self._lease is None:
+            return
+        self._lease.stop()
+        lock = self.config.lock
+        try:
+            self.clients.kube.release_lease(lock.namespace, lock.name, holder=self.run_id)
+        except ClientError as exc:
+            log.warning("could not release the Lease (it expires on its own): %s", exc)
+        self._lease = None
+
+    def _cleanup(self) -> None:
+        if self._workdir is not None and self.config.git.workdir is None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    # --- one project group -------------------------------------------------------------------
+
+    def _observe(self, group: _GroupState) -> GroupObservation:
+        from rotator.clients.sealing import FINGERPRINT_ANNOTATION
+
+        assert group.key is not None
+        assert self.repo is not None
+        envs: list[EnvObservation] = []
+        for env in group.envs:
+            cfg = self._env(env)
+            sealed = self.clients.kube.get_sealed_secret(cfg.namespace, cfg.secret_name)
+            dep = self.clients.kube.get_deployment(cfg.namespace, cfg.deployment)
+            rolled, _ = self.clients.kube.is_rolled_out(dep) if dep else (False, "missing")
+            envs.append(
+                EnvObservation(
+                    env=env,
+                    git_fingerprint=self._read_git_fingerprint(env),
+                    cluster_fingerprint=sealed.template_fingerprint if sealed else None,
+                    unsealed=bool(
+                        sealed and sealed.synced and sealed.observed_generation == sealed.generation
+                    ),
+                    deployment_fingerprint=_template_annotation(dep, FINGERPRINT_ANNOTATION),
+                    rolled_out=rolled,
+                    restart_managed=cfg.restart is RestartStrategy.ROLLOUT_RESTART,
+                )
+            )
+        last_at, last_run = self._last_rotation(group, group.key.fingerprint)
+        return GroupObservation(
+            project_id=group.project_id,
+            posthog_fingerprint=group.key.fingerprint,
+            envs=tuple(envs),
+            now=self.clock.now(),
+            last_rotation_at=last_at,
+            last_rotation_run=last_run,
+        )
+
+    def _last_rotation(
+        self, group: _GroupState, current: Fingerprint
+    ) -> tuple[datetime | None, str | None]:
+        assert self.repo is not None
+        path = self._env(group.envs[0]).sealed_file
+        for commit in self.repo.history(path, max_count=20):
+            if commit.trailers.get(TRAILER_FINGERPRINT) == current:
+                return commit.authored_at, commit.trailers.get(TRAILER_RUN_ID)
+        return None, None
+
+    def _run_group(self, group: _GroupState) -> None:
+        # Re-read PostHog's key under the lock: another run may have rotated since preflight.
+        group.project = self._read_project(group.project_id)
+        group.key = group.project.api_token
+        obs = self._observe(group)
+        plan = decide(
+            obs,
+            no_reset=self.switches.no_reset,
+            min_interval_s=self.config.policy.min_interval_s,
+            force=self.switches.force,
+        )
+        group.plan = plan
+        self.plan_lines.extend(
+            f"project {group.project_id}: {p.step.value}: {'do' if p.needed else 'skip'} - "
+            f"{p.reason}"
+            for p in plan.steps
+        )
+        if plan.reset:
+            self._ensure_healthy_before_reset(group)
+        self._rotate(group, plan)
+        key = group.key
+        assert key is not None
+        if plan.is_needed(Step.SEAL) or plan.reset:
+            files = self._seal(group, key)
+            self._push(group, files, key)
+        else:
+            self.record(Step.SEAL, StepStatus.SKIPPED, plan.get(Step.SEAL).reason)
+            self.record(Step.PUSH, StepStatus.SKIPPED, plan.get(Step.PUSH).reason)
+        if group.commit is None:
+            assert self.repo is not None
+            group.commit = self.repo.head()
+        self._converge(group, plan, key)
+        self._verify(group, key)
+
+    def _rotate(self, group: _GroupState, plan: Plan) -> None:
+        planned = plan.get(Step.ROTATE)
+        if not planned.needed:
+            self.record(Step.ROTATE, StepStatus.SKIPPED, planned.reason)
+            log.info("rotate: skipped: %s", planned.reason)
+            return
+        with self.step(Step.ROTATE) as notes:
+            old = group.key
+            assert old is not None
+            if self._skip_dry(notes, "the PostHog key reset (sealing a throwaway value)"):
+                group.key = Secret(f"phc_dryrun{uuid.uuid4().hex}")
+                return
+            group.reset_at = self.clock.now()
+            try:
+                project = self.clients.posthog.reset_key(group.project_id)
+            except ResetForbidden as exc:
+                group.reset_at = None
+                raise PreflightError(str(exc)) from exc
+            except ResetOutcomeUnknown as exc:
+                log.warning("reset outcome unknown (%s); reading the key back", exc)
+                project = self._read_back(group.project_id)
+                if project.api_token.fingerprint == old.fingerprint:
+                    group.reset_at = None
+                    raise PreflightError(
+                        f"the reset's answer was lost and PostHog still has key "
+                        f"{old.fingerprint}: the reset did not happen, nothing changed; "
+                        "run again"
+                    ) from exc
+            self.reset_happened = True
+            self.changed = True
+            group.project = project
+            group.key = project.api_token
+            notes.append(f"{old.fingerprint} -> {group.key.fingerprint}")
+
+    def _read_back(self, project_id: ProjectId) -> Project:
+        try:
+            return self.clients.posthog.get_project(project_id)
+        except ClientError as exc:
+            # We cannot tell whether the old key is dead: report it as after-reset.
+            self.reset_happened = True
+            raise VerificationFailed(
+                f"the reset's outcome is unknown and reading the key back failed ({exc}); "
+                "run again: the next run reads the key back and never resets twice"
+            ) from exc
+
+    def _seal(self, group: _GroupState, key: Secret) -> dict[str, str]:
+        with self.step(Step.SEAL, detail=key.fingerprint) as notes:
+            files = self._sealed_files(group, key)
+            notes.append(f"{len(files)} file(s) for {key.fingerprint}")
+            if self.dry_run:
+                notes.insert(0, "dry-run")
+            return files
+
+    def _sealed_files(self, group: _GroupState, key: Secret) -> dict[str, str]:
+        """Seal ``key`` into each environment's file at the repo's current tip (idempotent)."""
+        from rotator.clients.sealing import read_sealed_file, update_sealed_file
+
+        assert self.repo is not None
+        files: dict[str, str] = {}
+        for env in group.envs:
+            cfg = self._env(env)
+            existing = self.repo.read_file(cfg.sealed_file)
+            if existing is not None:
+                info = read_sealed_file(existing, path=cfg.sealed_file)
+                if info.fingerprint == key.fingerprint:
+                    continue
+            update = update_sealed_file(
+                existing,
+                value=key,
+                namespace=cfg.namespace,
+                name=cfg.secret_name,
+                data_key=cfg.secret_key,
+                scope=cfg.scope,
+                cert=self.certs[env],
+            )
+            files[cfg.sealed_file] = update.text
+        return files
+
+    def _push(self, group: _GroupState, files: Mapping[str, str], key: Secret) -> None:
+        assert self.repo is not None
+        with self.step(Step.PUSH) as notes:
+            first: list[Mapping[str, str]] = [files]
+
+            def files_fn(repo: OpsRepo) -> Mapping[str, str] | None:
+                if first:
+                    return first.pop()
+                return self._sealed_files(group, key) or None
+
+            envs = ", ".join(group.envs)
+            message = f"Rotate the PostHog project key for {envs}\n\nNew key {key.fingerprint}"
+            if group.old_fingerprint and group.old_fingerprint != key.fingerprint:
+                message += f", replacing {group.old_fingerprint}"
+            message += f".\nSealed by rotator run {self.run_id}."
+            result = self.repo.commit_and_push(
+                files_fn,
+                message=message,
+                trailers={
+                    TRAILER_RUN_ID: self.run_id,
+                    TRAILER_TRIGGER: self.switches.trigger,
+                    TRAILER_FINGERPRINT: key.fingerprint,
+                },
+                attempts=self.config.git.push_attempts,
+                dry_run=self.dry_run,
+            )
+            if self.dry_run:
+                notes.insert(0, "dry-run")
+                notes.append("committed locally, push skipped")
+                group.commit = result.sha if result else None
+                return
+            if result is None:
+                notes.append("nothing to commit: git already records this key")
+                return
+            self.changed = True
+            group.commit = result.sha
+            extra = f" after {result.attempts} attempts (re-applied)" if result.reapplied else ""
+            notes.append(f"pushed {result.sha[:12]}{extra}")
+
+    # --- converge: ArgoCD -> unseal -> rollout, environments in parallel ----------------------
+
+    def _converge(self, group: _GroupState, plan: Plan, key: Secret) -> None:
+        if self.dry_run:
+            for step in (Step.ARGOCD, Step.UNSEAL, Step.ROLLOUT):
+                self.record(step, StepStatus.DRY_RUN, f"dry run: skipped {step.value}")
+            return
+        if not any(plan.is_needed(s) for s in (Step.ARGOCD, Step.UNSEAL, Step.ROLLOUT)):
+            for step in (Step.ARGOCD, Step.UNSEAL, Step.ROLLOUT):
+                self.record(step, StepStatus.SKIPPED, plan.get(step).reason)
+            return
+        commit = group.commit
+        assert commit is not None
+        errors = self._parallel(
+            group.envs, lambda env: self._converge_env(group, env, plan, key, commit)
+        )
+        if errors:
+            raise errors[0]
+
+    def _parallel(self, envs: list[EnvName], fn: Callable[[EnvName], None]) -> list[StepFailed]:
+        errors: list[StepFailed] = []
+        with ThreadPoolExecutor(
+            max_workers=max(1, len(envs)), thread_name_prefix="rotator-env"
+        ) as pool:
+            futures = [pool.submit(contextvars.copy_context().run, fn, env) for env in envs]
+            for future in futures:
+                exc = future.exception()
+                if isinstance(exc, StepFailed):
+                    errors.append(exc)
+                elif exc is not None:
+                    raise exc
+        return errors
+
+    def _converge_env(
+        self, group: _GroupState, env: EnvName, plan: Plan, key: Secret, commit: str
+    ) -> None:
+        cfg = self._env(env)
+        with self.step(Step.ARGOCD, env=env) as notes:
+            app = cfg.argocd_app
+            self.clients.argocd.refresh(app.namespace, app.name)
+            state = self.clients.argocd.wait_for_revision(
+                app.namespace, app.name, revision=commit, deadline_s=self.config.waits.argocd_s
+            )
+            notes.append(f"{app.name} synced {commit[:12]}, {state.health}")
+        with self.step(Step.UNSEAL, env=env) as notes:
+            self.clients.kube.wait_for_unseal(
+                cfg.namespace,
+                cfg.secret_name,
+                fingerprint=key.fingerprint,
+                deadline_s=self.config.waits.unseal_s,
+            )
+            notes.append(f"{cfg.namespace}/{cfg.secret_name} unsealed with {key.fingerprint}")
+        with self.step(Step.ROLLOUT, env=env) as notes:
+            self._restart_and_wait(group, env, key, notes)
+
+    def _restart_and_wait(
+        self, group: _GroupState, env: EnvName, key: Secret, notes: list[str]
+    ) -> None:
+        from rotator.clients.sealing import FINGERPRINT_ANNOTATION
+
+        cfg = self._env(env)
+        kube = self.clients.kube
+        dep = kube.get_deployment(cfg.namespace, cfg.deployment)
+        if dep is None:
+            raise KubeError(f"Deployment {cfg.namespace}/{cfg.deployment} disappeared")
+        min_generation = dep.generation
+        if cfg.restart is RestartStrategy.ROLLOUT_RESTART:
+            if _template_annotation(dep, FINGERPRINT_ANNOTATION) != key.fingerprint:
+                dep = kube.restart_deployment(
+                    cfg.namespace,
+                    cfg.deployment,
+                    at=self.clock.now(),
+                    annotations={FINGERPRINT_ANNOTATION: key.fingerprint},
+                )
+                min_generation = dep.generation
+                self.changed = True
+                notes.append("restarted")
+            else:
+                notes.append("already restarted for this key")
+        else:
+            notes.append("restart not managed (restart: none)")
+        done = kube.wait_for_rollout(
+            cfg.namespace,
+            cfg.deployment,
+            min_generation=min_generation,
+            deadline_s=self.config.waits.rollout_s,
+        )
+        with self._results_lock:
+            group.rollouts_done.append(done.finished_at)
+        notes.append(f"{done.state.updated}/{done.state.replicas} pods updated and available")
+
+    # --- verify ------------------------------------------------------------------------------
+
+    def _verify(self, group: _GroupState, key: Secret) -> None:
+        waits = self.config.waits
+        posthog = self.clients.posthog
+        with self.step(Step.VERIFY, detail="marker event") as notes:
+            if self._skip_dry(notes, "the Live Events check"):
+                return
+            check_id = str(uuid.uuid4())
+            posthog.send_marker(key, check_id=check_id, properties={"run_id": self.run_id})
+            hit = posthog.find_marker(
+                group.project_id,
+                check_id=check_id,
+                deadline_s=waits.marker_s,
+                poll_s=waits.poll_interval_s,
+            )
+            if hit is None:
+                raise VerificationFailed(
+                    f"marker event {check_id} sent with key {key.fingerprint} was not readable "
+                    f"through the query API within {waits.marker_s:.0f}s: the key may not be live"
+                )
+            self._marker_after = hit.seen_after_s
+            notes.append(f"marker read back after {hit.seen_after_s:.1f}s ({hit.polls} polls)")
+        since = self._gateway_since(group)
+        errors = self._parallel(group.envs, lambda env: self._verify_gateway(group, env, since))
+        if errors:
+            raise errors[0]
+
+    def _gateway_since(self, group: _GroupState) -> datetime:
+        """Events after this moment can only have been ingested with the new key."""
+        candidates = [self.clock.now() if not group.rollouts_done else max(group.rollouts_done)]
+        if group.reset_at is not None:
+            window = timedelta(seconds=self.config.waits.ingestion_window_s)
+            candidates.append(group.reset_at + window)
+        return max(candidates)
+
+    def _verify_gateway(self, group: _GroupState, env: EnvName, since: datetime) -> None:
+        cfg = self._env(env)
+        waits = self.config.waits
+        start = self.clock.monotonic()
+        with log_context(step=Step.VERIFY.value, env=env):
+            if cfg.gateway_event_filter is None:
+                detail = "gateway events not checked: no gateway_event_filter configured"
+                self._inconclusive.append(f"{env}: {detail}")
+                self.record(Step.VERIFY, StepStatus.INCONCLUSIVE, detail, env=env)
+                return
+            deadline = start + waits.gateway_events_s
+            polls = 0
+            while True:
+                wait_until = (since - self.clock.now()).total_seconds()
+                if wait_until > 0:
+                    self.clock.sleep(min(wait_until, max(0.0, deadline - self.clock.monotonic())))
+                polls += 1
+                try:
+                    count = self.clients.posthog.count_events(
+                        group.project_id, where=cfg.gateway_event_filter, since=since
+                    )
+                except ClientError as exc:
+                    log.warning("counting gateway events failed: %s", exc)
+                    count = 0
+                if count > 0:
+                    with self._results_lock:
+                        self._gateway_counts[env] = count
+                    self.record(
+                        Step.VERIFY,
+                        StepStatus.OK,
+                        f"{count} gateway event(s) on the new key since "
+                        f"{since.isoformat(timespec='seconds')}",
+                        env=env,
+                        duration_s=self.clock.monotonic() - start,
+                    )
+                    return
+                if self.clock.monotonic() >= deadline:
+                    break
+                self.clock.sleep(
+                    min(
+                        waits.poll_interval_s * min(polls, 5),
+                        max(0.0, deadline - self.clock.monotonic()),
+                    )
+                )
+            detail = (
+                f"no gateway events since {since.isoformat(timespec='seconds')} within "
+                f"{waits.gateway_events_s:.0f}s: the key is live, but the gateway's use of it "
+                "is unproven (is there traffic?)"
+            )
+            self._inconclusive.append(f"{env}: {detail}")
+            self.record(
+                Step.VERIFY,
+                StepStatus.INCONCLUSIVE,
+                detail,
+                env=env,
+                duration_s=self.clock.monotonic() - start,
+            )
+
+    # --- report ------------------------------------------------------------------------------
+
+    def _report(self, outcome: Outcome, error: str | None) -> RunReport:
+        reset_at = min((g.reset_at for g in self.groups if g.reset_at), default=None)
+        rollouts = [t for g in self.groups for t in g.rollouts_done]
+        broken = resume = None
+        if outcome is Outcome.FAILED_AFTER_RESET or outcome is Outcome.FAILED:
+            envs = " ".join(f"--env {e}" for e in self.env_names)
+            resume = (
+                f"rotator run {envs} (or: kubectl create job --from=cronjob/rotator "
+                "rotator-resume-$(date +%s)); it completes the rotation with PostHog's current "
+                "key and never resets again"
+            )
+            new = ", ".join(g.key.fingerprint for g in self.groups if g.key)
+            broken = (
+                f"PostHog's key is now {new}; until the gateways run it, their events are "
+                f"dropped once PostHog's {self.config.waits.ingestion_window_s:.0f}s token cache "
+                "expires"
+                if outcome is Outcome.FAILED_AFTER_RESET
+                else "a change was made but not completed"
+            )
+        fingerprints = {
+            f"project {g.project_id}": (g.old_fingerprint, g.key.fingerprint if g.key else None)
+            for g in self.groups
+        }
+        commit = next((g.commit for g in reversed(self.groups) if g.commit), None)
+        mode = "dry-run" if self.dry_run else ("adopt" if self.switches.no_reset else "rotate")
+        return RunReport(
+            run_id=self.run_id,
+            trigger=self.switches.trigger,
+            mode=mode,
+            outcome=outcome,
+            started_at=self.started_at,
+            finished_at=self.clock.now(),
+            envs=tuple(self.env_names),
+            steps=tuple(self.results),
+            fingerprints=fingerprints,
+            commit=commit,
+            reset_at=reset_at,
+            dark_window_s=dark_window_s(reset_at, rollouts),
+            ingestion_window_s=self.config.waits.ingestion_window_s,
+            error=scrub(error) if error else None,
+            broken_now=broken,
+            resume_command=resume,
+            events=replace(
+                self.events,
+                marker_seen_after_s=self._marker_after,
+                gateway_events=dict(self._gateway_counts),
+            ),
+            plan=tuple(scrub(p) for p in self.plan_lines),
+        )
+
+
+def _template_annotation(dep: Any, key: str) -> str | None:
+    if dep is None:
+        return None
+    annotations: Mapping[str, str] = getattr(dep, "template_annotations", {}) or {}
+    return annotations.get(key)
+
+
+class _LeaseKeeper:
+    """Renews the run's Lease in the background until stopped."""
+
+    def __init__(self, run: Run, *, interval_s: float) -> None:
+        self._run = run
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rotator-lease", daemon=True)
+        self.lost = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        lock = self._run.config.lock
+        while not self._stop.wait(self._interval):
+            try:
+                self._run.clients.kube.renew_lease(
+                    lock.namespace, lock.name, holder=self._run.run_id
+                )
+            except ClientError as exc:
+                self.lost = True
+                log.warning("renewing the Lease failed: %s", exc)
+
+
+def run_once(
+    config: Config,
+    switches: RunSwitches,
+    *,
+    clock: Clock | None = None,
+    clients: Clients | None = None,
+    run_id: str | None = None,
+) -> RunReport:
+    """One rotation run, reported: the CronJob, CLI and scheduler all come here."""
+    clock = clock or SystemClock()
+    run = Run(config, switches, clock=clock, clients=clients, run_id=run_id)
+    report = run.execute()
+    return send_report(report, run)
+
+
+def send_report(report: RunReport, run: Run) -> RunReport:
+    """Post the report to Slack; Slack being down never fails the run."""
+    with log_context(step=Step.REPORT.value):
+        slack = None
+        try:
+            slack = run.clients.slack
+        except RotatorError as exc:
+            return replace(report, slack=f"not sent: {exc}")
+        if slack is None:
+            return replace(report, slack="disabled")
+        if run.dry_run:
+            log.info("dry run: skipping the Slack report")
+            return replace(report, slack="dry run: not sent")
+        try:
+            slack.post(to_slack(report, mention=run.config.slack.mention_on_failure))
+        except SlackError as exc:
+            log.error("Slack report not delivered: %s", exc)
+            return replace(report, slack=f"FAILED: {exc}")
+        return replace(report, slack="sent")
+
+
+def verify_only(
+    config: Config,
+    switches: RunSwitches,
+    *,
+    clock: Clock | None = None,
+    clients: Clients | None = None,
+) -> RunReport:
+    """`rotator verify`: the Live Events check for PostHog's current key; changes nothing."""
+    clock = clock or SystemClock()
+    run = Run(config, switches, clock=clock, clients=clients)
+    outcome, error = Outcome.SUCCEEDED, None
+    try:
+        with run.step(Step.PREFLIGHT) as notes:
+            for group in run.groups:
+                group.project = run._read_project(group.project_id)
+                group.key = group.project.api_token
+                group.old_fingerprint = group.key.fingerprint
+            notes.append("PostHog readable")
+        for group in run.groups:
+            assert group.key is not None
+            run._verify(group, group.key)
+        if run._inconclusive:
+            outcome, error = Outcome.INCONCLUSIVE, "; ".join(run._inconclusive)
+    except (PreflightError, ConfigError) as exc:
+        outcome, error = Outcome.ABORTED, str(exc)
+    except RotatorError as exc:
+        outcome, error = Outcome.FAILED, str(exc)
+    report = run._report(outcome, error)
+    return replace(report, mode="verify", resume_command=None, broken_now=None)
