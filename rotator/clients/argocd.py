@@ -1,0 +1,344 @@
+"""ArgoCD Applications (``argoproj.io/v1alpha1``) through the Kubernetes API: read, refresh, sync
+and wait for one exact commit (FACTS section 4).
+
+Talks to the Application custom resources with ``CustomObjectsApi`` (merge-patch), through
+``Kube``'s request boundary (errors become ``ArgoCDError``) and its watch-or-poll wait helper.
+No ArgoCD API server or token is needed: RBAC on ``applications`` in the argocd namespace is all.
+``argocd app wait`` never checks the revision, so ``app_status_for`` does: a "Synced, Healthy"
+from an older commit is not done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from rotator.clients.kube import (
+    Json,
+    Kube,
+    WaitOutcome,
+    WatchTarget,
+    as_str,
+    dig,
+    json_body,
+    parse_time,
+)
+from rotator.errors import ArgoCDError
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "applications"
+REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"
+# Condition types that mean "this will not sync by itself" (argo-cd ApplicationConditionType).
+ERROR_CONDITIONS = frozenset({"ComparisonError", "InvalidSpecError", "SyncError"})
+FAILED_PHASES = frozenset({"Failed", "Error"})
+
+AppPhase = Literal["done", "waiting", "failed"]
+
+
+@dataclass(frozen=True)
+class AppState:
+    namespace: str
+    name: str
+    sync_status: str  # Synced | OutOfSync | Unknown | "" (never compared)
+    sync_revision: str  # status.sync.revision, or "" (multi-source: see sync_revisions)
+    sync_revisions: tuple[str, ...]
+    health: str  # Healthy | Progressing | Degraded | Suspended | Missing | Unknown | ""
+    health_message: str
+    operation_phase: str  # status.operationState.phase, or ""
+    operation_revision: str  # the revision the last operation synced (or was asked to)
+    operation_revisions: tuple[str, ...]
+    operation_message: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    reconciled_at: datetime | None
+    has_operation: bool  # a top-level ``operation`` is pending or running
+    conditions: tuple[tuple[str, str], ...]  # (type, message)
+    resource_version: str
+    auto_sync: bool
+    repo_url: str
+    paths: tuple[str, ...]
+    target_revision: str
+    multi_source: bool
+
+    def has_synced_revision(self, revision: str) -> bool:
+        return self.sync_revision == revision or revision in self.sync_revisions
+
+    def operation_is_for(self, revision: str) -> bool:
+        return self.operation_revision == revision or revision in self.operation_revisions
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+
+def app_from(obj: Mapping[str, Any]) -> AppState:
+    """PURE: our view of an Application's JSON."""
+    spec = dig(obj, "spec") or {}
+    sources = [s for s in spec.get("sources") or [] if isinstance(s, Mapping)]
+    single = spec.get("source") if isinstance(spec.get("source"), Mapping) else None
+    all_sources = ([single] if single else []) + sources
+    op_state = dig(obj, "status", "operationState") or {}
+    sync_result = op_state.get("syncResult") or {}
+    op_sync = dig(op_state, "operation", "sync") or {}
+    conditions = tuple(
+        (as_str(c.get("type")), as_str(c.get("message")))
+        for c in dig(obj, "status", "conditions") or []
+        if isinstance(c, Mapping)
+    )
+    return AppState(
+        namespace=as_str(dig(obj, "metadata", "namespace")),
+        name=as_str(dig(obj, "metadata", "name")),
+        sync_status=as_str(dig(obj, "status", "sync", "status")),
+        sync_revision=as_str(dig(obj, "status", "sync", "revision")),
+        sync_revisions=_strs(dig(obj, "status", "sync", "revisions")),
+        health=as_str(dig(obj, "status", "health", "status")),
+        health_message=as_str(dig(obj, "status", "health", "message")),
+        operation_phase=as_str(op_state.get("phase")),
+        operation_revision=as_str(sync_result.get("revision")) or as_str(op_sync.get("revision")),
+        operation_revisions=_strs(sync_result.get("revisions")) or _strs(op_sync.get("revisions")),
+        operation_message=as_str(op_state.get("message")),
+        started_at=parse_time(op_state.get("startedAt")),
+        finished_at=parse_time(op_state.get("finishedAt")),
+        reconciled_at=parse_time(dig(obj, "status", "reconciledAt")),
+        has_operation=dig(obj, "operation") is not None,
+        conditions=conditions,
+        resource_version=as_str(dig(obj, "metadata", "resourceVersion")),
+        auto_sync=isinstance(dig(spec, "syncPolicy", "automated"), Mapping),
+        repo_url=as_str(all_sources[0].get("repoURL")) if all_sources else "",
+        paths=tuple(as_str(s.get("path")) for s in all_sources if s.get("path")),
+        target_revision=as_str(all_sources[0].get("targetRevision")) if all_sources else "",
+        multi_source=bool(sources),
+    )
+
+
+def app_status_for(  # noqa: PLR0911 - the FACTS 4 predicate, one reason per branch
+    state: AppState, revision: str
+) -> tuple[AppPhase, str]:
+    """PURE. Is the Application done for commit ``revision`` (FACTS 4), still on its way, or
+    failed so that waiting longer cannot help? Returns the phase and a human reason.
+
+    done: no top-level operation; operationState Succeeded with syncResult revision S; sync
+    Synced at S; reconciledAt not before finishedAt (health is about the synced state); Healthy;
+    no error conditions. failed: an error condition; the operation for S Failed/Error; Degraded
+    after a finished sync of S.
+    """
+    app = f"application {state.namespace}/{state.name}"
+    short = revision[:12]
+    errors = [(t, m) for t, m in state.conditions if t in ERROR_CONDITIONS]
+    if errors:
+        kind, message = errors[0]
+        return "failed", f"{app}: {kind}: {message or 'no message'}"
+    if state.operation_phase in FAILED_PHASES and state.operation_is_for(revision):
+        return "failed", (
+            f"{app}: sync of {short} {state.operation_phase.lower()}: "
+            f"{state.operation_message or 'no message'}"
+        )
+    reconciled_after_sync = (
+        state.reconciled_at is not None
+        and state.finished_at is not None
+        and state.reconciled_at >= state.finished_at
+    )
+    synced_s = (
+        not state.has_operation
+        and state.operation_phase == "Succeeded"
+        and state.operation_is_for(revision)
+        and state.sync_status == "Synced"
+        and state.has_synced_revision(revision)
+    )
+    if synced_s and reconciled_after_sync and state.health == "Degraded":
+        return "failed", (
+            f"{app}: Degraded after syncing {short}: {state.health_message or 'no message'}"
+        )
+    if state.has_operation:
+        return "waiting", f"{app}: an operation is running ({state.operation_phase or 'pending'})"
+    if not (state.operation_phase == "Succeeded" and state.operation_is_for(revision)):
+        last = state.operation_revision[:12] or "none"
+        return "waiting", (
+            f"{app}: no successful sync of {short} yet "
+            f"(last operation: {state.operation_phase or 'none'} at {last})"
+        )
+    if not (state.sync_status == "Synced" and state.has_synced_revision(revision)):
+        at = state.sync_revision[:12] or ",".join(r[:12] for r in state.sync_revisions) or "?"
+        return "waiting", f"{app}: {state.sync_status or 'Unknown'} at {at}, not Synced at {short}"
+    if not reconciled_after_sync:
+        return "waiting", f"{app}: not reconciled since the sync of {short} finished"
+    if state.health != "Healthy":
+        return "waiting", f"{app}: health {state.health or 'Unknown'}"
+    return "done", f"{app}: Synced and Healthy at {short}"
+
+
+def needs_manual_sync(state: AppState, revision: str) -> bool:
+    """PURE. Without auto-sync, ArgoCD has compared against S (sync revision S, OutOfSync) but
+    nobody syncs it: we must set the operation ourselves (FACTS 4)."""
+    return (
+        not state.auto_sync
+        and not state.has_operation
+        and state.has_synced_revision(revision)
+        and state.sync_status == "OutOfSync"
+        and not (state.operation_is_for(revision) and state.operation_phase == "Succeeded")
+    )
+
+
+class ArgoCD:
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self._custom: Any = kube.custom_objects
+
+    def _get_json(self, namespace: str, name: str) -> Json | None:
+        return self.kube.read_json(
+            f"read application {namespace}/{name}",
+            lambda: self._custom.get_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                _preload_content=False,
+                _request_timeout=self.kube.request_timeout,
+            ),
+            error=ArgoCDError,
+        )
+
+    def _patch(self, namespace: str, name: str, body: Json, *, what: str, idempotent: bool) -> Json:
+        return self.kube.request(
+            what,
+            lambda: json_body(
+                self._custom.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    body,
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                    _request_timeout=self.kube.request_timeout,
+                )
+            ),
+            idempotent=idempotent,
+            error=ArgoCDError,
+        )
+
+    def get_app(self, namespace: str, name: str) -> AppState | None:
+        """RBAC: (argoproj.io, applications, get)."""
+        obj = self._get_json(namespace, name)
+        return None if obj is None else app_from(obj)
+
+    def refresh(self, namespace: str, name: str, *, hard: bool = False) -> None:
+        """Ask the controller to compare now (it removes the annotation when done; auto-sync runs
+        inside that refresh). A fixed-value merge patch, so safe to retry.
+        RBAC: (argoproj.io, applications, patch)."""
+        value = "hard" if hard else "normal"
+        self._patch(
+            namespace,
+            name,
+            {"metadata": {"annotations": {REFRESH_ANNOTATION: value}}},
+            what=f"refresh application {namespace}/{name}",
+            idempotent=True,
+        )
+
+    def sync(self, namespace: str, name: str, *, revision: str, username: str) -> bool:
+        """Start a sync of ``revision`` like ``argocd app sync`` does: set ``operation``, only
+        when no operation is running, guarded by resourceVersion (a merge patch carrying
+        ``metadata.resourceVersion`` is rejected with 409 if the app changed). 409 -> read again
+        and decide again. Returns True if we started it, False if an operation was already
+        there (the caller's wait observes it). Sent once per decision, never blindly retried.
+        RBAC: (argoproj.io, applications, get, patch)."""
+        for _attempt in range(3):
+            obj = self._get_json(namespace, name)
+            if obj is None:
+                raise ArgoCDError(f"application {namespace}/{name} not found", status=404)
+            state = app_from(obj)
+            if state.has_operation:
+                log.info(
+                    "application %s/%s: an operation is already running; not syncing",
+                    namespace,
+                    name,
+                )
+                return False
+            body: Json = {
+                "metadata": {"resourceVersion": state.resource_version},
+                "operation": {
+                    "initiatedBy": {"username": username},
+                    "sync": _sync_operation(obj, revision),
+                },
+            }
+            try:
+                self._patch(
+                    namespace,
+                    name,
+                    body,
+                    what=f"sync application {namespace}/{name} to {revision[:12]}",
+                    idempotent=False,
+                )
+            except ArgoCDError as exc:
+                if exc.status == 409:
+                    continue
+                raise
+            log.info("application %s/%s: sync of %s started", namespace, name, revision[:12])
+            return True
+        raise ArgoCDError(f"application {namespace}/{name} kept changing; could not start a sync")
+
+    def wait_for_revision(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        revision: str,
+        deadline_s: float,
+        sync_if_manual: bool = True,
+    ) -> AppState:
+        """Wait until the Application is done for commit ``revision`` (``app_status_for``);
+        fail fast (``ArgoCDError``) when it says failed; ``WaitTimeout("argocd")`` at the
+        deadline. Without auto-sync, start a sync of S once ArgoCD has compared against S.
+        Call ``refresh`` first to skip ArgoCD's polling interval.
+        RBAC: (argoproj.io, applications, get, list, watch, patch)."""
+        synced_once = False
+
+        def check(obj: Json | None) -> WaitOutcome:
+            nonlocal synced_once
+            if obj is None:
+                raise ArgoCDError(f"application {namespace}/{name} not found", status=404)
+            state = app_from(obj)
+            phase, reason = app_status_for(state, revision)
+            if phase == "failed":
+                raise ArgoCDError(f"{reason}; fix it in git or ArgoCD, then re-run")
+            if phase == "done":
+                return WaitOutcome(True, state)
+            if sync_if_manual and not synced_once and needs_manual_sync(state, revision):
+                synced_once = True
+                self.sync(namespace, name, revision=revision, username="rotator")
+            return WaitOutcome(reason=reason)
+
+        state: AppState = self.kube.wait(
+            step="argocd",
+            what=f"application {namespace}/{name} to be Synced and Healthy at {revision[:12]}",
+            get=lambda: self._get_json(namespace, name),
+            watch=WatchTarget(
+                self._custom.list_namespaced_custom_object,
+                (GROUP, VERSION, namespace, PLURAL),
+                name,
+            ),
+            check=check,
+            deadline_s=deadline_s,
+            error=ArgoCDError,
+        )
+        return state
+
+
+def _sync_operation(obj: Mapping[str, Any], revision: str) -> Json:
+    """``operation.sync`` for S: ``revision`` for one source; ``revisions`` per source for a
+    multi-source app (git sources get S, Helm chart sources keep their targetRevision)."""
+    sources = [s for s in dig(obj, "spec", "sources") or [] if isinstance(s, Mapping)]
+    if not sources:
+        return {"revision": revision}
+    return {
+        "revisions": [
+            as_str(s.get("targetRevision")) if s.get("chart") else revision for s in sources
+        ],
+        "sourcePositions": list(range(1, len(sources) + 1)),
+    }

@@ -1,0 +1,1180 @@
+"""rotator's Kubernetes client: SealedSecrets, Deployments, the run Lease and the service proxy.
+
+One of the two modules that import ``kubernetes`` (the other is ``clients/argocd.py``, which
+reuses this module's request boundary and wait helper). Everything returned is our own frozen
+dataclass built from the raw JSON; no kubernetes model object leaves this module.
+
+The one boundary (``Kube.request``) gives every call an explicit ``_request_timeout``, retries
+idempotent reads on transients (5xx, 429, connection errors), bounded and logged as
+``attempt i/n failed; retrying``, and translates every library exception into ``KubeError`` (or
+the caller's ``ClientError`` subclass) ``from`` it, with the HTTP status and a truncated message.
+
+Waiting (``Kube.wait``) follows FACTS section 6: GET and test first (a watch may never fire),
+then watch from that resourceVersion with a short ``timeout_seconds`` inside an overall
+deadline; 410 Gone or an ERROR event -> GET again; a forbidden watch -> poll.
+
+Reads use the generated API methods with ``_preload_content=False`` and parse the JSON body
+ourselves: the generated models round-trip ``MicroTime`` without its fraction, which a real API
+server rejects, and we never want model objects outside this module anyway. The Lease writes
+and the service proxy go through ``ApiClient.param_serialize``/``call_api`` with a raw body for
+the same reason (and because the generated proxy POST has no body parameter).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
+from urllib.parse import quote
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException, OpenApiException
+from kubernetes.config.config_exception import ConfigException
+
+from rotator.clients.http import truncate
+from rotator.clock import Clock, Deadline, SystemClock, rfc3339
+from rotator.config import ControllerRef, LockConfig, Timeouts, Waits
+from rotator.errors import (
+    ClientError,
+    ConfigError,
+    KubeError,
+    LockHeld,
+    RotatorError,
+    WaitTimeout,
+)
+
+if TYPE_CHECKING:
+    from rotator.config import Config
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Json = dict[str, Any]
+
+SEALED_GROUP, SEALED_VERSION, SEALED_PLURAL = "bitnami.com", "v1alpha1", "sealedsecrets"
+FINGERPRINT_ANNOTATION = "rotator.align.dev/key-fingerprint"  # = clients.sealing's constant
+RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
+# kubectl rollout status: deploymentutil.TimedOutReason on the Progressing condition.
+PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+MESSAGE_LIMIT = 300
+MAX_BACKOFF_S = 8.0
+
+
+# --- RBAC -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RbacRule:
+    """One Role rule. Empty ``resource_names`` means any name (Kubernetes cannot narrow
+    ``create``, nor ``list``/``watch`` without a name field selector, by resourceNames)."""
+
+    api_group: str
+    resource: str
+    verbs: tuple[str, ...]
+    resource_names: tuple[str, ...] = ()
+    why: str = ""
+
+
+def proxy_name(service: str, port_name: str) -> str:
+    """The proxy path segment ``http:<service>:<port name>`` (k8s net.JoinSchemeNamePort)."""
+    return f"http:{service}:{port_name}"
+
+
+NamespaceKind = Literal["app", "lock", "argocd", "controller"]
+
+
+def required_rbac(
+    *,
+    controller: ControllerRef | None = None,
+    lease_name: str | None = None,
+    deployments: tuple[str, ...] = (),
+    sealed_secrets: tuple[str, ...] = (),
+    applications: tuple[str, ...] = (),
+) -> dict[NamespaceKind, tuple[RbacRule, ...]]:
+    """Every (apiGroup, resource, verb) the run needs, per kind of namespace.
+
+    ``app``: each environment namespace (align-preview, align-prod); ``lock``: the Lease's
+    namespace (align-prod); ``argocd``: the Applications' namespace; ``controller``: the
+    sealed-secrets controller's namespace (kube-system). No Secrets, no pods/exec, nothing
+    cluster-wide. Names given narrow ``get``/``patch``/``update`` to those objects.
+    """
+    controller = controller or ControllerRef()
+    lease = (lease_name or LockConfig().name,)
+    return {
+        "app": (
+            RbacRule(SEALED_GROUP, SEALED_PLURAL, ("get",), sealed_secrets, "unseal status"),
+            RbacRule(SEALED_GROUP, SEALED_PLURAL, ("list", "watch"), why="wait for unseal"),
+            RbacRule("apps", "deployments", ("get", "patch"), deployments, "restart, status"),
+            RbacRule("apps", "deployments", ("list", "watch"), why="wait for rollout"),
+            RbacRule("", "events", ("list",), why="recent events in error messages"),
+        ),
+        "lock": (
+            RbacRule("coordination.k8s.io", "leases", ("get", "update"), lease, "run lock"),
+            RbacRule("coordination.k8s.io", "leases", ("create",), why="first run: the Lease"),
+        ),
+        "argocd": (
+            RbacRule("argoproj.io", "applications", ("get", "patch"), applications, "sync"),
+            RbacRule("argoproj.io", "applications", ("list", "watch"), why="wait for sync"),
+        ),
+        "controller": (
+            RbacRule(
+                "",
+                "services/proxy",
+                ("get", "create"),
+                (proxy_name(controller.name, controller.port_name),),
+                "GET /v1/cert.pem and POST /v1/verify through the API server's service proxy",
+            ),
+        ),
+    }
+
+
+REQUIRED_RBAC: Mapping[NamespaceKind, tuple[RbacRule, ...]] = required_rbac()
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SealedSecretState:
+    namespace: str
+    name: str
+    generation: int
+    observed_generation: int | None
+    synced: bool | None
+    message: str
+    template_fingerprint: str | None
+    resource_version: str
+
+    @property
+    def is_observed(self) -> bool:
+        """The controller has seen this spec; only then is ``synced`` about it (FACTS 3)."""
+        return self.observed_generation == self.generation
+
+
+class Condition(NamedTuple):
+    status: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    namespace: str
+    name: str
+    generation: int
+    observed_generation: int
+    replicas: int  # spec.replicas (desired)
+    current: int  # status.replicas (all pods, old and new)
+    updated: int
+    ready: int
+    available: int
+    unavailable: int
+    paused: bool
+    conditions: Mapping[str, Condition]
+    restarted_at: str | None
+    selector: Mapping[str, str]
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class RolloutDone:
+    finished_at: datetime
+    state: DeploymentState
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    namespace: str
+    name: str
+    holder: str
+    acquired_at: datetime | None
+    renewed_at: datetime | None
+    duration_s: int
+    transitions: int
+    resource_version: str
+
+    def expires_at(self) -> datetime | None:
+        if self.renewed_at is None:
+            return None
+        return self.renewed_at + timedelta(seconds=self.duration_s)
+
+    def is_expired(self, now: datetime) -> bool:
+        expires = self.expires_at()
+        return expires is None or expires < now
+
+
+# --- parsing (pure) -------------------------------------------------------------------------
+
+
+def parse_time(raw: object) -> datetime | None:
+    """RFC3339 (``Time``) or RFC3339 with microseconds (``MicroTime``); None if absent/bad."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def micro_time(moment: datetime) -> str:
+    """Kubernetes ``MicroTime``: always six fraction digits (the API server requires them)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def dig(obj: Mapping[str, Any] | None, *path: str) -> Any:
+    node: Any = obj
+    for key in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def as_str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def sealed_secret_from(obj: Mapping[str, Any]) -> SealedSecretState:
+    synced: bool | None = None
+    message = ""
+    for cond in dig(obj, "status", "conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == "Synced":
+            synced = {"True": True, "False": False}.get(as_str(cond.get("status")))
+            message = as_str(cond.get("message"))
+    observed = dig(obj, "status", "observedGeneration")
+    fingerprint = dig(obj, "spec", "template", "metadata", "annotations", FINGERPRINT_ANNOTATION)
+    return SealedSecretState(
+        namespace=as_str(dig(obj, "metadata", "namespace")),
+        name=as_str(dig(obj, "metadata", "name")),
+        generation=_int(dig(obj, "metadata", "generation")),
+        observed_generation=observed if isinstance(observed, int) else None,
+        synced=synced,
+        message=message,
+        template_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+        resource_version=as_str(dig(obj, "metadata", "resourceVersion")),
+    )
+
+
+def deployment_from(obj: Mapping[str, Any]) -> DeploymentState:
+    status = dig(obj, "status") or {}
+    conditions = {
+        as_str(c.get("type")): Condition(
+            as_str(c.get("status")), as_str(c.get("reason")), as_str(c.get("message"))
+        )
+        for c in status.get("conditions") or []
+        if isinstance(c, Mapping)
+    }
+    annotations = dig(obj, "spec", "template", "metadata", "annotations") or {}
+    selector = dig(obj, "spec", "selector", "matchLabels") or {}
+    replicas = dig(obj, "spec", "replicas")
+    return DeploymentState(
+        namespace=as_str(dig(obj, "metadata", "namespace")),
+        name=as_str(dig(obj, "metadata", "name")),
+        generation=_int(dig(obj, "metadata", "generation")),
+        observed_generation=_int(status.get("observedGeneration")),
+        replicas=_int(replicas, 1),  # the API server defaults spec.replicas to 1
+        current=_int(status.get("replicas")),
+        updated=_int(status.get("updatedReplicas")),
+        ready=_int(status.get("readyReplicas")),
+        available=_int(status.get("availableReplicas")),
+        unavailable=_int(status.get("unavailableReplicas")),
+        paused=dig(obj, "spec", "paused") is True,
+        conditions=conditions,
+        restarted_at=annotations.get(RESTARTED_AT_ANNOTATION),
+        selector={str(k): str(v) for k, v in selector.items()},
+        resource_version=as_str(dig(obj, "metadata", "resourceVersion")),
+    )
+
+
+def lease_from(obj: Mapping[str, Any]) -> LeaseState:
+    spec = dig(obj, "spec") or {}
+    return LeaseState(
+        namespace=as_str(dig(obj, "metadata", "namespace")),
+        name=as_str(dig(obj, "metadata", "name")),
+        holder=as_str(spec.get("holderIdentity")),
+        acquired_at=parse_time(spec.get("acquireTime")),
+        renewed_at=parse_time(spec.get("renewTime")),
+        duration_s=_int(spec.get("leaseDurationSeconds")),
+        transitions=_int(spec.get("leaseTransitions")),
+        resource_version=as_str(dig(obj, "metadata", "resourceVersion")),
+    )
+
+
+RolloutPhase = Literal["done", "waiting", "failed"]
+
+
+def rollout_status(  # noqa: PLR0911 - a decision table reads best as early returns
+    state: DeploymentState, *, min_generation: int = 0
+) -> tuple[RolloutPhase, str]:
+    """PURE. ``kubectl rollout status`` for a Deployment (kubectl polymorphichelpers
+    rollout_status.go DeploymentStatusViewer), plus: a generation below ``min_generation``
+    (our restart not yet applied) waits, and a paused Deployment fails (it never progresses)."""
+    name = f"deployment {state.namespace}/{state.name}"
+    if state.generation < min_generation:
+        return "waiting", f"{name}: generation {state.generation} < {min_generation}"
+    if state.observed_generation < state.generation:
+        return "waiting", f"{name}: waiting for the spec update to be observed"
+    progressing = state.conditions.get("Progressing")
+    if progressing is not None and progressing.reason == PROGRESS_DEADLINE_EXCEEDED:
+        detail = f": {progressing.message}" if progressing.message else ""
+        return "failed", f"{name} exceeded its progress deadline{detail}"
+    if state.updated < state.replicas:
+        return "waiting", (
+            f"{name}: {state.updated} out of {state.replicas} new replicas have been updated"
+        )
+    if state.current > state.updated:
+        return "waiting", (
+            f"{name}: {state.current - state.updated} old replicas are pending termination"
+        )
+    if state.available < state.updated:
+        return "waiting", (
+            f"{name}: {state.available} of {state.updated} updated replicas are available"
+        )
+    if state.paused:
+        return "failed", (
+            f"{name} is paused; resume it with "
+            f"`kubectl rollout resume deployment/{state.name} -n {state.namespace}`"
+        )
+    return "done", f"{name} successfully rolled out"
+
+
+UnsealPhase = Literal["done", "waiting", "failed"]
+
+
+def unseal_status(state: SealedSecretState | None, fingerprint: str) -> tuple[UnsealPhase, str]:
+    """PURE. Has the controller unsealed the SealedSecret that carries ``fingerprint``?
+
+    The status is trusted only when ``observedGeneration == generation`` (FACTS 3). A
+    ``Synced=False`` fails fast only when it is about our spec (our fingerprint): a failure of
+    the previous spec may still be replaced by ours when ArgoCD applies it.
+    """
+    if state is None:
+        return "waiting", "the SealedSecret does not exist yet"
+    name = f"sealedsecret {state.namespace}/{state.name}"
+    if state.template_fingerprint != fingerprint:
+        return "waiting", (
+            f"{name} carries key {state.template_fingerprint or 'unknown'}, not {fingerprint}"
+        )
+    if not state.is_observed:
+        return "waiting", (
+            f"{name}: the controller has not observed generation {state.generation} yet "
+            f"(observedGeneration {state.observed_generation})"
+        )
+    if state.synced is False:
+        return "failed", f"{name} could not be unsealed: {state.message or 'no message'}"
+    if state.synced is None:
+        return "waiting", f"{name}: no Synced condition yet"
+    return "done", f"{name} unsealed with key {fingerprint}"
+
+
+# --- error translation (the one boundary) ---------------------------------------------------
+
+
+def _status_message(body: object) -> str:
+    """The ``message`` of a Kubernetes ``Status`` body, else the (truncated) body itself."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    if not isinstance(body, str) or not body.strip():
+        return ""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return truncate(body.strip(), MESSAGE_LIMIT)
+    if isinstance(parsed, Mapping) and isinstance(parsed.get("message"), str):
+        return truncate(parsed["message"], MESSAGE_LIMIT)
+    return truncate(body.strip(), MESSAGE_LIMIT)
+
+
+def translate_error(  # noqa: PLR0911 - one return per exception family
+    exc: BaseException, what: str, *, error: type[ClientError] = KubeError
+) -> ClientError:
+    """Map any library exception to ``error`` (not raised; the caller raises it ``from`` exc).
+
+    retryable: 5xx, 429, connection errors and timeouts. Not: other 4xx, TLS, bad input.
+    """
+    if isinstance(exc, ClientError):
+        return exc
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        if status == 0:  # the client's own failures: TLS errors, unpreparable requests
+            reason = truncate(str(exc.reason or type(exc).__name__).splitlines()[0], MESSAGE_LIMIT)
+            return error(f"{what}: {reason}", retryable=False)
+        detail = _status_message(exc.body) or str(exc.reason or "")
+        return error(
+            f"{what}: HTTP {status}" + (f": {detail}" if detail else ""),
+            retryable=status >= 500 or status == 429,
+            status=status,
+        )
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        return error(f"{what}: TLS error ({type(exc).__name__})", retryable=False)
+    if isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
+        return error(f"{what}: timed out ({type(exc).__name__})", retryable=True)
+    if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError):
+        return error(f"{what}: connection failed ({type(exc).__name__})", retryable=True)
+    if isinstance(exc, OSError):
+        return error(f"{what}: {type(exc).__name__}: {exc.strerror or exc}", retryable=True)
+    if isinstance(exc, OpenApiException | ValueError | TypeError | KeyError):
+        return error(f"{what}: bad request or response ({type(exc).__name__})", retryable=False)
+    return error(f"{what}: unexpected {type(exc).__name__}", retryable=False)
+
+
+# --- the client -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WaitOutcome:
+    """What a wait's ``check`` says about one observation: done (with the value to return) or
+    not yet (with the reason, logged when it changes). Failing fast is raising."""
+
+    done: bool = False
+    value: Any = None
+    reason: str = ""
+
+
+@dataclass
+class WatchTarget:
+    """How to watch one object: a generated list function (accepting ``watch=True`` and a
+    field selector), its leading positional arguments, and the object's name."""
+
+    list_func: Callable[..., Any]
+    args: tuple[Any, ...]
+    name: str
+
+
+class Kube:
+    """Typed access to the few Kubernetes objects the rotation touches."""
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        *,
+        timeouts: Timeouts,
+        waits: Waits,
+        clock: Clock | None = None,
+    ) -> None:
+        self.api_client = api_client
+        self._client: Any = api_client  # the stubs lack param_serialize, rest_client, close
+        self.timeouts = timeouts
+        self.waits = waits
+        self.clock: Clock = clock or SystemClock()
+        # Typed as Any: the installed stubs describe an older generated client.
+        self._core: Any = k8s.CoreV1Api(api_client)
+        self._apps: Any = k8s.AppsV1Api(api_client)
+        self._custom: Any = k8s.CustomObjectsApi(api_client)
+        self.custom_objects: Any = self._custom  # shared with clients.argocd
+        self._coordination: Any = k8s.CoordinationV1Api(api_client)
+        self._watch_forbidden: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: Config, *, clock: Clock | None = None) -> Kube:
+        """kubeconfig path/context from ``config.kubernetes``, else in-cluster (the CronJob's
+        ServiceAccount), else ``~/.kube/config``. ``ConfigError`` naming the fix if none."""
+        kube = config.kubernetes
+        configuration = k8s.Configuration()
+        try:
+            if kube.kubeconfig is not None or kube.context is not None:
+                _load_kubeconfig(configuration, kube.kubeconfig, kube.context)
+            else:
+                try:
+                    k8s_config.load_incluster_config(client_configuration=configuration)
+                except ConfigException:
+                    _load_kubeconfig(configuration, None, None)
+        except (ConfigException, OSError, ValueError, TypeError) as exc:
+            raise ConfigError(
+                "no usable Kubernetes credentials: set kubernetes.kubeconfig (and "
+                "kubernetes.context) in the config, run in a pod with a ServiceAccount, or "
+                f"create ~/.kube/config ({type(exc).__name__}: {truncate(str(exc), 200)})"
+            ) from exc
+        # Retries live in our one boundary (idempotent calls only), not in urllib3.
+        configuration.retries = False
+        return cls(
+            k8s.ApiClient(configuration),
+            timeouts=config.timeouts,
+            waits=config.waits,
+            clock=clock,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- the one request boundary --------------------------------------------------------
+
+    @property
+    def request_timeout(self) -> tuple[float, float]:
+        return (self.timeouts.connect_s, self.timeouts.read_s)
+
+    def request(
+        self,
+        what: str,
+        call: Callable[[], T],
+        *,
+        idempotent: bool,
+        error: type[ClientError] = KubeError,
+        ok: Callable[[ClientError], bool] | None = None,
+    ) -> T:
+        """Run ``call`` at the boundary: translate every exception to ``error`` (from it) and
+        retry idempotent calls on transients, bounded by ``timeouts.attempts``."""
+        attempts = self.timeouts.attempts if idempotent else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return call()
+            except RotatorError:
+                raise
+            except Exception as exc:
+                translated = translate_error(exc, what, error=error)
+                if not translated.retryable or attempt >= attempts:
+                    raise translated from exc
+                wait = min(MAX_BACKOFF_S, 0.25 * 2 ** (attempt - 1))
+                wait *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
+                log.warning(
+                    "%s: attempt %d/%d failed (%s); retrying in %.1fs",
+                    what,
+                    attempt,
+                    attempts,
+                    translated,
+                    wait,
+                )
+                self.clock.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def read_json(
+        self, what: str, call: Callable[[], Any], *, error: type[ClientError] = KubeError
+    ) -> Json | None:
+        """An idempotent GET returning the parsed body, or None on 404."""
+
+        def run() -> Json | None:
+            try:
+                response = call()
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return json_body(response)
+
+        return self.request(what, run, idempotent=True, error=error)
+
+    def raw(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+        accept: str = "application/json",
+    ) -> urllib3.BaseHTTPResponse:
+        """One HTTP call through the official client's auth and TLS, with a raw body; any
+        status is returned (the caller decides). Not retried, not translated: call inside
+        ``request``."""
+        headers: dict[str, str] = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        _method, url, headers_out, _body, _post = self._client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params=headers,
+            auth_settings=["BearerToken"],
+        )
+        timeout = urllib3.Timeout(connect=self.timeouts.connect_s, read=self.timeouts.read_s)
+        pool: Any = self._client.rest_client.pool_manager
+        response: urllib3.BaseHTTPResponse = pool.request(
+            method, url, body=body, headers=headers_out, timeout=timeout, preload_content=True
+        )
+        return response
+
+    # -- service proxy (sealing's ServiceProxy protocol) --------------------------------
+
+    def _proxy_path(self, namespace: str, service: str, port_name: str, path: str) -> str:
+        segments = "/".join(quote(part, safe="") for part in path.lstrip("/").split("/"))
+        name = quote(proxy_name(service, port_name), safe=":")
+        return f"/api/v1/namespaces/{quote(namespace, safe='')}/services/{name}/proxy/{segments}"
+
+    def get(self, namespace: str, service: str, port_name: str, path: str) -> bytes:
+        """GET through the API server's service proxy; the raw body (e.g. a PEM).
+
+        RBAC: ("", services/proxy, get) on ``http:<service>:<port>`` in ``namespace``.
+        """
+        what = f"GET {path} from service {namespace}/{service}:{port_name}"
+        api_path = self._proxy_path(namespace, service, port_name, path)
+
+        def run() -> bytes:
+            response = self.raw("GET", api_path, accept="*/*")
+            if response.status >= 300:
+                raise _proxy_error(what, response)
+            return bytes(response.data)
+
+        return self.request(what, run, idempotent=True)
+
+    def post(
+        self, namespace: str, service: str, port_name: str, path: str, body: bytes
+    ) -> tuple[int, bytes]:
+        """POST a JSON body through the service proxy; (status, raw body) for the backend's
+        answers (e.g. /v1/verify: 200 valid, 409 not). The API server's own refusals (401,
+        403, 404 no such service, 5xx incl. 503 no endpoints) raise ``KubeError``. Sent once.
+
+        RBAC: ("", services/proxy, create) on ``http:<service>:<port>`` in ``namespace``.
+        """
+        what = f"POST {path} to service {namespace}/{service}:{port_name}"
+        api_path = self._proxy_path(namespace, service, port_name, path)
+
+        def run() -> tuple[int, bytes]:
+            response = self.raw("POST", api_path, body=body, accept="*/*")
+            if response.status >= 500 or response.status in (401, 403, 404, 407, 429):
+                raise _proxy_error(what, response)
+            return response.status, bytes(response.data)
+
+        return self.request(what, run, idempotent=False)
+
+    # -- SealedSecrets ------------------------------------------------------------------
+
+    def _get_sealed_json(self, namespace: str, name: str) -> Json | None:
+        return self.read_json(
+            f"read sealedsecret {namespace}/{name}",
+            lambda: self._custom.get_namespaced_custom_object(
+                SEALED_GROUP,
+                SEALED_VERSION,
+                namespace,
+                SEALED_PLURAL,
+                name,
+                _preload_content=False,
+                _request_timeout=self.request_timeout,
+            ),
+        )
+
+    def get_sealed_secret(self, namespace: str, name: str) -> SealedSecretState | None:
+        """RBAC: (bitnami.com, sealedsecrets, get)."""
+        obj = self._get_sealed_json(namespace, name)
+        return None if obj is None else sealed_secret_from(obj)
+
+    def wait_for_unseal(
+        self, namespace: str, name: str, *, fingerprint: str, deadline_s: float
+    ) -> SealedSecretState:
+        """Until the SealedSecret carries ``fingerprint`` in its template, the controller has
+        observed that generation and Synced is True. Synced=False for our spec -> KubeError
+        with the controller's message (fail fast); the deadline -> WaitTimeout("unseal").
+
+        The Secret itself is never read (no RBAC on Secrets): the controller copies the template
+        annotations into it, so Synced for the generation with our fingerprint proves it.
+        RBAC: (bitnami.com, sealedsecrets, get, list, watch); (, events, list) for the message.
+        """
+
+        def check(obj: Json | None) -> WaitOutcome:
+            state = None if obj is None else sealed_secret_from(obj)
+            phase, reason = unseal_status(state, fingerprint)
+            if phase == "failed":
+                events = self.recent_events(namespace, name)
+                extra = f" (events: {'; '.join(events)})" if events else ""
+                raise KubeError(
+                    f"{reason}{extra}; check the sealing certificate and scope, then re-run"
+                )
+            return WaitOutcome(done=phase == "done", value=state, reason=reason)
+
+        state: SealedSecretState = self.wait(
+            step="unseal",
+            what=f"sealedsecret {namespace}/{name} to unseal key {fingerprint}",
+            get=lambda: self._get_sealed_json(namespace, name),
+            watch=WatchTarget(
+                self._custom.list_namespaced_custom_object,
+                (SEALED_GROUP, SEALED_VERSION, namespace, SEALED_PLURAL),
+                name,
+            ),
+            check=check,
+            deadline_s=deadline_s,
+        )
+        return state
+
+    # -- Deployments --------------------------------------------------------------------
+
+    def _get_deployment_json(self, namespace: str, name: str) -> Json | None:
+        return self.read_json(
+            f"read deployment {namespace}/{name}",
+            lambda: self._apps.read_namespaced_deployment(
+                name,
+                namespace,
+                _preload_content=False,
+                _request_timeout=self.request_timeout,
+            ),
+        )
+
+    def get_deployment(self, namespace: str, name: str) -> DeploymentState | None:
+        """RBAC: (apps, deployments, get)."""
+        obj = self._get_deployment_json(namespace, name)
+        return None if obj is None else deployment_from(obj)
+
+    def restart_deployment(self, namespace: str, name: str, *, at: datetime) -> DeploymentState:
+        """``kubectl rollout restart``: strategic-merge patch of the pod template annotation
+        ``kubectl.kubernetes.io/restartedAt`` = RFC3339 ``at``. Refuses a paused Deployment.
+        The patch sets a fixed value, so repeating it is harmless (and retried on transients).
+        RBAC: (apps, deployments, get, patch).
+        """
+        current = self.get_deployment(namespace, name)
+        if current is None:
+            raise KubeError(f"deployment {namespace}/{name} not found", status=404)
+        if current.paused:
+            raise KubeError(
+                f"deployment {namespace}/{name} is paused and would not restart; resume it "
+                f"with `kubectl rollout resume deployment/{name} -n {namespace}` and re-run"
+            )
+        patch = {
+            "spec": {
+                "template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: rfc3339(at)}}}
+            }
+        }
+        obj = self.request(
+            f"restart deployment {namespace}/{name}",
+            lambda: json_body(
+                self._apps.patch_namespaced_deployment(
+                    name,
+                    namespace,
+                    patch,
+                    _content_type="application/strategic-merge-patch+json",
+                    _preload_content=False,
+                    _request_timeout=self.request_timeout,
+                )
+            ),
+            idempotent=True,
+        )
+        return deployment_from(obj)
+
+    def is_rolled_out(self, state: DeploymentState) -> tuple[bool, str]:
+        """PURE predicate + reason (``kubectl rollout status``), for preflight."""
+        phase, reason = rollout_status(state)
+        return phase == "done", reason
+
+    def wait_for_rollout(
+        self, namespace: str, name: str, *, min_generation: int, deadline_s: float
+    ) -> RolloutDone:
+        """Like ``kubectl rollout status`` (FACTS 5) for generation >= ``min_generation``.
+        ProgressDeadlineExceeded (or paused) -> KubeError at once; deadline -> WaitTimeout.
+        RBAC: (apps, deployments, get, list, watch).
+        """
+
+        def check(obj: Json | None) -> WaitOutcome:
+            if obj is None:
+                raise KubeError(f"deployment {namespace}/{name} not found", status=404)
+            state = deployment_from(obj)
+            phase, reason = rollout_status(state, min_generation=min_generation)
+            if phase == "failed":
+                events = self.recent_events(namespace, name)
+                extra = f" (events: {'; '.join(events)})" if events else ""
+                raise KubeError(f"{reason}{extra}")
+            if phase == "done":
+                return WaitOutcome(True, RolloutDone(finished_at=self.clock.now(), state=state))
+            return WaitOutcome(reason=reason)
+
+        done: RolloutDone = self.wait(
+            step="rollout",
+            what=f"deployment {namespace}/{name} to roll out",
+            get=lambda: self._get_deployment_json(namespace, name),
+            watch=WatchTarget(self._apps.list_namespaced_deployment, (namespace,), name),
+            check=check,
+            deadline_s=deadline_s,
+        )
+        return done
+
+    # -- Events -------------------------------------------------------------------------
+
+    def recent_events(self, namespace: str, involved_name: str, *, limit: int = 3) -> list[str]:
+        """The newest few events about an object, as ``Reason: message`` (best effort: any
+        failure gives an empty list, the caller is already reporting an error).
+        RBAC: ("", events, list)."""
+        try:
+            obj = self.read_json(
+                f"list events for {namespace}/{involved_name}",
+                lambda: self._core.list_namespaced_event(
+                    namespace,
+                    field_selector=f"involvedObject.name={involved_name}",
+                    _preload_content=False,
+                    _request_timeout=self.request_timeout,
+                ),
+            )
+        except KubeError as exc:
+            log.debug("no events for %s/%s: %s", namespace, involved_name, exc)
+            return []
+        items = [i for i in (obj or {}).get("items") or [] if isinstance(i, Mapping)]
+
+        def when(item: Mapping[str, Any]) -> str:
+            return as_str(
+                item.get("lastTimestamp") or item.get("eventTime") or item.get("firstTimestamp")
+            )
+
+        items.sort(key=when)
+        return [
+            truncate(f"{as_str(i.get('reason'))}: {as_str(i.get('message'))}", 200)
+            for i in items[-limit:]
+        ]
+
+    # -- Lease (the run lock) -----------------------------------------------------------
+
+    def _lease_path(self, namespace: str, name: str | None = None) -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{quote(namespace, safe='')}/leases"
+        return base if name is None else f"{base}/{quote(name, safe='')}"
+
+    def get_lease(self, namespace: str, name: str) -> LeaseState | None:
+        """RBAC: (coordination.k8s.io, leases, get)."""
+        obj = self.read_json(
+            f"read lease {namespace}/{name}",
+            lambda: self._coordination.read_namespaced_lease(
+                name,
+                namespace,
+                _preload_content=False,
+                _request_timeout=self.request_timeout,
+            ),
+        )
+        return None if obj is None else lease_from(obj)
+
+    def _write_lease(self, method: str, namespace: str, name: str, body: Json, what: str) -> Json:
+        path = self._lease_path(namespace, None if method == "POST" else name)
+        data = json.dumps(body).encode()
+
+        def run() -> Json:
+            response = self.raw(method, path, body=data)
+            if response.status >= 300:
+                raise _response_error(what, response)
+            return json_body(response)
+
+        return self.request(what, run, idempotent=False)
+
+    def _lease_body(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        holder: str,
+        duration_s: int,
+        acquired: datetime,
+        renewed: datetime,
+        transitions: int,
+        resource_version: str | None,
+    ) -> Json:
+        metadata: Json = {"name": name, "namespace": namespace}
+        if resource_version:
+            metadata["resourceVersion"] = resource_version  # optimistic concurrency on PUT
+        return {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": metadata,
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": duration_s,
+                "acquireTime": micro_time(acquired),
+                "renewTime": micro_time(renewed),
+                "leaseTransitions": transitions,
+            },
+        }
+
+    def acquire_lease(
+        self, namespace: str, name: str, *, holder: str, duration_s: int
+    ) -> LeaseState:
+        """Take the run lock: create the Lease, or take over an expired or released one with a
+        resourceVersion-guarded replace (leaseTransitions + 1). Held by another live holder ->
+        ``LockHeld(holder, since)``. A create that gets 409 (someone was faster) re-reads.
+        RBAC: (coordination.k8s.io, leases, get, create, update).
+        """
+        for _attempt in range(5):
+            now = self.clock.now()
+            current = self.get_lease(namespace, name)
+            if current is None:
+                body = self._lease_body(
+                    namespace,
+                    name,
+                    holder=holder,
+                    duration_s=duration_s,
+                    acquired=now,
+                    renewed=now,
+                    transitions=0,
+                    resource_version=None,
+                )
+                try:
+                    obj = self._write_lease(
+                        "POST", namespace, name, body, f"create lease {namespace}/{name}"
+                    )
+                except KubeError as exc:
+                    if exc.status == 409:
+                        continue  # another run created it between our read and create
+                    raise
+                log.info("lock %s/%s acquired by %s", namespace, name, holder)
+                return lease_from(obj)
+            if current.holder and current.holder != holder and not current.is_expired(now):
+                since = current.acquired_at or current.renewed_at
+                raise LockHeld(current.holder, rfc3339(since) if since else "unknown")
+            taking_over = current.holder != holder
+            body = self._lease_body(
+                namespace,
+                name,
+                holder=holder,
+                duration_s=duration_s,
+                acquired=now if taking_over else (current.acquired_at or now),
+                renewed=now,
+                transitions=current.transitions + (1 if taking_over else 0),
+                resource_version=current.resource_version,
+            )
+            try:
+                obj = self._write_lease(
+                    "PUT", namespace, name, body, f"take over lease {namespace}/{name}"
+                )
+            except KubeError as exc:
+                if exc.status == 409:
+                    continue  # changed under us: read again and decide again
+                raise
+            if taking_over and current.holder:
+                log.warning(
+                    "lock %s/%s: took over the expired lease of %s", namespace, name, current.holder
+                )
+            return lease_from(obj)
+        raise KubeError(f"lease {namespace}/{name}: kept changing while acquiring; try again")
+
+    def renew_lease(self, namespace: str, name: str, *, holder: str) -> LeaseState:
+        """Move renewTime to now, resourceVersion-guarded. Lost lease -> KubeError.
+        RBAC: (coordination.k8s.io, leases, get, update)."""
+        for _attempt in range(3):
+            current = self.get_lease(namespace, name)
+            if current is None or current.holder != holder:
+                who = "nobody" if current is None or not current.holder else current.holder
+                raise KubeError(f"lost the lock {namespace}/{name}: now held by {who}")
+            body = self._lease_body(
+                namespace,
+                name,
+                holder=holder,
+                duration_s=current.duration_s,
+                acquired=current.acquired_at or self.clock.now(),
+                renewed=self.clock.now(),
+                transitions=current.transitions,
+                resource_version=current.resource_version,
+            )
+            try:
+                obj = self._write_lease(
+                    "PUT", namespace, name, body, f"renew lease {namespace}/{name}"
+                )
+            except KubeError as exc:
+                if exc.status == 409:
+                    continue
+                raise
+            return lease_from(obj)
+        raise KubeError(f"lost the lock {namespace}/{name}: it kept changing under us")
+
+    def release_lease(self, namespace: str, name: str, *, holder: str) -> None:
+        """Give the lock up if we still hold it: empty holderIdentity (like client-go's
+        leaderelection release), so no ``delete`` right is needed.
+        RBAC: (coordination.k8s.io, leases, get, update)."""
+        current = self.get_lease(namespace, name)
+        if current is None or current.holder != holder:
+            log.info("lock %s/%s: not ours any more; nothing to release", namespace, name)
+            return
+        now = self.clock.now()
+        body = self._lease_body(
+            namespace,
+            name,
+            holder="",
+            duration_s=max(current.duration_s, 1),
+            acquired=current.acquired_at or now,
+            renewed=now,
+            transitions=current.transitions,
+            resource_version=current.resource_version,
+        )
+        body["spec"].pop("holderIdentity")
+        try:
+            self._write_lease("PUT", namespace, name, body, f"release lease {namespace}/{name}")
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            log.info("lock %s/%s changed while releasing; left as it is", namespace, name)
+        else:
+            log.info("lock %s/%s released by %s", namespace, name, holder)
+
+    # -- the generic wait ----------------------------------------------------------------
+
+    def wait(  # noqa: PLR0912 - one loop: check, watch or poll, re-read
+        self,
+        *,
+        step: str,
+        what: str,
+        get: Callable[[], Json | None],
+        watch: WatchTarget | None,
+        check: Callable[[Json | None], WaitOutcome],
+        deadline_s: float,
+        error: type[ClientError] = KubeError,
+    ) -> Any:
+        """GET, test; then watch from that resourceVersion (short ``timeout_seconds``) or poll,
+        testing every new version, until ``check`` says done (its value is returned) or raises
+        (fail fast), or the deadline passes (``WaitTimeout(step)`` with the last reason)."""
+        deadline = Deadline(self.clock, deadline_s)
+        obj = get()
+        reason = ""
+        while True:
+            outcome = check(obj)
+            if outcome.done:
+                return outcome.value
+            if outcome.reason and outcome.reason != reason:
+                log.info("%s: %s", step, outcome.reason)
+            reason = outcome.reason or reason
+            if deadline.expired:
+                raise WaitTimeout(step, deadline.elapsed, f"{what} (last: {reason})")
+            rv = dig(obj, "metadata", "resourceVersion")
+            key = f"{watch.list_func.__name__}{watch.args}" if watch is not None else ""
+            if watch is not None and isinstance(rv, str) and rv and key not in self._forbidden():
+                try:
+                    for event_obj in self._watch_events(watch, rv, deadline, error=error):
+                        obj = event_obj
+                        outcome = check(obj)
+                        if outcome.done:
+                            return outcome.value
+                        if outcome.reason and outcome.reason != reason:
+                            log.info("%s: %s", step, outcome.reason)
+                        reason = outcome.reason or reason
+                        if deadline.expired:
+                            break
+                except _WatchGone:
+                    log.debug("%s: watch expired (410); reading again", step)
+                except ClientError as exc:
+                    if exc.status in (403, 405):
+                        log.info("%s: cannot watch (HTTP %s); polling instead", step, exc.status)
+                        with self._lock:
+                            self._watch_forbidden.add(key)
+                    elif exc.retryable:
+                        log.warning("%s: watch failed (%s); reading again", step, exc)
+                        self.clock.sleep(min(self.waits.poll_interval_s, deadline.remaining))
+                    else:
+                        raise
+            else:
+                self.clock.sleep(min(self.waits.poll_interval_s, deadline.remaining))
+            obj = get()
+
+    def _forbidden(self) -> set[str]:
+        with self._lock:
+            return set(self._watch_forbidden)
+
+    def _watch_events(
+        self,
+        target: WatchTarget,
+        resource_version: str,
+        deadline: Deadline,
+        *,
+        error: type[ClientError],
+    ) -> Iterator[Json | None]:
+        """One watch request: yields the object after each change (None after DELETED), ends
+        when the server closes it (``timeout_seconds``). ERROR 410 -> ``_WatchGone``."""
+        timeout_s = max(1, int(min(self.waits.watch_timeout_s, deadline.remaining)))
+        what = f"watch {target.name}"
+        response = self.request(
+            what,
+            lambda: target.list_func(
+                *target.args,
+                field_selector=f"metadata.name={target.name}",
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout_s,
+                watch=True,
+                _preload_content=False,
+                _request_timeout=(self.timeouts.connect_s, timeout_s + self.timeouts.read_s),
+            ),
+            idempotent=True,
+            error=error,
+        )
+        try:
+            lines = _iter_lines(response)
+            while True:
+                try:
+                    line = next(lines)
+                except StopIteration:
+                    return
+                except Exception as exc:
+                    raise translate_error(exc, what, error=error) from exc
+                if not line.strip():
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError as exc:
+                    raise translate_error(exc, what, error=error) from exc
+                kind = event.get("type") if isinstance(event, Mapping) else None
+                obj = event.get("object") if isinstance(event, Mapping) else None
+                if kind == "ERROR":
+                    code = _int(dig(obj, "code"))
+                    if code == 410:
+                        raise _WatchGone
+                    raise error(
+                        f"{what}: HTTP {code}: {_status_message(json.dumps(obj))}",
+                        retryable=code >= 500 or code == 429,
+                        status=code or None,
+                    )
+                if kind in ("ADDED", "MODIFIED") and isinstance(obj, dict):
+                    yield obj
+                elif kind == "DELETED":
+                    yield None
+                # BOOKMARK: nothing changed for us
+                if deadline.expired:
+                    return
+        finally:
+            response.close()
+            response.release_conn()
+
+
+class _WatchGone(Exception):
+    """The watch's resourceVersion is too old (410): GET again."""
+
+
+def _response_error(what: str, response: urllib3.BaseHTTPResponse, hint: str = "") -> KubeError:
+    status = response.status
+    detail = _status_message(bytes(response.data))
+    return KubeError(
+        f"{what}: HTTP {status}{hint}" + (f": {detail}" if detail else ""),
+        retryable=status >= 500 or status == 429,
+        status=status,
+    )
+
+
+def _proxy_error(what: str, response: urllib3.BaseHTTPResponse) -> KubeError:
+    hint = ""
+    if response.status == 403:
+        hint = " (the ServiceAccount needs services/proxy get/create on that name)"
+    elif response.status in (404, 503):
+        hint = " (check the controller's name, namespace and port name in the cert settings)"
+    return _response_error(what, response, hint)
+
+
+def _iter_lines(response: Any) -> Iterator[str]:
+    """Newline-delimited watch events from a streamed response (kubernetes.watch's framing)."""
+    buffer = bytearray()
+    for chunk in response.stream(amt=None, decode_content=False):
+        buffer.extend(chunk if isinstance(chunk, bytes) else str(chunk).encode())
+        while (end := buffer.find(b"\n")) != -1:
+            line = buffer[:end].decode("utf-8", errors="replace")
+            del buffer[: end + 1]
+            yield line
+    if buffer.strip():
+        yield buffer.decode("utf-8", errors="replace")
+
+
+def json_body(response: Any) -> Json:
+    data = response.data if hasattr(response, "data") else response
+    if isinstance(data, bytes | bytearray):
+        data = bytes(data).decode("utf-8")
+    parsed = json.loads(data)
+    if not isinstance(parsed, dict):
+        raise TypeError("expected a JSON object")
+    return parsed
+
+
+def _load_kubeconfig(configuration: Any, path: Path | None, context: str | None) -> None:
+    k8s_config.load_kube_config(
+        config_file=str(path) if path is not None else None,
+        context=context,
+        client_configuration=configuration,
+    )
