@@ -362,7 +362,7 @@ class CertHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def cert_server() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CertHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -394,14 +394,23 @@ def test_a_cert_is_read_from_a_file(tmp_path: Path) -> None:
 class FakeControllerProxy:
     """The API server's service proxy in front of a controller that holds ``keys``."""
 
-    def __init__(self, bits: int = 2048, slot: int = 0, *, verify_status: int | None = None):
+    def __init__(
+        self,
+        bits: int = 2048,
+        slot: int = 0,
+        *,
+        cert_slot: int | None = None,
+        verify_status: int | None = None,
+    ) -> None:
         self.keys = controller_keys(bits, slot)
+        # A controller can hand out the cert of a key other than the one it decrypts with.
+        self.cert_pem = controller_keys(bits, slot if cert_slot is None else cert_slot).cert_pem
         self.verify_status = verify_status
         self.calls: list[tuple[str, str, str, str]] = []
 
     def get(self, namespace: str, service: str, port_name: str, path: str) -> bytes:
         self.calls.append((namespace, service, port_name, path))
-        return self.keys.cert_pem
+        return self.cert_pem
 
     def post(
         self, namespace: str, service: str, port_name: str, path: str, body: bytes
