@@ -1098,7 +1098,8 @@ class PostHogStandIn:
                 calls.popleft()
             recent = [t for t in calls if t > now - span]
             if len(recent) >= limit:
-                wait = max(wait, recent[-limit] + span - now)
+                oldest = recent[-limit] if limit > 0 else now
+                wait = max(wait, oldest + span - now)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             return _drf_error(
@@ -1247,6 +1248,9 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
+        except Exception:  # a stand-in bug must show as a 500, not a dropped connection
+            log.exception("stand-in: unexpected error on %s %s", self.command, self.path)
+            reply = _drf_error(500, "server_error", "error", "A server error occurred.")
         try:
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)
