@@ -143,6 +143,12 @@ def seal_command(
         if not repo.is_dir():
             raise ConfigError(f"--repo {repo}: no such folder (the ops repo checkout)")
         source = cert_source(args.cert, env)
+        controller = env.cert.controller
+        if args.verify and controller is None:
+            raise ConfigError(
+                f"--verify asks the controller, but environments.{env_name}.cert names no "
+                "controller"
+            )
         needs_kube = source.controller is not None or bool(args.verify)
         if needs_kube and proxy is None:
             proxy = kube_proxy(config)
@@ -162,13 +168,8 @@ def seal_command(
             path=str(path),
         )
         if args.verify:
-            controller = env.cert.controller
-            if controller is None:
-                raise ConfigError(
-                    f"--verify asks the controller, but environments.{env_name}.cert names no "
-                    "controller"
-                )
             assert proxy is not None
+            assert controller is not None
             if not verify_with_controller(update.text, proxy=proxy, controller=controller):
                 raise SealingError(
                     f"the controller {controller.namespace}/{controller.name} cannot decrypt "

@@ -260,3 +260,29 @@ class FixedClock:
 
     def sleep(self, seconds: float) -> None:
         raise AssertionError("sealing never waits")
+
+
+def test_verify_needs_a_controller_in_the_config(
+    ops_repo: Path,
+    cert_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr("sys.stdin", FakeStdin(KEY))
+    code = main(
+        [
+            "--config",
+            str(REPO_CONFIG),
+            "--set",
+            f"environments.preview.cert={{file: {cert_file}}}",
+            "seal",
+            "--env",
+            "preview",
+            "--repo",
+            str(ops_repo),
+            "--from-stdin",
+            "--verify",
+        ]
+    )
+    assert code == 2
+    assert "environments.preview.cert names no controller" in capsys.readouterr().err
