@@ -511,7 +511,14 @@ def _value(node: Node, ev: _Event, now: datetime) -> Any:
 
 def _compare(op: str, left: Any, right: Any) -> bool:
     if left is None or right is None:
-        return False  # NULL compares as NULL: never true
+        # posthog/hogql/printer.py: `a = b` -> ifNull(equals(a, b), 0), `a != b` ->
+        # ifNull(notEquals(a, b), 1), `= NULL` -> isNull, `!= NULL` -> isNotNull; other
+        # comparisons with NULL are false. So a missing property is "!=" anything.
+        if op == "=":
+            return left is None and right is None
+        if op == "!=":
+            return not (left is None and right is None)
+        return False
     if isinstance(left, datetime) or isinstance(right, datetime):
         left = left if isinstance(left, datetime) else _parse_time(str(left))
         right = right if isinstance(right, datetime) else _parse_time(str(right))
