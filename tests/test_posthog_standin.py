@@ -428,6 +428,10 @@ def test_counters_and_faults_are_reachable_over_http(world: PostHogWorld) -> Non
     assert counters["requests"]["project"] == 1
     assert world.initial_key.reveal() not in json.dumps(counters)
     assert counters == world.standin.counters().as_json()
+    events = requests.get(base + "/events", timeout=2).json()
+    assert [(e["event"], e["outcome"]) for e in events] == [("e", "ingested")]
+    assert events[0]["key_fingerprint"] == world.initial_key.fingerprint
+    assert world.initial_key.reveal() not in json.dumps(events)
 
 
 def test_stop_releases_a_hanging_request_and_refuses_non_loopback_hosts() -> None:

@@ -431,8 +431,8 @@ class PostHogClient:
             "event": event,
             "distinct_id": distinct_id,
             "properties": dict(properties or {}),
-            # A uuid makes a retried capture the same event (PostHog dedupes on it), so the
-            # call counts as idempotent for the request helper.
+            # A uuid makes a retried capture the same event (PostHog's events table
+            # deduplicates on it), so the request helper may retry the call.
             "uuid": str(uuid_mod.uuid4()),
         }
         if timestamp is not None:

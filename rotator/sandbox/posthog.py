@@ -150,6 +150,32 @@ class KeyCounters:
 
 
 @dataclass(frozen=True)
+class EventRecord:
+    """One accepted event and what ingestion made of it (for benchmarks: the dark window)."""
+
+    key_fingerprint: str
+    event: str
+    distinct_id: str
+    properties: Mapping[str, Any]
+    received_at: float
+    outcome: Literal["pending", "ingested", "dropped"]
+    resolved_at: float | None
+    project_id: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "key_fingerprint": self.key_fingerprint,
+            "event": self.event,
+            "distinct_id": self.distinct_id,
+            "properties": dict(self.properties),
+            "received_at": self.received_at,
+            "outcome": self.outcome,
+            "resolved_at": self.resolved_at,
+            "project_id": self.project_id,
+        }
+
+
+@dataclass(frozen=True)
 class Counters:
     """A snapshot: events per key fingerprint, and requests per route (``reset_token`` etc.)."""
 
@@ -925,6 +951,24 @@ class PostHogStandIn:
                 )
             return Counters(keys=keys, requests=dict(self._requests), resets=dict(self._resets))
 
+    def events(self) -> list[EventRecord]:
+        """Every accepted event in arrival order, with its outcome (keys as fingerprints)."""
+        with self._lock:
+            self._ingest_due()
+            return [
+                EventRecord(
+                    key_fingerprint=fingerprint(ev.token),
+                    event=ev.event,
+                    distinct_id=ev.distinct_id,
+                    properties=dict(ev.properties),
+                    received_at=ev.received_at,
+                    outcome=ev.outcome,
+                    resolved_at=ev.resolved_at,
+                    project_id=ev.project_id,
+                )
+                for ev in self._events
+            ]
+
     # model --------------------------------------------------------------------------------
 
     def _now(self) -> float:
@@ -1218,6 +1262,8 @@ class PostHogStandIn:
             args = json.loads(body) if body else {}
             if path == "/_sandbox/counters" and method == "GET":
                 return _json_reply(200, self.counters().as_json())
+            if path == "/_sandbox/events" and method == "GET":
+                return _json_reply(200, [record.as_json() for record in self.events()])
             if path == "/_sandbox/inject" and method == "POST":
                 self.inject(
                     args["route"],
@@ -1332,6 +1378,7 @@ def running(**kwargs: Any) -> Iterator[PostHogStandIn]:
 
 __all__ = [
     "Counters",
+    "EventRecord",
     "HogQLError",
     "KeyCounters",
     "PostHogStandIn",
