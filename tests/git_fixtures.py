@@ -268,7 +268,7 @@ def git_http_server(
     """Serve the repos under ``project_root`` at ``http://127.0.0.1:<port>/<name>``."""
     state = HttpBackendState(project_root=project_root, token=token, writable=writable)
     server = _GitHttpServer(state)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", state
