@@ -3,24 +3,37 @@ stand-in) SealedSecrets, Deployments, the Lease, the service proxy and the waits
 
 from __future__ import annotations
 
+import http.server
 import inspect
-from collections.abc import Callable
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import urllib3
 from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 from kubernetes.client import exceptions as k8s_exceptions
 
 from rotator.clients.kube import (
+    FINGERPRINT_ANNOTATION,
     REQUIRED_RBAC,
     Condition,
     DeploymentState,
+    Json,
     Kube,
+    RbacRule,
     SealedSecretState,
+    WaitOutcome,
+    WatchTarget,
     deployment_from,
+    json_body,
     lease_from,
     micro_time,
     parse_time,
@@ -30,8 +43,17 @@ from rotator.clients.kube import (
     translate_error,
     unseal_status,
 )
-from rotator.config import ControllerRef, Timeouts, Waits
-from rotator.errors import ArgoCDError, ClientError, KubeError
+from rotator.clock import rfc3339
+from rotator.config import Config, ControllerRef, Timeouts, Waits
+from rotator.errors import (
+    ArgoCDError,
+    ClientError,
+    ConfigError,
+    KubeError,
+    LockHeld,
+    WaitTimeout,
+)
+from rotator.sandbox.kubeapi import KubeApiServer
 
 FP = "sha256:0123456789ab"
 OTHER_FP = "sha256:ba9876543210"
@@ -412,3 +434,850 @@ def test_a_refused_connection_is_a_retryable_kube_error() -> None:
         kube.get_deployment("align-prod", "align-prod-gateway")
     assert info.value.retryable
     assert "connection failed" in str(info.value)
+
+
+# =============================================================================================
+# Against the Kubernetes API stand-in (rotator.sandbox.kubeapi), seeded through the official
+# client the way a controller would write (the "test controller" below).
+# =============================================================================================
+
+TOKEN = "kube-test-token"
+
+
+@pytest.fixture(scope="module")
+def api_server() -> Iterator[KubeApiServer]:
+    """One stand-in per module, with RBAC on (the admin token is never restricted)."""
+    from rotator.sandbox.kubeapi import KubeApiServer
+
+    server = KubeApiServer(port=0, token=TOKEN, rbac=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(api_server: KubeApiServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("kube") / "kubeconfig"
+    api_server.write_kubeconfig(path, token=TOKEN)
+    return path
+
+
+def make_config(kubeconfig: Path, **waits: float) -> Config:
+    return Config.model_validate(
+        {
+            "environments": {
+                "prod": {
+                    "posthog_project_id": 1,
+                    "namespace": "align-prod",
+                    "sealed_file": "sealedsecrets/prod/posthog.yaml",
+                    "argocd_app": {"name": "align-prod"},
+                    "deployment": "align-prod-gateway",
+                }
+            },
+            "git": {"remote": "file:///nonexistent.git"},
+            "kubernetes": {"kubeconfig": str(kubeconfig)},
+            "timeouts": {"connect_s": 2, "read_s": 5, "attempts": 2},
+            "waits": {"poll_interval_s": 0.05, "watch_timeout_s": 2, **waits},
+        }
+    )
+
+
+@pytest.fixture
+def kube(kubeconfig: Path) -> Iterator[Kube]:
+    client = Kube.from_config(make_config(kubeconfig))
+    yield client
+    client.close()
+
+
+class Seed:
+    """The test's controller: writes objects and statuses through the official client."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.api = k8s_config.new_client_from_config(str(kubeconfig))
+        self.core: Any = k8s.CoreV1Api(self.api)
+        self.apps: Any = k8s.AppsV1Api(self.api)
+        self.custom: Any = k8s.CustomObjectsApi(self.api)
+        self.coordination: Any = k8s.CoordinationV1Api(self.api)
+
+    def namespace(self, name: str) -> None:
+        try:
+            self.core.create_namespace({"metadata": {"name": name}})
+        except k8s_exceptions.ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def deployment(
+        self, namespace: str, name: str, *, replicas: int = 2, paused: bool = False
+    ) -> Json:
+        self.namespace(namespace)
+        labels = {"app": "align-gateway", "env": "prod"}
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {
+                "replicas": replicas,
+                "paused": paused,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "gateway", "image": "gateway:1"}]},
+                },
+            },
+        }
+        self.apps.create_namespaced_deployment(namespace, body, _preload_content=False)
+        return self.set_deployment_status(namespace, name, ready=replicas)
+
+    def read_deployment(self, namespace: str, name: str) -> Json:
+        response = self.apps.read_namespaced_deployment(name, namespace, _preload_content=False)
+        return json_body(response)
+
+    def set_deployment_status(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        ready: int,
+        old: int = 0,
+        updated: int | None = None,
+        progressing: tuple[str, str] = ("True", "NewReplicaSetAvailable"),
+    ) -> Json:
+        current = self.read_deployment(namespace, name)
+        replicas = current["spec"].get("replicas", 1)
+        updated = replicas if updated is None else updated
+        status = {
+            "observedGeneration": current["metadata"]["generation"],
+            "replicas": updated + old,
+            "updatedReplicas": updated,
+            "readyReplicas": ready + old,
+            "availableReplicas": ready + old,
+            "conditions": [
+                {
+                    "type": "Progressing",
+                    "status": progressing[0],
+                    "reason": progressing[1],
+                    "message": f"ReplicaSet is {progressing[1]}",
+                }
+            ],
+        }
+        response = self.apps.patch_namespaced_deployment_status(
+            name,
+            namespace,
+            {"status": status},
+            _content_type="application/merge-patch+json",
+            _preload_content=False,
+        )
+        return json_body(response)
+
+    def sealed_secret(self, namespace: str, name: str, fingerprint: str) -> Json:
+        self.namespace(namespace)
+        body = {
+            "apiVersion": "bitnami.com/v1alpha1",
+            "kind": "SealedSecret",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "encryptedData": {"POSTHOG_API_KEY": "AgBy3i4OJSWK+PiTySYZZA=="},
+                "template": {
+                    "metadata": {
+                        "name": name,
+                        "namespace": namespace,
+                        "annotations": {"rotator.align.dev/key-fingerprint": fingerprint},
+                    },
+                    "type": "Opaque",
+                },
+            },
+        }
+        response = self.custom.create_namespaced_custom_object(
+            "bitnami.com", "v1alpha1", namespace, "sealedsecrets", body, _preload_content=False
+        )
+        return json_body(response)
+
+    def reseal(self, namespace: str, name: str, fingerprint: str) -> Json:
+        patch = {
+            "spec": {
+                "encryptedData": {"POSTHOG_API_KEY": "AgAnotherCiphertext=="},
+                "template": {"metadata": {"annotations": {FINGERPRINT_ANNOTATION: fingerprint}}},
+            }
+        }
+        response = self.custom.patch_namespaced_custom_object(
+            "bitnami.com",
+            "v1alpha1",
+            namespace,
+            "sealedsecrets",
+            name,
+            patch,
+            _preload_content=False,
+        )
+        return json_body(response)
+
+    def unseal_status(
+        self, namespace: str, name: str, *, synced: bool, message: str = "", lag: int = 0
+    ) -> Json:
+        current = json_body(
+            self.custom.get_namespaced_custom_object(
+                "bitnami.com",
+                "v1alpha1",
+                namespace,
+                "sealedsecrets",
+                name,
+                _preload_content=False,
+            )
+        )
+        status = {
+            "observedGeneration": current["metadata"]["generation"] - lag,
+            "conditions": [
+                {
+                    "type": "Synced",
+                    "status": "True" if synced else "False",
+                    "reason": "" if synced else "ErrUnsealFailed",
+                    "message": message,
+                }
+            ],
+        }
+        response = self.custom.patch_namespaced_custom_object_status(
+            "bitnami.com",
+            "v1alpha1",
+            namespace,
+            "sealedsecrets",
+            name,
+            {"status": status},
+            _preload_content=False,
+        )
+        return json_body(response)
+
+
+@pytest.fixture
+def seed(kubeconfig: Path) -> Iterator[Seed]:
+    s = Seed(kubeconfig)
+    yield s
+    s.api.close()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def later(seconds: float, *actions: Callable[[], object]) -> threading.Thread:
+    """Run the actions one after another, ``seconds`` apart, in a thread (a controller)."""
+
+    def run() -> None:
+        for action in actions:
+            time.sleep(seconds)
+            action()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+
+def test_reads_of_missing_objects_return_none(kube: Kube, seed: Seed) -> None:
+    seed.namespace("align-prod")
+    assert kube.get_deployment("align-prod", "nope") is None
+    assert kube.get_sealed_secret("align-prod", "nope") is None
+    assert kube.get_lease("align-prod", "nope") is None
+
+
+def test_from_config_without_any_credentials_names_the_fix(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "missing-kubeconfig")
+    with pytest.raises(ConfigError, match=r"kubernetes\.kubeconfig"):
+        Kube.from_config(config)
+
+
+def test_a_wrong_token_is_a_401_kube_error_that_is_not_retried(
+    kubeconfig: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "kubeconfig"
+    bad.write_text(kubeconfig.read_text().replace(TOKEN, "wrong-token"))
+    client = Kube.from_config(make_config(bad))
+    with pytest.raises(KubeError) as info:
+        client.get_deployment("align-prod", "x")
+    assert info.value.status == 401
+    assert not info.value.retryable
+    client.close()
+
+
+# --- Deployments ------------------------------------------------------------------------------
+
+
+def test_restart_patches_the_template_annotation_like_kubectl(kube: Kube, seed: Seed) -> None:
+    name = unique("gw")
+    before = seed.deployment("align-prod", name)
+    at = datetime(2026, 11, 27, 20, 22, 27, tzinfo=UTC)
+    state = kube.restart_deployment("align-prod", name, at=at)
+    assert state.restarted_at == "2026-11-27T20:22:27Z"
+    assert state.generation == before["metadata"]["generation"] + 1
+    stored = seed.read_deployment("align-prod", name)
+    annotations = stored["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"kubectl.kubernetes.io/restartedAt": "2026-11-27T20:22:27Z"}
+    # the rest of the template survives a strategic merge
+    assert stored["spec"]["template"]["spec"]["containers"][0]["name"] == "gateway"
+    # repeating the same restart is harmless: same value, no new generation
+    again = kube.restart_deployment("align-prod", name, at=at)
+    assert again.generation == state.generation
+
+
+def test_restart_refuses_a_paused_deployment(kube: Kube, seed: Seed) -> None:
+    name = unique("gw")
+    seed.deployment("align-prod", name, paused=True)
+    with pytest.raises(KubeError, match="kubectl rollout resume"):
+        kube.restart_deployment("align-prod", name, at=datetime.now(UTC))
+    assert (
+        "annotations"
+        not in seed.read_deployment("align-prod", name)["spec"]["template"]["metadata"]
+    )
+
+
+def test_restart_of_a_missing_deployment_is_a_404_kube_error(kube: Kube, seed: Seed) -> None:
+    seed.namespace("align-prod")
+    with pytest.raises(KubeError) as info:
+        kube.restart_deployment("align-prod", unique("none"), at=datetime.now(UTC))
+    assert info.value.status == 404
+
+
+def test_wait_for_rollout_follows_the_status_through_its_waves(
+    kubeconfig: Path, seed: Seed
+) -> None:
+    # a long poll interval: finishing quickly proves the watch delivered the changes
+    kube = Kube.from_config(make_config(kubeconfig, poll_interval_s=60))
+    name = unique("gw")
+    seed.deployment("align-prod", name, replicas=2)
+    restarted = kube.restart_deployment("align-prod", name, at=datetime.now(UTC))
+    ns = "align-prod"
+    controller = later(
+        0.15,
+        lambda: seed.set_deployment_status(ns, name, ready=0, updated=1, old=2),
+        lambda: seed.set_deployment_status(ns, name, ready=1, updated=2, old=1),
+        lambda: seed.set_deployment_status(ns, name, ready=1, updated=2, old=0),
+        lambda: seed.set_deployment_status(ns, name, ready=2, updated=2, old=0),
+    )
+    started = time.monotonic()
+    done = kube.wait_for_rollout(
+        "align-prod", name, min_generation=restarted.generation, deadline_s=20
+    )
+    controller.join()
+    assert time.monotonic() - started < 10
+    assert done.state.available == 2
+    assert done.state.current == 2
+    assert done.state.observed_generation == restarted.generation
+    assert done.finished_at.tzinfo is not None
+    kube.close()
+
+
+def test_wait_for_rollout_does_not_trust_the_status_of_the_previous_generation(
+    kube: Kube, seed: Seed
+) -> None:
+    name = unique("gw")
+    seed.deployment("align-prod", name)  # fully rolled out at generation 1
+    restarted = kube.restart_deployment("align-prod", name, at=datetime.now(UTC))
+    with pytest.raises(WaitTimeout) as info:
+        kube.wait_for_rollout(
+            "align-prod", name, min_generation=restarted.generation, deadline_s=0.5
+        )
+    assert info.value.step == "rollout"
+    assert "observed" in str(info.value)
+
+
+def test_progress_deadline_exceeded_fails_fast(kube: Kube, seed: Seed) -> None:
+    name = unique("gw")
+    seed.deployment("align-prod", name)
+    restarted = kube.restart_deployment("align-prod", name, at=datetime.now(UTC))
+    later(
+        0.1,
+        lambda: seed.set_deployment_status("align-prod", name, ready=0, updated=1, old=2),
+        lambda: seed.set_deployment_status(
+            "align-prod",
+            name,
+            ready=0,
+            updated=1,
+            old=2,
+            progressing=("False", "ProgressDeadlineExceeded"),
+        ),
+    )
+    started = time.monotonic()
+    with pytest.raises(KubeError, match="exceeded its progress deadline"):
+        kube.wait_for_rollout(
+            "align-prod", name, min_generation=restarted.generation, deadline_s=30
+        )
+    assert time.monotonic() - started < 10
+
+
+def test_waiting_for_a_missing_deployment_fails_at_once(kube: Kube, seed: Seed) -> None:
+    seed.namespace("align-prod")
+    with pytest.raises(KubeError, match="not found"):
+        kube.wait_for_rollout("align-prod", unique("none"), min_generation=1, deadline_s=5)
+
+
+# --- SealedSecrets ----------------------------------------------------------------------------
+
+
+def test_wait_for_unseal_returns_once_the_controller_synced_our_generation(
+    kube: Kube, seed: Seed
+) -> None:
+    name = unique("posthog")
+    seed.sealed_secret("align-prod", name, OTHER_FP)
+    seed.unseal_status("align-prod", name, synced=True)
+    later(
+        0.15,
+        lambda: seed.reseal("align-prod", name, FP),  # ArgoCD applies the new file
+        lambda: seed.unseal_status("align-prod", name, synced=True, lag=1),  # stale status
+        lambda: seed.unseal_status("align-prod", name, synced=True),
+    )
+    state = kube.wait_for_unseal("align-prod", name, fingerprint=FP, deadline_s=20)
+    assert state.template_fingerprint == FP
+    assert state.synced is True
+    assert state.is_observed
+    got = kube.get_sealed_secret("align-prod", name)
+    assert got == state
+
+
+def test_a_stale_synced_true_is_not_trusted(kube: Kube, seed: Seed) -> None:
+    name = unique("posthog")
+    seed.sealed_secret("align-prod", name, OTHER_FP)
+    seed.reseal("align-prod", name, FP)
+    seed.unseal_status("align-prod", name, synced=True, lag=1)
+    with pytest.raises(WaitTimeout) as info:
+        kube.wait_for_unseal("align-prod", name, fingerprint=FP, deadline_s=0.5)
+    assert info.value.step == "unseal"
+
+
+def test_synced_false_for_our_generation_fails_fast_with_the_controllers_message(
+    kube: Kube, seed: Seed
+) -> None:
+    name = unique("posthog")
+    seed.sealed_secret("align-prod", name, FP)
+    later(
+        0.1,
+        lambda: seed.unseal_status(
+            "align-prod",
+            name,
+            synced=False,
+            message="no key could decrypt secret (POSTHOG_API_KEY)",
+        ),
+    )
+    started = time.monotonic()
+    with pytest.raises(KubeError, match="no key could decrypt secret"):
+        kube.wait_for_unseal("align-prod", name, fingerprint=FP, deadline_s=30)
+    assert time.monotonic() - started < 10
+
+
+def test_wait_for_unseal_polls_when_it_may_not_watch(kubeconfig: Path, seed: Seed) -> None:
+    """A watch that fails with 403 falls back to polling (and the wait still finishes)."""
+    kube = Kube.from_config(make_config(kubeconfig))
+    name = unique("posthog")
+    seed.sealed_secret("align-prod", name, FP)
+    forbidden = k8s_exceptions.ApiException(status=403, reason="Forbidden")
+    real_list = kube.custom_objects.list_namespaced_custom_object
+    calls = {"watch": 0}
+
+    def no_watch(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("watch"):
+            calls["watch"] += 1
+            raise forbidden
+        return real_list(*args, **kwargs)
+
+    kube.custom_objects.list_namespaced_custom_object = no_watch
+    later(0.2, lambda: seed.unseal_status("align-prod", name, synced=True))
+    state = kube.wait_for_unseal("align-prod", name, fingerprint=FP, deadline_s=20)
+    assert state.synced
+    assert calls["watch"] == 1  # tried once, then polled
+    kube.close()
+
+
+# --- Lease ------------------------------------------------------------------------------------
+
+
+class ShiftedClock:
+    """The system clock, moved by ``offset`` (another process whose lease went stale)."""
+
+    def __init__(self, offset: timedelta) -> None:
+        self.offset = offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(seconds, 0))
+
+
+def test_lease_acquire_refuse_renew_release(kube: Kube, seed: Seed) -> None:
+    seed.namespace("align-prod")
+    name = unique("lock")
+    first = kube.acquire_lease("align-prod", name, holder="run-1", duration_s=60)
+    assert first.holder == "run-1"
+    assert first.transitions == 0
+    assert first.acquired_at is not None
+    raw = json_body(
+        seed.coordination.read_namespaced_lease(name, "align-prod", _preload_content=False)
+    )
+    assert raw["spec"]["holderIdentity"] == "run-1"
+    assert raw["spec"]["renewTime"].endswith("Z")
+    assert "." in raw["spec"]["renewTime"]  # MicroTime keeps its fraction
+
+    with pytest.raises(LockHeld) as info:
+        kube.acquire_lease("align-prod", name, holder="run-2", duration_s=60)
+    assert info.value.holder == "run-1"
+    assert info.value.since == rfc3339(first.acquired_at)
+    assert "run-1" in str(info.value)
+
+    renewed = kube.renew_lease("align-prod", name, holder="run-1")
+    assert renewed.renewed_at is not None
+    assert renewed.renewed_at >= first.renewed_at  # type: ignore[operator]
+    assert renewed.resource_version != first.resource_version
+
+    with pytest.raises(KubeError, match="lost the lock"):
+        kube.renew_lease("align-prod", name, holder="run-2")
+
+    kube.release_lease("align-prod", name, holder="run-2")  # not ours: left alone
+    assert kube.get_lease("align-prod", name).holder == "run-1"  # type: ignore[union-attr]
+    kube.release_lease("align-prod", name, holder="run-1")
+    assert kube.get_lease("align-prod", name).holder == ""  # type: ignore[union-attr]
+
+    second = kube.acquire_lease("align-prod", name, holder="run-2", duration_s=60)
+    assert second.holder == "run-2"
+    assert second.transitions == 1
+
+
+def test_an_expired_lease_is_taken_over(kubeconfig: Path, seed: Seed) -> None:
+    seed.namespace("align-prod")
+    name = unique("lock")
+    kube = Kube.from_config(make_config(kubeconfig))
+    kube.acquire_lease("align-prod", name, holder="crashed-run", duration_s=30)
+    future = Kube.from_config(make_config(kubeconfig), clock=ShiftedClock(timedelta(seconds=31)))
+    with pytest.raises(LockHeld):  # 30 s is not yet past 30 s + a little
+        Kube.from_config(
+            make_config(kubeconfig), clock=ShiftedClock(timedelta(seconds=20))
+        ).acquire_lease("align-prod", name, holder="run-2", duration_s=30)
+    taken = future.acquire_lease("align-prod", name, holder="run-2", duration_s=30)
+    assert taken.holder == "run-2"
+    assert taken.transitions == 1
+    with pytest.raises(KubeError, match="lost the lock"):
+        kube.renew_lease("align-prod", name, holder="crashed-run")
+    kube.close()
+    future.close()
+
+
+def test_re_acquiring_our_own_lease_keeps_it(kube: Kube, seed: Seed) -> None:
+    seed.namespace("align-prod")
+    name = unique("lock")
+    first = kube.acquire_lease("align-prod", name, holder="run-1", duration_s=60)
+    again = kube.acquire_lease("align-prod", name, holder="run-1", duration_s=60)
+    assert again.holder == "run-1"
+    assert again.transitions == first.transitions
+    assert again.acquired_at == first.acquired_at
+
+
+@pytest.mark.parametrize("contenders", [2, 6])
+def test_racing_acquirers_exactly_one_wins(kubeconfig: Path, seed: Seed, contenders: int) -> None:
+    seed.namespace("align-prod")
+    name = unique("lock")
+    clients = [Kube.from_config(make_config(kubeconfig)) for _ in range(contenders)]
+    barrier = threading.Barrier(contenders)
+    results: dict[str, str] = {}
+
+    def contend(i: int) -> None:
+        barrier.wait()
+        try:
+            clients[i].acquire_lease("align-prod", name, holder=f"run-{i}", duration_s=60)
+            results[f"run-{i}"] = "won"
+        except LockHeld as exc:
+            results[f"run-{i}"] = f"held by {exc.holder}"
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    winners = [h for h, r in results.items() if r == "won"]
+    assert len(results) == contenders
+    assert len(winners) == 1, results
+    assert all(r == f"held by {winners[0]}" for h, r in results.items() if h != winners[0])
+    assert kube_holder(clients[0], name) == winners[0]
+    for c in clients:
+        c.close()
+
+
+def kube_holder(kube: Kube, name: str) -> str:
+    lease = kube.get_lease("align-prod", name)
+    assert lease is not None
+    return lease.holder
+
+
+# --- the watch: 410 Gone and a forbidden watch --------------------------------------------------
+
+
+def test_a_410_gone_watch_reads_again_and_carries_on(
+    kube: Kube, seed: Seed, api_server: KubeApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = unique("posthog")
+    stale = seed.sealed_secret("align-prod", name, OTHER_FP)
+    seed.reseal("align-prod", name, FP)
+    seed.unseal_status("align-prod", name, synced=True)
+    api_server.expire_watch_history()  # stale's resourceVersion is now too old to watch from
+    reads = [stale]
+
+    def get() -> Json | None:
+        return (
+            reads.pop()
+            if reads
+            else json_body(
+                seed.custom.get_namespaced_custom_object(
+                    "bitnami.com",
+                    "v1alpha1",
+                    "align-prod",
+                    "sealedsecrets",
+                    name,
+                    _preload_content=False,
+                )
+            )
+        )
+
+    def check(obj: Json | None) -> WaitOutcome:
+        phase, reason = unseal_status(None if obj is None else sealed_secret_from(obj), FP)
+        return WaitOutcome(phase == "done", obj, reason)
+
+    caplog.set_level(logging.DEBUG, logger="rotator.clients.kube")
+    got = kube.wait(
+        step="unseal",
+        what="test",
+        get=get,
+        watch=WatchTarget(
+            kube.custom_objects.list_namespaced_custom_object,
+            ("bitnami.com", "v1alpha1", "align-prod", "sealedsecrets"),
+            name,
+        ),
+        check=check,
+        deadline_s=10,
+    )
+    assert got["metadata"]["resourceVersion"] != stale["metadata"]["resourceVersion"]
+    assert "watch expired (410)" in caplog.text
+
+
+# --- RBAC: REQUIRED_RBAC is enough, and nothing more is granted ------------------------------
+
+
+def grant(
+    api_server: KubeApiServer,
+    seed: Seed,
+    rules: dict[str, tuple[RbacRule, ...]],
+    namespaces: dict[str, str],
+) -> str:
+    """A ServiceAccount bound to exactly ``rules`` (per namespace kind); returns its token."""
+    account = unique("rotator")
+    token = unique("token")
+    api_server.add_token(token, user=f"system:serviceaccount:rotator:{account}")
+    rbac: Any = k8s.RbacAuthorizationV1Api(seed.api)
+    for kind, namespace in namespaces.items():
+        seed.namespace(namespace)
+        role_rules = []
+        for rule in rules.get(kind, ()):
+            doc: Json = {
+                "apiGroups": [rule.api_group],
+                "resources": [rule.resource],
+                "verbs": list(rule.verbs),
+            }
+            if rule.resource_names:
+                doc["resourceNames"] = list(rule.resource_names)
+            role_rules.append(doc)
+        role = f"{account}-{kind}"
+        rbac.create_namespaced_role(
+            namespace, {"metadata": {"name": role}, "rules": role_rules}, _preload_content=False
+        )
+        rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": {"name": role},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": "rotator"}],
+            },
+            _preload_content=False,
+        )
+    return token
+
+
+def kube_as(kubeconfig: Path, token: str, tmp_path: Path, **waits: float) -> Kube:
+    path = tmp_path / f"kubeconfig-{token}"
+    path.write_text(kubeconfig.read_text().replace(TOKEN, token))
+    return Kube.from_config(make_config(path, **waits))
+
+
+def test_a_forbidden_watch_falls_back_to_polling(
+    kubeconfig: Path, seed: Seed, api_server: KubeApiServer, tmp_path: Path
+) -> None:
+    name = unique("posthog")
+    seed.sealed_secret("align-prod", name, FP)
+    only_get = {"app": (RbacRule("bitnami.com", "sealedsecrets", ("get",), (name,)),)}
+    token = grant(api_server, seed, only_get, {"app": "align-prod"})
+    kube = kube_as(kubeconfig, token, tmp_path)
+    later(0.2, lambda: seed.unseal_status("align-prod", name, synced=True))
+    state = kube.wait_for_unseal("align-prod", name, fingerprint=FP, deadline_s=20)
+    assert state.synced
+    denied = [e for e in api_server.audit_log() if e.name == name and not e.allowed]
+    assert [e.verb for e in denied] == ["watch"]  # tried once, then polled with get
+    kube.close()
+
+
+class Backend:
+    """The sealed-secrets controller's HTTP API on loopback: /v1/cert.pem and /v1/verify."""
+
+    PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, str, bytes]] = []
+        backend = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path == "/v1/cert.pem":
+                    self._reply(200, backend.PEM, "application/x-pem-file")
+                else:
+                    self._reply(404, b"404 page not found\n", "text/plain")
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                backend.posts.append((self.path, self.headers.get("Content-Type", ""), body))
+                ok = b'"good"' in body
+                self._reply(200 if ok else 409, b"" if ok else b"cannot decrypt", "text/plain")
+
+            def _reply(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def controller_service(kubeconfig: Path) -> Iterator[Backend]:
+    backend = Backend()
+    seed = Seed(kubeconfig)
+    seed.namespace("kube-system")
+    seed.core.create_namespaced_service(
+        "kube-system",
+        {
+            "metadata": {"name": "sealed-secrets-controller"},
+            "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": 8080}]},
+        },
+        _preload_content=False,
+    )
+    seed.core.create_namespaced_endpoints(
+        "kube-system",
+        {
+            "metadata": {"name": "sealed-secrets-controller"},
+            "subsets": [
+                {
+                    "addresses": [{"ip": "127.0.0.1"}],
+                    "ports": [{"name": "http", "port": backend.port}],
+                }
+            ],
+        },
+        _preload_content=False,
+    )
+    seed.api.close()
+    yield backend
+    backend.stop()
+
+
+def test_service_proxy_get_returns_the_raw_pem(kube: Kube, controller_service: Backend) -> None:
+    pem = kube.get("kube-system", "sealed-secrets-controller", "http", "/v1/cert.pem")
+    assert pem == Backend.PEM
+
+
+def test_service_proxy_post_returns_status_and_body(
+    kube: Kube, controller_service: Backend
+) -> None:
+    good = b'{"kind":"SealedSecret","spec":"good"}'
+    assert kube.post("kube-system", "sealed-secrets-controller", "http", "/v1/verify", good) == (
+        200,
+        b"",
+    )
+    status, body = kube.post(
+        "kube-system", "sealed-secrets-controller", "http", "/v1/verify", b'{"spec":"bad"}'
+    )
+    assert (status, body) == (409, b"cannot decrypt")
+    path, content_type, sent = controller_service.posts[-2]
+    assert (path, content_type, sent) == ("/v1/verify", "application/json", good)
+
+
+def test_service_proxy_errors_name_the_service(kube: Kube, controller_service: Backend) -> None:
+    with pytest.raises(KubeError) as info:
+        kube.get("kube-system", "sealed-secrets-controller", "http", "/v1/missing")
+    assert info.value.status == 404
+    with pytest.raises(KubeError) as info:
+        kube.get("kube-system", "sealed-secrets", "http", "/v1/cert.pem")
+    assert info.value.status == 404
+    assert "sealed-secrets" in str(info.value)
+    with pytest.raises(KubeError) as info:
+        kube.post("kube-system", "sealed-secrets-controller", "web", "/v1/verify", b"{}")
+    assert info.value.status == 503
+
+
+def test_required_rbac_allows_every_call_and_nothing_else(
+    kubeconfig: Path,
+    seed: Seed,
+    api_server: KubeApiServer,
+    controller_service: Backend,
+    tmp_path: Path,
+) -> None:
+    deployment, secret, lease = unique("gw"), unique("posthog"), unique("lock")
+    seed.deployment("align-prod", deployment)
+    seed.sealed_secret("align-prod", secret, FP)
+    rules = required_rbac(deployments=(deployment,), sealed_secrets=(secret,), lease_name=lease)
+    token = grant(
+        api_server,
+        seed,
+        dict(rules),
+        {"app": "align-prod", "lock": "align-prod", "controller": "kube-system"},
+    )
+    kube = kube_as(kubeconfig, token, tmp_path)
+    started = len(api_server.audit_log())
+
+    assert kube.get("kube-system", "sealed-secrets-controller", "http", "/v1/cert.pem")
+    assert kube.post("kube-system", "sealed-secrets-controller", "http", "/v1/verify", b'"good"')
+    held = kube.acquire_lease("align-prod", lease, holder="run-1", duration_s=60)
+    kube.renew_lease("align-prod", lease, holder="run-1")
+    later(0.1, lambda: seed.unseal_status("align-prod", secret, synced=True))
+    kube.wait_for_unseal("align-prod", secret, fingerprint=FP, deadline_s=20)
+    restarted = kube.restart_deployment("align-prod", deployment, at=datetime.now(UTC))
+    later(0.1, lambda: seed.set_deployment_status("align-prod", deployment, ready=2))
+    kube.wait_for_rollout(
+        "align-prod", deployment, min_generation=restarted.generation, deadline_s=20
+    )
+    kube.recent_events("align-prod", deployment)
+    kube.release_lease("align-prod", lease, holder=held.holder)
+
+    denied = [e for e in api_server.audit_log()[started:] if not e.allowed]
+    assert not denied, denied
+
+    # and what the run must never do stays closed
+    secrets: Any = k8s.CoreV1Api(kube.api_client)
+    with pytest.raises(k8s_exceptions.ApiException) as info:
+        secrets.read_namespaced_secret("align-posthog", "align-prod")
+    assert info.value.status == 403
+    with pytest.raises(KubeError) as denied_info:
+        kube.get_deployment("align-prod", unique("other-deployment"))
+    assert denied_info.value.status == 403
+    kube.close()
