@@ -282,6 +282,20 @@ def test_history_lists_commits_touching_a_path_newest_first_with_trailers(
     assert repo.read_file(SEALED, rev=history[-1].sha) == "old preview\n"
 
 
+def test_last_rotation_is_the_newest_commit_with_a_fingerprint_trailer(
+    repo: OpsRepo, remote: BareRemote
+) -> None:
+    assert repo.last_rotation(SEALED) is None
+    rotated = repo.commit_and_push(new_files, message="Rotate", trailers=TRAILERS, attempts=1)
+    remote.push_commit({SEALED: "hand edit\n"}, message="hand edit without trailers")
+    repo.sync()
+    last = repo.last_rotation(SEALED)
+    assert rotated is not None
+    assert last is not None
+    assert last.sha == rotated.sha
+    assert last.trailers[TRAILER_KEY_FINGERPRINT] == "sha256:0123456789ab"
+
+
 def test_is_ancestor_compares_commits_and_rejects_unknown_ones(
     repo: OpsRepo, remote: BareRemote
 ) -> None:
@@ -322,6 +336,17 @@ def test_a_commit_message_trailer_or_file_holding_a_secret_is_refused(
     assert repo.local_head() == remote.tip()
 
 
+def test_a_file_behind_a_symlink_out_of_the_checkout_is_refused(
+    repo: OpsRepo, remote: BareRemote, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (repo.workdir / "sealedsecrets" / "evil").symlink_to(outside)
+    with pytest.raises(GitError, match="leads outside the checkout"):
+        repo.commit_files({"sealedsecrets/evil/x.yaml": "x"}, message="R", trailers=TRAILERS)
+    assert list(outside.iterdir()) == []
+
+
 def test_trailers_must_be_single_line_tokens(repo: OpsRepo) -> None:
     for trailers in ({"Bad Key": "x"}, {"Rotator-Run-Id": "a\nb"}, {"Rotator-Run-Id": " "}):
         with pytest.raises(GitError, match="trailer"):
@@ -351,6 +376,17 @@ def test_a_hung_remote_is_cut_off_by_the_timeout(tmp_path: Path) -> None:
         elapsed = time.monotonic() - started
     assert info.value.retryable
     assert elapsed < 8
+
+
+def test_an_unreachable_ssh_remote_fails_quickly_without_prompting(tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    cfg = config("ssh://git@127.0.0.1:1/align/ops.git", known_hosts_file=known)
+    started = time.monotonic()
+    with pytest.raises(GitError, match="unreachable") as info:
+        OpsRepo.open(cfg, token=None, workdir=tmp_path / "w", timeout_s=10)
+    assert info.value.retryable
+    assert time.monotonic() - started < 8
 
 
 def test_check_push_access_passes_on_a_writable_remote(repo: OpsRepo, remote: BareRemote) -> None:

@@ -48,7 +48,7 @@ import git
 from rotator.clients.http import truncate
 from rotator.config import GitConfig
 from rotator.errors import GitError
-from rotator.redact import Secret, scrub
+from rotator.redact import Secret, register, scrub
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,13 @@ _DIAGNOSES: Final[tuple[tuple[tuple[str, ...], _Diagnosis], ...]] = (
         ),
     ),
     (
+        ("dubious ownership",),
+        _Diagnosis(
+            "git.workdir is owned by another user: let the job's user own it (or use a fresh one)",
+            retryable=False,
+        ),
+    ),
+    (
         ("repository not found", "does not appear to be a git repository", "returned error: 404"),
         _Diagnosis(
             "the repository was not found: check git.remote (and that the credentials can see it)",
@@ -215,7 +222,7 @@ def translate_git_error(exc: BaseException, what: str) -> GitError:
     """
     retryable = False
     if isinstance(exc, git.exc.GitCommandNotFound):
-        message = f"{what}: the git executable was not found: install git (>= 2.31)"
+        message = f"{what}: the git executable was not found: install git (>= 2.32)"
     elif isinstance(exc, git.exc.GitCommandError):
         stderr = exc.stderr if isinstance(exc.stderr, str) else ""
         stdout = exc.stdout if isinstance(exc.stdout, str) else ""
@@ -324,6 +331,11 @@ def git_environment(config: GitConfig, *, token: Secret | None, timeout_s: float
         "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
         "GIT_HTTP_LOW_SPEED_TIME": str(max(5, int(timeout_s / 2))),
         "GIT_CONFIG_COUNT": "0",
+        # A trace switched on in the job's environment must not print headers into stderr.
+        "GIT_TRACE": "0",
+        "GIT_TRACE_CURL": "0",
+        "GIT_CURL_VERBOSE": "0",
+        "GIT_TRACE_PACKET": "0",
     }
     env["GIT_SSH_COMMAND"] = _ssh_command(config, timeout_s)
     parts = urlsplit(config.remote)
@@ -334,6 +346,7 @@ def git_environment(config: GitConfig, *, token: Secret | None, timeout_s: float
                 "use an https remote"
             )
         basic = base64.b64encode(f"{HTTPS_TOKEN_USER}:{token.reveal()}".encode()).decode()
+        register(basic)  # the encoded form is as secret as the token
         # Scoped to the remote's origin so the header never goes to another host.
         env["GIT_CONFIG_COUNT"] = "1"
         env["GIT_CONFIG_KEY_0"] = f"http.{parts.scheme}://{parts.netloc}/.extraHeader"
@@ -394,7 +407,7 @@ class OpsRepo:
         self._env = dict(env)
         self._lock = lock
         self._timeout_s = timeout_s
-        self.workdir = Path(repo.working_tree_dir or ".")
+        self.workdir = Path(repo.working_tree_dir or ".").resolve()
         self.branch = config.branch
         self._tracking = f"refs/remotes/origin/{config.branch}"
 
@@ -498,6 +511,13 @@ class OpsRepo:
             )
         return commits
 
+    def last_rotation(self, path: str, *, max_count: int = 50) -> CommitInfo | None:
+        """The newest commit touching ``path`` that carries a ``Rotator-Key-Fingerprint``."""
+        for commit in self.history(path, max_count=max_count):
+            if TRAILER_KEY_FINGERPRINT in commit.trailers:
+                return commit
+        return None
+
     def is_ancestor(self, older: str, newer: str) -> bool:
         """True when ``older`` is ``newer`` or one of its ancestors (both must be known)."""
         status, _out, err = self._execute(
@@ -537,9 +557,11 @@ class OpsRepo:
         for path, content in files.items():
             ensure_no_secret(content, f"file {path}")
             target = self.workdir / path
+            if not target.resolve().is_relative_to(self.workdir):
+                raise GitError(f"refusing to write {path}: it leads outside the checkout")
             with _translating(f"write {path}"):
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(content)
+                target.write_text(content, encoding="utf-8")
         self._run(["add", "--", *paths], what="stage the files")
         status, _out, err = self._execute(["diff", "--cached", "--quiet", "--", *paths])
         if status == 0:
