@@ -202,6 +202,30 @@ def test_a_scoped_personal_key_cannot_reset_and_the_error_names_the_remedy(
     assert world.standin.current_key(world.project) == world.initial_key
 
 
+def test_a_reset_refused_for_another_reason_is_forbidden_with_the_admin_remedy(
+    fixed_answer: Any,
+) -> None:
+    fixed_answer.status = 403
+    fixed_answer.answer = {
+        "type": "authentication_error",
+        "code": "permission_denied",
+        "detail": "You do not have admin access to this resource.",
+        "attr": None,
+    }
+    client = PostHogClient(
+        app_host=fixed_answer.url,
+        ingest_host=fixed_answer.url,
+        personal_key=personal_key(),
+        timeout=(1, 1),
+    )
+
+    with pytest.raises(ResetForbidden, match="needs a project admin") as caught:
+        client.reset_key(PROJECT)
+
+    assert "nothing changed" in str(caught.value)
+    assert fixed_answer.calls == 1
+
+
 def test_an_invalid_personal_key_is_named_by_its_source_never_by_its_value(
     world: PostHogWorld,
 ) -> None:
@@ -260,14 +284,19 @@ def test_capture_errors_carry_the_ingestion_text(world: PostHogWorld) -> None:
 
 class _FixedAnswer(BaseHTTPRequestHandler):
     answer: ClassVar[dict[str, Any]] = {}
+    status: ClassVar[int] = 200
+    calls: ClassVar[int] = 0
 
     def do_GET(self) -> None:
+        type(self).calls += 1
         body = json.dumps(self.answer).encode()
-        self.send_response(200)
+        self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    do_PATCH = do_GET
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -275,7 +304,7 @@ class _FixedAnswer(BaseHTTPRequestHandler):
 
 @pytest.fixture(name="fixed_answer")
 def fixed_answer_fixture() -> Iterator[type[_FixedAnswer]]:
-    handler = type("Answer", (_FixedAnswer,), {"answer": {}})
+    handler = type("Answer", (_FixedAnswer,), {"answer": {}, "status": 200, "calls": 0})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()

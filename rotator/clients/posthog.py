@@ -54,6 +54,11 @@ RESET_FORBIDDEN_REMEDY = (
     "(Project settings -> Project API key -> Reset) and then run `rotator run --no-reset` to "
     "roll the new key out"
 )
+RESET_NEEDS_ADMIN_REMEDY = (
+    "nothing changed. Resetting the project key needs a project admin: use a personal API key "
+    "of an admin of this project (without scopes), or reset the key in PostHog and then run "
+    "`rotator run --no-reset`"
+)
 RESET_UNKNOWN_REMEDY = (
     "the reset may or may not have happened. Do not reset again: read the key back "
     "(GET /api/projects/{project_id}/, `rotator status`) and roll out whatever key PostHog now has "
@@ -231,7 +236,7 @@ class PostHogClient:
         self._api.auth = _BearerAuth(personal_key)
         self._ingest_session = requests.Session()
         for s in (self._api, self._ingest_session):
-            s.trust_env = False  # no ~/.netrc or proxy env surprises; hosts come from config
+            # trust_env stays on: HTTPS_PROXY and REQUESTS_CA_BUNDLE may be needed in-cluster.
             s.headers["User-Agent"] = "rotator (posthog key rotation)"
 
     @classmethod
@@ -312,7 +317,7 @@ class PostHogClient:
                 describe_error=self._describe(body),
             )
         except PostHogError as exc:
-            if body.code is None:
+            if body.code is None or exc.status is None:  # no PostHog error body to add
                 raise
             raise PostHogError(
                 str(exc), retryable=exc.retryable, status=exc.status, code=body.code
@@ -399,9 +404,15 @@ class PostHogClient:
             return ResetOutcomeUnknown(
                 f"{exc}; {unknown}", retryable=False, status=status, code=body.code
             )
-        if status == 403 and "Personal API Key access" in (body.detail or ""):
+        if status == 403:
+            detail = body.detail or "forbidden"
+            remedy = (
+                RESET_FORBIDDEN_REMEDY
+                if "personal api key access" in detail.lower()
+                else RESET_NEEDS_ADMIN_REMEDY
+            )
             return ResetForbidden(
-                f"{what}: PostHog answered 403 ({body.detail}); {RESET_FORBIDDEN_REMEDY}",
+                f"{what}: PostHog answered 403 ({truncate(detail)}); {remedy}",
                 status=status,
                 code=body.code,
             )
