@@ -1,0 +1,654 @@
+"""An ArgoCD application controller: reads the git repo, applies manifests, keeps the status.
+
+Field names follow argoproj/argo-cd ``pkg/apis/application/v1alpha1/types.go``
+(``ApplicationStatus``: ``sync``, ``health``, ``operationState``, ``reconciledAt``,
+``conditions``, ``history``, ``resources``; ``Operation``: ``sync.revision``, ``initiatedBy``).
+Behaviour, as FACTS section 4 describes it:
+
+- Each Application is compared with git when first seen, every poll interval
+  (``(poll_s + uniform(0, jitter_s)) * time_scale``, ArgoCD's 120 s + 60 s jitter by default),
+  and at once when the annotation ``argocd.argoproj.io/refresh`` appears (removed afterwards).
+  A comparison resolves ``spec.source.targetRevision`` to a commit in the repository
+  (``spec.source.repoURL``: a path or ``file://`` URL of a bare repo), renders the manifests
+  under ``spec.source.path`` (``directory.recurse`` and ``directory.include`` honoured) and
+  diffs them against the live objects: ``status.sync`` = Synced/OutOfSync at that revision,
+  ``reconciledAt`` = now. A repo that cannot be read gives the ``ComparisonError`` condition
+  and sync status Unknown.
+- Auto-sync (``spec.syncPolicy.automated``) runs inside that comparison when OutOfSync, at most
+  once per revision (``alreadyAttemptedSync``; ``selfHeal`` re-syncs the same revision); a failed
+  attempt leaves the ``SyncError`` condition "Failed sync attempt to <rev>: <message>".
+- A manual ``operation: {sync: {revision}}`` is run when no operation is running.
+- An operation is Running for ``sync_s * time_scale``, then applies every manifest like
+  ``kubectl apply`` (create, or patch only the fields in the manifest: strategic merge for
+  built-in kinds, merge patch for custom resources), so fields it does not manage (a rollout
+  restart's ``kubectl.kubernetes.io/restartedAt``) survive; ArgoCD never restarts pods. Then
+  ``operation`` is removed, ``operationState`` is Succeeded (or Failed/Error with a message)
+  with ``syncResult.revision``, ``startedAt``, ``finishedAt``, and the app is compared again,
+  so ``reconciledAt`` is not before ``finishedAt``.
+- Health (gitops-engine order Healthy < Suspended < Progressing < Missing < Degraded < Unknown):
+  a Deployment from its rollout (as ``kubectl rollout status``; ProgressDeadlineExceeded is
+  Degraded, ``spec.paused`` Suspended), a SealedSecret from its Synced condition (ArgoCD's
+  bundled ``bitnami.com/SealedSecret`` health check), anything else Healthy when present,
+  Missing when absent. Re-evaluated whenever a Deployment or SealedSecret changes.
+
+Status is written with merge patches on the main resource: the Application CRD has no status
+subresource. Differences from upstream: one source only (``spec.source``), no pruning, no sync
+waves or hooks, no retry policy, comparison is a subset diff (no last-applied 3-way merge).
+
+Fault hooks (per app name): ``sync_errors[app] = msg`` (operations fail), ``degraded[app] =
+msg`` (health Degraded), ``stuck(app)`` (keeps comparing the revision it has, never picks up
+new commits), ``unstick(app)``; ``poll_s`` / ``sync_s`` are plain attributes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import random
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import yaml
+
+from rotator.sandbox.controllers.base import (
+    APPLICATION,
+    DEPLOYMENT,
+    SEALED_SECRET,
+    Controller,
+    Obj,
+    kind_of,
+    meta,
+    now_rfc3339,
+)
+
+log = logging.getLogger(__name__)
+
+REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+HEALTH_ORDER = ("Healthy", "Suspended", "Progressing", "Missing", "Degraded", "Unknown")
+GIT_TIMEOUT_S = 20.0
+
+
+class RepoError(Exception):
+    """The repository or revision cannot be read."""
+
+
+@dataclass
+class _Op:
+    operation: Obj
+    revision: str
+    started_at: str
+    due: float
+    automated: bool
+
+
+@dataclass
+class _AppState:
+    next_poll: float = 0.0
+    revision: str = ""  # last compared revision
+    manifests: list[Obj] = field(default_factory=list)
+    op: _Op | None = None
+    attempted: str = ""  # revision of the last sync attempt (alreadyAttemptedSync)
+    attempt_ok: bool = True
+    attempt_message: str = ""
+    comparison_error: str = ""
+    pinned: str | None = None  # "stuck" fault
+
+
+def repo_path(repo_url: str) -> Path:
+    parts = urlsplit(repo_url)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    if parts.scheme:
+        raise RepoError(f"repository {repo_url} is not a local path or file:// URL")
+    return Path(repo_url)
+
+
+def _git(repo: Path, *args: str) -> str:
+    if not repo.exists():
+        raise RepoError(f"repository not found: {repo}")
+    try:
+        done = subprocess.run(
+            ["git", f"--git-dir={repo}", *args],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RepoError(f"git {args[0]} timed out") from exc
+    if done.returncode != 0:
+        raise RepoError(done.stderr.strip() or f"git {args[0]} failed")
+    return done.stdout
+
+
+def resolve_revision(repo: Path, revision: str) -> str:
+    """A branch, tag, HEAD or (abbreviated) sha -> the full commit sha."""
+    rev = revision or "HEAD"
+    for candidate in (f"refs/heads/{rev}", f"refs/tags/{rev}", rev):
+        try:
+            return _git(repo, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}")[:40]
+        except RepoError:
+            continue
+    raise RepoError(f"unable to resolve '{rev}' to a commit SHA")
+
+
+def _expand_braces(pattern: str) -> list[str]:
+    start = pattern.find("{")
+    end = pattern.find("}", start)
+    if start < 0 or end < 0:
+        return [pattern]
+    head, body, tail = pattern[:start], pattern[start + 1 : end], pattern[end + 1 :]
+    return [p for alt in body.split(",") for p in _expand_braces(head + alt + tail)]
+
+
+def render_manifests(repo: Path, revision: str, source: Obj) -> list[Obj]:
+    """Every object under the source path at ``revision`` (directory source semantics)."""
+    base = str(source.get("path") or ".").strip("/")
+    base = "" if base in ("", ".") else base + "/"
+    directory = source.get("directory") or {}
+    recurse = bool(directory.get("recurse"))
+    include = (
+        _expand_braces(str(directory.get("include") or "")) if directory.get("include") else []
+    )
+    exclude = (
+        _expand_braces(str(directory.get("exclude") or "")) if directory.get("exclude") else []
+    )
+    files = _git(repo, "ls-tree", "-r", "--name-only", revision).splitlines()
+    objects: list[Obj] = []
+    for path in sorted(files):
+        if not path.startswith(base) or not path.endswith((".yaml", ".yml", ".json")):
+            continue
+        rel = path[len(base) :]
+        if "/" in rel and not recurse:
+            continue
+        name = rel.rsplit("/", 1)[-1]
+        if include and not any(
+            fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in include
+        ):
+            continue
+        if exclude and any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in exclude):
+            continue
+        text = _git(repo, "show", f"{revision}:{path}")
+        try:
+            docs = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as exc:
+            raise RepoError(f"failed to unmarshal {path}: {exc}") from exc
+        objects.extend(d for d in docs if isinstance(d, dict) and d.get("kind"))
+    return objects
+
+
+def is_subset(want: Any, have: Any) -> bool:
+    """Whether every field of ``want`` is in ``have`` with the same value (pure)."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(
+            k in have and is_subset(v, have[k]) for k, v in want.items()
+        )
+    if isinstance(want, list):
+        return (
+            isinstance(have, list)
+            and len(want) == len(have)
+            and all(is_subset(w, h) for w, h in zip(want, have, strict=True))
+        )
+    if isinstance(want, (int, float)) and isinstance(have, (int, float)):
+        return float(want) == float(have)
+    return bool(want == have) or (str(want) == str(have) and not isinstance(want, bool))
+
+
+def merge_patch_for(old: Any, new: Any) -> Any:
+    """The RFC 7386 merge patch that turns ``old`` into ``new`` (None when equal)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return None if old == new else new
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        else:
+            sub = merge_patch_for(old[key], value)
+            if sub is not None or (old[key] != value and value is None):
+                patch[key] = sub
+    return patch or None
+
+
+def deployment_health(obj: Obj) -> tuple[str, str]:
+    """gitops-engine ``getDeploymentHealth`` (as ``kubectl rollout status``)."""
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    if spec.get("paused"):
+        return "Suspended", "Deployment is paused"
+    if int(meta(obj).get("generation", 0)) > int(status.get("observedGeneration", 0)):
+        return (
+            "Progressing",
+            "Waiting for rollout to finish: observed deployment generation less than desired "
+            "generation",
+        )
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return (
+                "Degraded",
+                f'Deployment "{meta(obj).get("name")}" exceeded its progress deadline',
+            )
+    replicas = int(spec.get("replicas", 1))
+    updated = int(status.get("updatedReplicas", 0))
+    total = int(status.get("replicas", 0))
+    available = int(status.get("availableReplicas", 0))
+    waiting = "Waiting for rollout to finish:"
+    if updated < replicas:
+        return "Progressing", (
+            f"{waiting} {updated} out of {replicas} new replicas have been updated..."
+        )
+    if total > updated:
+        return "Progressing", f"{waiting} {total - updated} old replicas are pending termination..."
+    if available < updated:
+        return "Progressing", (
+            f"{waiting} {available} of {updated} updated replicas are available..."
+        )
+    return "Healthy", ""
+
+
+def sealed_secret_health(obj: Obj) -> tuple[str, str]:
+    """ArgoCD's bundled ``resource_customizations/bitnami.com/SealedSecret/health.lua``."""
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Synced" and cond.get("status") == "False":
+            return "Degraded", str(cond.get("message") or "")
+        if cond.get("type") == "Synced" and cond.get("status") == "True":
+            return "Healthy", str(cond.get("message") or "")
+    return "Progressing", "Waiting for Sealed Secret to be decrypted"
+
+
+def worst(statuses: list[str]) -> str:
+    return max(statuses, key=HEALTH_ORDER.index) if statuses else "Healthy"
+
+
+class ArgoCDController(Controller):
+    name = "argocd"
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        *,
+        namespace: str = "argocd",
+        poll_s: float = 120.0,
+        jitter_s: float = 60.0,
+        sync_s: float = 3.0,
+        time_scale: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(kubeconfig)
+        self.namespace = namespace
+        self.poll_s = poll_s
+        self.jitter_s = jitter_s
+        self.sync_s = sync_s
+        self.time_scale = time_scale
+        self._random = random.Random(seed)  # noqa: S311 - jitter, not crypto
+        self._lock = threading.Lock()
+        self._apps: dict[tuple[str, str], _AppState] = {}
+        self._destinations: dict[tuple[str, str], str] = {}
+        self.sync_errors: dict[str, str] = {}
+        self.degraded: dict[str, str] = {}
+        self.syncs = 0
+
+    # -- fault hooks -----------------------------------------------------------------------------
+
+    def stuck(self, app: str) -> None:
+        """The app keeps comparing the revision it has now and never picks up new commits."""
+        state = self._apps.setdefault((self.namespace, app), _AppState())
+        state.pinned = state.revision or "HEAD"
+
+    def unstick(self, app: str) -> None:
+        state = self._apps.setdefault((self.namespace, app), _AppState())
+        state.pinned = None
+        self.queue.add((self.namespace, app))
+
+    def refresh(self, app: str) -> None:
+        """Re-evaluate now (as if a watch event arrived)."""
+        self.queue.add((self.namespace, app))
+
+    # -- loop ------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.informer(APPLICATION, self._on_app, namespace=self.namespace)
+        self.informer(DEPLOYMENT, self._on_resource)
+        self.informer(SEALED_SECRET, self._on_resource)
+
+    def _on_app(self, etype: str, obj: Obj) -> None:
+        key = (str(meta(obj).get("namespace")), str(meta(obj).get("name")))
+        if etype == "DELETED":
+            with self._lock:
+                self._destinations.pop(key, None)
+            return
+        dest = ((obj.get("spec") or {}).get("destination") or {}).get("namespace") or ""
+        with self._lock:
+            self._destinations[key] = str(dest)
+        self.queue.add(key)
+
+    def _on_resource(self, etype: str, obj: Obj) -> None:
+        namespace = str(meta(obj).get("namespace"))
+        with self._lock:
+            keys = [k for k, dest in self._destinations.items() if dest == namespace]
+        for key in keys:
+            self.queue.add(key, after=0.01)
+
+    def _poll_interval(self) -> float:
+        return (self.poll_s + self._random.uniform(0, self.jitter_s)) * self.time_scale
+
+    def reconcile(self, key: Any) -> None:
+        namespace, name = key
+        app = self.kube.get(APPLICATION, namespace, name)
+        if app is None:
+            self._apps.pop(key, None)
+            return
+        state = self._apps.setdefault(key, _AppState())
+        old_status = app.get("status") or {}
+        status: Obj = _deep_copy(old_status)
+        top: Obj = {}  # top-level merge patch fields besides status
+        now = time.monotonic()
+        spec = app.get("spec") or {}
+        source = spec.get("source") or {}
+        annotations = meta(app).get("annotations") or {}
+
+        compare = False
+        if state.op is not None and now >= state.op.due:
+            self._finish_operation(app, state, status, top)
+            compare = True
+        elif state.op is None and isinstance(app.get("operation"), dict):
+            self._start_operation(app, state, status, app["operation"], automated=False)
+        if REFRESH_ANNOTATION in annotations:
+            top["metadata"] = {"annotations": {REFRESH_ANNOTATION: None}}
+            compare = True
+        if now >= state.next_poll or not state.revision:
+            compare = True
+        if compare:
+            self._compare(app, state, status, source)
+            state.next_poll = now + self._poll_interval()
+        self._diff_live(app, state, status)
+        automated = (spec.get("syncPolicy") or {}).get("automated")
+        if compare and automated is not None and state.op is None and not app.get("operation"):
+            self._auto_sync(app, state, status, top, automated)
+        if state.op is None and "operation" not in top and app.get("operation") is None:
+            _set_condition(status, "SyncError", _sync_error_message(state, status))
+        patch = merge_patch_for(old_status, status)
+        body = dict(top)
+        if patch is not None:
+            body["status"] = patch
+        if body:
+            self.kube.patch(APPLICATION, namespace, name, body)
+        waits = [max(0.01, state.next_poll - time.monotonic())]
+        if state.op is not None:
+            waits.append(max(0.0, state.op.due - time.monotonic()))
+        self.queue.add(key, after=min(waits))
+
+    # -- comparison ------------------------------------------------------------------------------
+
+    def _compare(self, app: Obj, state: _AppState, status: Obj, source: Obj) -> None:
+        target = str(source.get("targetRevision") or "HEAD")
+        try:
+            repo = repo_path(str(source.get("repoURL") or ""))
+            revision = resolve_revision(repo, state.pinned or target)
+            if state.pinned == "HEAD":
+                state.pinned = revision
+            manifests = render_manifests(repo, revision, source)
+        except RepoError as exc:
+            state.comparison_error = (
+                "Failed to load target state: failed to generate manifest for source 1 of 1: "
+                f"rpc error: code = Unknown desc = {exc}"
+            )
+            log.info("argocd: %s: comparison error: %s", meta(app).get("name"), exc)
+        else:
+            state.comparison_error = ""
+            state.revision = revision
+            state.manifests = manifests
+        status["reconciledAt"] = now_rfc3339()
+        _set_condition(status, "ComparisonError", state.comparison_error)
+
+    def _target_namespace(self, app: Obj, obj: Obj) -> str:
+        dest = ((app.get("spec") or {}).get("destination") or {}).get("namespace") or ""
+        return str(meta(obj).get("namespace") or dest)
+
+    def _diff_live(self, app: Obj, state: _AppState, status: Obj) -> None:
+        """Sync status and health of the live objects against the last rendered manifests."""
+        spec = app.get("spec") or {}
+        source = spec.get("source") or {}
+        resources: list[Obj] = []
+        healths: list[str] = []
+        messages: list[str] = []
+        in_sync = True
+        for manifest in state.manifests:
+            ns = self._target_namespace(app, manifest)
+            name = str(meta(manifest).get("name"))
+            try:
+                kind = kind_of(manifest)
+                live = self.kube.get(kind, ns, name)
+            except ValueError:
+                live = None
+            want = {k: v for k, v in manifest.items() if k != "status"}
+            synced = live is not None and is_subset(_without_ns(want), live)
+            in_sync = in_sync and synced
+            if live is None:
+                health, message = "Missing", ""
+            elif manifest.get("kind") == "Deployment":
+                health, message = deployment_health(live)
+            elif manifest.get("kind") == "SealedSecret":
+                health, message = sealed_secret_health(live)
+            else:
+                health, message = "Healthy", ""
+            healths.append(health)
+            if message and health != "Healthy":
+                messages.append(message)
+            group, _, version = str(manifest.get("apiVersion")).rpartition("/")
+            entry: Obj = {
+                "group": group,
+                "version": version,
+                "kind": manifest.get("kind"),
+                "namespace": ns,
+                "name": name,
+                "status": "Synced" if synced else "OutOfSync",
+                "health": {"status": health, **({"message": message} if message else {})},
+            }
+            if not group:
+                entry.pop("group")
+            resources.append(entry)
+        app_name = str(meta(app).get("name"))
+        if app_name in self.degraded:
+            healths.append("Degraded")
+            messages.insert(0, self.degraded[app_name])
+        health = worst(healths)
+        status["health"] = {"status": health}
+        if health != "Healthy" and messages:
+            status["health"]["message"] = messages[0]
+        status["resources"] = resources
+        sync_status = (
+            "Unknown" if state.comparison_error else ("Synced" if in_sync else "OutOfSync")
+        )
+        status["sync"] = {
+            "status": sync_status,
+            "revision": state.revision,
+            "comparedTo": {
+                "source": _deep_copy(source),
+                "destination": _deep_copy(spec.get("destination") or {}),
+            },
+        }
+        if state.comparison_error and not state.revision:
+            status["sync"].pop("revision")
+        status["sourceType"] = "Directory"
+
+    # -- sync operations -------------------------------------------------------------------------
+
+    def _auto_sync(self, app: Obj, state: _AppState, status: Obj, top: Obj, automated: Obj) -> None:
+        if state.comparison_error or (status.get("sync") or {}).get("status") != "OutOfSync":
+            return
+        revision = state.revision
+        if state.attempted == revision and not (automated.get("selfHeal") and state.attempt_ok):
+            return  # alreadyAttemptedSync: a failed attempt is reported as SyncError
+        operation = {
+            "sync": {"revision": revision},
+            "initiatedBy": {"automated": True},
+            "retry": {},
+        }
+        top["operation"] = operation
+        self._start_operation(app, state, status, operation, automated=True)
+
+    def _start_operation(
+        self, app: Obj, state: _AppState, status: Obj, operation: Obj, *, automated: bool
+    ) -> None:
+        source = (app.get("spec") or {}).get("source") or {}
+        wanted = str(
+            (operation.get("sync") or {}).get("revision") or source.get("targetRevision") or "HEAD"
+        )
+        started = now_rfc3339()
+        try:
+            revision = resolve_revision(repo_path(str(source.get("repoURL") or "")), wanted)
+        except RepoError:
+            revision = wanted
+        state.op = _Op(
+            operation=_deep_copy(operation),
+            revision=revision,
+            started_at=started,
+            due=time.monotonic() + self.sync_s * self.time_scale,
+            automated=automated,
+        )
+        status["operationState"] = {
+            "operation": _deep_copy(operation),
+            "phase": "Running",
+            "message": "one or more tasks are running",
+            "startedAt": started,
+            "syncResult": {"revision": revision, "source": _deep_copy(source)},
+        }
+        log.info("argocd: %s: sync to %s started", meta(app).get("name"), revision[:12])
+
+    def _finish_operation(self, app: Obj, state: _AppState, status: Obj, top: Obj) -> None:
+        op = state.op
+        assert op is not None
+        state.op = None
+        app_name = str(meta(app).get("name"))
+        source = (app.get("spec") or {}).get("source") or {}
+        results: list[Obj] = []
+        phase, message = "Succeeded", "successfully synced (all tasks run)"
+        if app_name in self.sync_errors:
+            phase = "Failed"
+            message = f"one or more objects failed to apply, reason: {self.sync_errors[app_name]}"
+        else:
+            try:
+                repo = repo_path(str(source.get("repoURL") or ""))
+                revision = resolve_revision(repo, op.revision)
+                manifests = render_manifests(repo, revision, source)
+            except RepoError as exc:
+                phase = "Error"
+                message = f"ComparisonError: {exc}"
+            else:
+                op.revision = revision
+                try:
+                    for manifest in manifests:
+                        results.append(self._apply(app, manifest))
+                except Exception as exc:
+                    phase = "Failed"
+                    message = f"one or more objects failed to apply, reason: {exc}"
+        finished = now_rfc3339()
+        state.attempted = op.revision
+        state.attempt_ok = phase == "Succeeded"
+        state.attempt_message = message
+        self.syncs += 1
+        status["operationState"] = {
+            "operation": op.operation,
+            "phase": phase,
+            "message": message,
+            "startedAt": op.started_at,
+            "finishedAt": finished,
+            "syncResult": {
+                "revision": op.revision,
+                "source": _deep_copy(source),
+                "resources": results,
+            },
+        }
+        if phase == "Succeeded":
+            history = list(status.get("history") or [])
+            history.append(
+                {
+                    "id": (history[-1]["id"] + 1) if history else 0,
+                    "revision": op.revision,
+                    "deployStartedAt": op.started_at,
+                    "deployedAt": finished,
+                    "source": _deep_copy(source),
+                    "initiatedBy": op.operation.get("initiatedBy") or {},
+                }
+            )
+            status["history"] = history[-10:]
+        top["operation"] = None
+        log.info("argocd: %s: sync to %s %s", app_name, op.revision[:12], phase)
+
+    def _apply(self, app: Obj, manifest: Obj) -> Obj:
+        """``kubectl apply`` of one object: create, or patch just the manifest's fields."""
+        kind = kind_of(manifest)
+        ns = self._target_namespace(app, manifest)
+        name = str(meta(manifest).get("name"))
+        body = _deep_copy({k: v for k, v in manifest.items() if k != "status"})
+        m = meta(body)
+        if kind.namespaced:
+            m["namespace"] = ns
+        m.setdefault("labels", {})[INSTANCE_LABEL] = str(meta(app).get("name"))
+        live = self.kube.get(kind, ns, name)
+        if live is None:
+            self.kube.create(kind, ns, body)
+            outcome = "created"
+        else:
+            after = self.kube.patch(kind, ns, name, body, strategic=not kind.custom)
+            same = meta(after).get("resourceVersion") == meta(live).get("resourceVersion")
+            outcome = "unchanged" if same else "configured"
+        group, _, version = kind.api_version.rpartition("/")
+        return {
+            "group": group,
+            "version": version,
+            "kind": kind.kind,
+            "namespace": ns,
+            "name": name,
+            "status": "Synced",
+            "message": f"{kind.kind.lower()}.{group or 'core'}/{name} {outcome}",
+            "hookPhase": "Running",
+            "syncPhase": "Sync",
+        }
+
+
+def _sync_error_message(state: _AppState, status: Obj) -> str:
+    if state.attempted and not state.attempt_ok and state.attempted == state.revision:
+        return f"Failed sync attempt to {state.attempted}: {state.attempt_message}"
+    return ""
+
+
+def _set_condition(status: Obj, ctype: str, message: str) -> None:
+    """Set (message non-empty) or clear an application condition of this type."""
+    conditions = [c for c in status.get("conditions") or [] if c.get("type") != ctype]
+    existing = next((c for c in status.get("conditions") or [] if c.get("type") == ctype), None)
+    if message:
+        if existing is not None and existing.get("message") == message:
+            conditions.append(existing)
+        else:
+            conditions.append(
+                {"type": ctype, "message": message, "lastTransitionTime": now_rfc3339()}
+            )
+    if conditions:
+        status["conditions"] = conditions
+    else:
+        status.pop("conditions", None)
+
+
+def _without_ns(obj: Obj) -> Obj:
+    out = dict(obj)
+    m = dict(out.get("metadata") or {})
+    m.pop("namespace", None)
+    out["metadata"] = m
+    return out
+
+
+def _deep_copy(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _deep_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_deep_copy(v) for v in obj]
+    return obj

@@ -1,0 +1,400 @@
+"""A sealed-secrets controller: an ordinary API client that unseals SealedSecrets into Secrets.
+
+Mirrors bitnami-labs/sealed-secrets ``pkg/controller/controller.go`` (``unseal``,
+``updateSealedSecretStatus``) and ``server.go``:
+
+- watches SealedSecrets in every namespace; an update whose spec did not change is suppressed
+  (``sealedSecretChanged``), so status writes do not loop;
+- decrypts every item with each private key in turn (``rotator.sandbox.unseal``, an independent
+  implementation of ``HybridDecrypt``); on failure: Warning Event ``ErrUnsealFailed``
+  "Failed to unseal: <err>" and the ``Synced`` condition False with the error as message;
+- creates the Secret, or updates data, labels, annotations, ownerReferences and type of one it
+  controls (template metadata copied; ownerReference to the SealedSecret, ``controller: true``);
+  a Secret it does not control is left alone with ``ErrUpdateFailed`` "Resource ... already
+  exists and is not managed by SealedSecret";
+- on success: Normal Event ``Unsealed`` "SealedSecret unsealed successfully" and ``Synced``
+  True; the status (``observedGeneration``, conditions with ``lastUpdateTime`` and
+  ``lastTransitionTime``) is written only when the condition's status or the generation changed;
+- serves ``GET /v1/cert.pem`` (newest key's cert, ``application/x-pem-file``) and
+  ``POST /v1/verify`` (200 when the posted SealedSecret opens, 409 when not) on its own loopback
+  port, registered behind the Service ``sealed-secrets-controller`` (kube-system, port ``http``)
+  and its Endpoints, so the API server's service proxy reaches it.
+
+Differences from upstream (deliberate, documented): no work-queue retry limit (errors are
+retried with backoff until the spec changes); no Secret informer (a deleted Secret is recreated
+at the next resync, not at once); keys are renewed only by ``rotate_key()`` (upstream: every
+30 days); template ``data`` (non-secret templated items) is not supported; the status is written
+with a merge patch of the status subresource rather than ``UpdateStatus``.
+
+Fault hooks: ``unseal_delay_s``; ``fail_unseal`` (a message: every unseal fails with it);
+``rotate_key(pair)`` (a new newest key; old keys still decrypt).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from rotator.sandbox.controllers.base import (
+    ENDPOINTS,
+    EVENT,
+    SEALED_SECRET,
+    SECRET,
+    SERVICE,
+    Controller,
+    Obj,
+    api_status,
+    meta,
+    now_rfc3339,
+)
+from rotator.sandbox.unseal import ControllerKeyPair, UnsealError, unseal_manifest
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "sealed-secrets-controller"
+SERVICE_NAMESPACE = "kube-system"
+PORT_NAME = "http"
+SERVICE_PORT = 8080
+COMPONENT = "sealed-secrets"
+SUCCESS_UNSEALED = "Unsealed"
+ERR_UNSEAL_FAILED = "ErrUnsealFailed"
+ERR_UPDATE_FAILED = "ErrUpdateFailed"
+MANAGED_ANNOTATION = "sealedsecrets.bitnami.com/managed"
+
+
+class SealedSecretsController(Controller):
+    name = "sealed-secrets"
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        *,
+        key_pairs: Sequence[ControllerKeyPair],
+        unseal_delay_s: float = 0.0,
+    ) -> None:
+        super().__init__(kubeconfig)
+        if not key_pairs:
+            raise ValueError("the controller needs at least one key pair")
+        self._lock = threading.Lock()
+        self._pairs = list(key_pairs)
+        self.unseal_delay_s = unseal_delay_s
+        self.fail_unseal: str | None = None
+        self._specs: dict[tuple[str, str], str] = {}
+        self._server: ThreadingHTTPServer | None = None
+        self.unsealed = 0
+        self.failed = 0
+
+    # -- keys ------------------------------------------------------------------------------------
+
+    @property
+    def cert_pem(self) -> bytes:
+        with self._lock:
+            return self._pairs[-1].cert_pem
+
+    @property
+    def private_keys(self) -> list[rsa.RSAPrivateKey]:
+        with self._lock:
+            return [p.private_key for p in reversed(self._pairs)]
+
+    def rotate_key(self, pair: ControllerKeyPair) -> None:
+        """A new newest key (served at /v1/cert.pem); older keys still decrypt."""
+        with self._lock:
+            self._pairs.append(pair)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self._serve()
+        self.register_service()
+        self.informer(SEALED_SECRET, self._on_event)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        super().stop(timeout)
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def register_service(self) -> None:
+        """Service + Endpoints pointing at this process's loopback port (kubectl-visible)."""
+        self.kube.ensure_namespace(SERVICE_NAMESPACE)
+        labels = {"name": SERVICE_NAME}
+        service: Obj = {
+            "metadata": {"name": SERVICE_NAME, "namespace": SERVICE_NAMESPACE, "labels": labels},
+            "spec": {
+                "selector": labels,
+                "ports": [
+                    {
+                        "name": PORT_NAME,
+                        "port": SERVICE_PORT,
+                        "targetPort": self.port,
+                        "protocol": "TCP",
+                    }
+                ],
+                "type": "ClusterIP",
+            },
+        }
+        endpoints: Obj = {
+            "metadata": {"name": SERVICE_NAME, "namespace": SERVICE_NAMESPACE, "labels": labels},
+            "subsets": [
+                {
+                    "addresses": [{"ip": "127.0.0.1"}],
+                    "ports": [{"name": PORT_NAME, "port": self.port, "protocol": "TCP"}],
+                }
+            ],
+        }
+        for kind, body in ((SERVICE, service), (ENDPOINTS, endpoints)):
+            current = self.kube.get(kind, SERVICE_NAMESPACE, SERVICE_NAME)
+            if current is None:
+                self.kube.create(kind, SERVICE_NAMESPACE, body)
+            else:
+                body["metadata"]["resourceVersion"] = meta(current).get("resourceVersion")
+                self.kube.replace(kind, SERVICE_NAMESPACE, SERVICE_NAME, body)
+
+    def _serve(self) -> None:
+        controller = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/v1/cert.pem":
+                    self._reply(200, controller.cert_pem, "application/x-pem-file")
+                elif path in ("/healthz", "/"):
+                    self._reply(200, b"ok")
+                else:
+                    self._reply(404, b"404 page not found\n")
+
+            def do_POST(self) -> None:
+                path = self.path.split("?", 1)[0]
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                if path != "/v1/verify":
+                    self._reply(404, b"404 page not found\n")
+                    return
+                try:
+                    doc = yaml.safe_load(raw)
+                except yaml.YAMLError:
+                    self._reply(400, b"cannot parse the SealedSecret\n")
+                    return
+                if not isinstance(doc, dict):
+                    self._reply(400, b"cannot parse the SealedSecret\n")
+                    return
+                ok = controller.can_unseal(doc)
+                self._reply(200 if ok else 409, b"OK\n" if ok else b"Conflict\n")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="sealed-secrets-http",
+            daemon=True,
+        ).start()
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _on_event(self, etype: str, obj: Obj) -> None:
+        key = (str(meta(obj).get("namespace")), str(meta(obj).get("name")))
+        if etype == "DELETED":
+            self._specs.pop(key, None)  # the Secret goes by garbage collection (ownerReference)
+            return
+        spec = json.dumps(obj.get("spec"), sort_keys=True)
+        status = obj.get("status") or {}
+        stale = status.get("observedGeneration") != meta(obj).get("generation")
+        if self._specs.get(key) == spec and not stale:
+            return  # "update suppressed, no changes in sealed secret spec"
+        self._specs[key] = spec
+        self.queue.add(key, after=self.unseal_delay_s)
+
+    def can_unseal(self, doc: Obj) -> bool:
+        try:
+            unseal_manifest(doc, self.private_keys)
+        except (UnsealError, ValueError):
+            return False
+        return True
+
+    def reconcile(self, key: Any) -> None:
+        namespace, name = key
+        ss = self.kube.get(SEALED_SECRET, namespace, name)
+        if ss is None:
+            return
+        err: str | None = None
+        try:
+            err = self._unseal(ss)
+        except Exception as exc:
+            err = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._update_status(ss, err)
+
+    def _unseal(self, ss: Obj) -> str | None:
+        """Create or update the Secret; the error message, or None on success."""
+        namespace, name = str(meta(ss)["namespace"]), str(meta(ss)["name"])
+        try:
+            items = self._decrypt(ss)
+        except (UnsealError, ValueError) as exc:
+            self.failed += 1
+            self._event(ss, "Warning", ERR_UNSEAL_FAILED, f"Failed to unseal: {exc}")
+            log.info("sealed-secrets: %s/%s: unseal failed: %s", namespace, name, exc)
+            return str(exc)
+        desired = self._secret_for(ss, items)
+        current = self.kube.get(SECRET, namespace, name)
+        if current is None:
+            self.kube.create(SECRET, namespace, desired)
+        else:
+            if not _controlled_by(current, ss) and (
+                (meta(current).get("annotations") or {}).get(MANAGED_ANNOTATION) != "true"
+            ):
+                msg = f'Resource "{name}" already exists and is not managed by SealedSecret'
+                self._event(ss, "Warning", ERR_UPDATE_FAILED, msg)
+                return f"failed update: {msg}"
+            updated = dict(current)
+            m = dict(meta(current))
+            for field in ("labels", "annotations", "ownerReferences"):
+                if field in desired["metadata"]:
+                    m[field] = desired["metadata"][field]
+                else:
+                    m.pop(field, None)
+            updated["metadata"] = m
+            updated["data"] = desired["data"]
+            updated["type"] = desired["type"]
+            updated.pop("stringData", None)
+            if updated != current:
+                self.kube.replace(SECRET, namespace, name, updated)
+        self.unsealed += 1
+        self._event(ss, "Normal", SUCCESS_UNSEALED, "SealedSecret unsealed successfully")
+        log.info("sealed-secrets: %s/%s unsealed", namespace, name)
+        return None
+
+    def _decrypt(self, ss: Obj) -> dict[str, bytes]:
+        if self.fail_unseal:
+            raise UnsealError(self.fail_unseal)
+        return unseal_manifest(ss, self.private_keys)
+
+    @staticmethod
+    def _secret_for(ss: Obj, items: dict[str, bytes]) -> Obj:
+        m = meta(ss)
+        template = (ss.get("spec") or {}).get("template") or {}
+        tmeta = template.get("metadata") or {}
+        metadata: Obj = {"name": m["name"], "namespace": m["namespace"]}
+        if tmeta.get("labels"):
+            metadata["labels"] = dict(tmeta["labels"])
+        if tmeta.get("annotations"):
+            metadata["annotations"] = dict(tmeta["annotations"])
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": SEALED_SECRET.api_version,
+                "kind": SEALED_SECRET.kind,
+                "name": m["name"],
+                "uid": m.get("uid", ""),
+                "controller": True,
+            }
+        ]
+        return {
+            "metadata": metadata,
+            "type": template.get("type") or "Opaque",
+            "data": {k: base64.b64encode(v).decode() for k, v in sorted(items.items())},
+        }
+
+    def _update_status(self, ss: Obj, err: str | None) -> None:
+        """``updateSealedSecretStatus``: write only when the condition or generation changed."""
+        status = dict(ss.get("status") or {})
+        conditions = [dict(c) for c in status.get("conditions") or []]
+        cond = next((c for c in conditions if c.get("type") == "Synced"), None)
+        if cond is None:
+            cond = {"type": "Synced"}
+            conditions.append(cond)
+        new_status = "True" if err is None else "False"
+        changed = False
+        if err is None:
+            cond.pop("message", None)
+        else:
+            cond["message"] = err
+        if cond.get("status") != new_status:
+            now = now_rfc3339()
+            cond["lastTransitionTime"] = cond.get("lastUpdateTime") or now
+            cond["status"] = new_status
+            cond["lastUpdateTime"] = now
+            changed = True
+        generation = meta(ss).get("generation")
+        if changed or status.get("observedGeneration") != generation:
+            ns, name = str(meta(ss)["namespace"]), str(meta(ss)["name"])
+            try:
+                self.kube.patch_status(
+                    SEALED_SECRET,
+                    ns,
+                    name,
+                    {"observedGeneration": generation, "conditions": conditions},
+                )
+            except Exception as exc:
+                if api_status(exc) != 404:
+                    log.warning("sealed-secrets: %s/%s: status update failed: %s", ns, name, exc)
+
+    def _event(self, obj: Obj, etype: str, reason: str, message: str) -> None:
+        m = meta(obj)
+        now = now_rfc3339()
+        event = {
+            "metadata": {
+                "name": f"{m['name']}.{uuid.uuid4().hex[:16]}",
+                "namespace": m["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", SEALED_SECRET.api_version),
+                "kind": obj.get("kind", SEALED_SECRET.kind),
+                "name": m["name"],
+                "namespace": m["namespace"],
+                "uid": m.get("uid", ""),
+                "resourceVersion": m.get("resourceVersion", ""),
+            },
+            "reason": reason,
+            "message": message,
+            "type": etype,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.kube.create(EVENT, str(m["namespace"]), event)
+        except Exception as exc:
+            log.debug("sealed-secrets: event not recorded: %s", exc)
+
+
+def _controlled_by(secret: Obj, ss: Obj) -> bool:
+    uid = meta(ss).get("uid")
+    return any(
+        ref.get("controller") and ref.get("uid") == uid
+        for ref in meta(secret).get("ownerReferences") or []
+    )
