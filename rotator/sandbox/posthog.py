@@ -984,7 +984,6 @@ class PostHogStandIn:
         project.retired.append((project.token, self._now()))
         project.token = generate_token("phc_")
         self._resets[project.id] = self._resets.get(project.id, 0) + 1
-        self._cache.clear()  # a new key does not change stored events, but keep it simple
         log.info("stand-in: project %s key reset to %s", project.id, fingerprint(project.token))
         return project.token
 
