@@ -1,0 +1,1051 @@
+"""The HTTP front of the stand-in: routing, auth, RBAC, watch streaming, tables, service proxy.
+
+Routing follows k8s.io/apiserver ``endpoints/request/requestinfo.go`` (namespace subresources
+``status``/``finalize``, the legacy ``/watch/`` prefix, a ``metadata.name`` field selector naming
+a list/watch for RBAC). Watches are chunked HTTP/1.1 streams of one JSON event per chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import yaml
+
+from rotator.sandbox.kubeapi import patch as patches
+from rotator.sandbox.kubeapi.rbac import MASTERS, Attributes, Authorizer, forbidden_message
+from rotator.sandbox.kubeapi.resources import (
+    SERVER_VERSION,
+    Registry,
+    ResourceType,
+    api_group,
+    api_group_list,
+    api_resource_list,
+    api_versions,
+)
+from rotator.sandbox.kubeapi.selectors import (
+    Matcher,
+    build_matcher,
+    exact_name,
+    parse_field_selector,
+)
+from rotator.sandbox.kubeapi.status import (
+    ApiError,
+    bad_request,
+    invalid,
+    method_not_allowed,
+    path_not_found,
+    unauthorized,
+    unsupported_patch,
+)
+from rotator.sandbox.kubeapi.store import Store
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+DEFAULT_WATCH_TIMEOUT_S = 1800.0  # the real server's --min-request-timeout
+PROXY_TIMEOUT_S = 30.0
+PUBLIC_PATHS = ("/version", "/healthz", "/livez", "/readyz")
+AUTH_GROUP = "authorization.k8s.io"
+SSAR_PATH = f"/apis/{AUTH_GROUP}/v1/selfsubjectaccessreviews"
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One authorisation decision: what RBAC saw and what it said."""
+
+    user: str
+    verb: str
+    resource: str  # "deployments", "pods/exec", or the path of a non-resource request
+    namespace: str
+    name: str
+    allowed: bool
+    api_group: str = ""
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    raw_query: str = ""
+    identity: Identity | None = None
+
+    def param(self, name: str, default: str = "") -> str:
+        return self.query.get(name, default)
+
+    def flag(self, name: str) -> bool:
+        return self.query.get(name, "").lower() in ("true", "1")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed resource path."""
+
+    rt: ResourceType
+    namespace: str | None  # None: all namespaces (list/watch) or cluster-scoped
+    name: str
+    subresource: str
+    rest: str  # the path after a proxy subresource
+    legacy_watch: bool
+
+
+@dataclass(frozen=True)
+class Response:
+    code: int
+    body: bytes
+    content_type: str = JSON
+
+
+def _json_response(code: int, doc: Obj) -> Response:
+    return Response(code, json.dumps(doc, separators=(",", ":")).encode())
+
+
+def _age(timestamp: str) -> str:
+    try:
+        then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return "<unknown>"
+    seconds = max(0, int((datetime.now(UTC) - then).total_seconds()))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def _wants_table(accept: str) -> str | None:
+    """The Table version the client asks for first, or None when plain JSON comes first."""
+    for part in accept.split(","):
+        pieces = part.split(";")
+        params = {}
+        for piece in pieces[1:]:
+            key, _, value = piece.partition("=")
+            params[key.strip()] = value.strip()
+        if params.get("as") == "Table" and params.get("g") == "meta.k8s.io":
+            return params.get("v", "v1")
+        if pieces[0].strip() in (JSON, "*/*") and "as" not in params:
+            return None
+    return None
+
+
+def _column_doc(name: str, type_: str, fmt: str, priority: int) -> Obj:
+    return {"name": name, "type": type_, "format": fmt, "description": name, "priority": priority}
+
+
+def _table(rt: ResourceType, objs: list[Obj], *, rv: str, version: str, include: str) -> Obj:
+    """A ``meta.k8s.io`` Table like the server-side printers (kubectl asks for one)."""
+    shown = [c for c in rt.columns if c.priority == 0]
+    later = [c for c in rt.columns if c.priority != 0]
+    columns = [_column_doc("Name", "string", "name", 0)]
+    columns += [_column_doc(c.name, c.type, c.fmt, 0) for c in shown]
+    if rt.age_column:
+        columns.append(_column_doc("Age", "string", "", 0))
+    columns += [_column_doc(c.name, c.type, c.fmt, c.priority) for c in later]
+    rows = []
+    for obj in objs:
+        meta = obj.get("metadata") or {}
+        cells: list[Any] = [meta.get("name", "")]
+        cells += [col.value(obj) for col in shown]
+        if rt.age_column:
+            cells.append(_age(str(meta.get("creationTimestamp", ""))))
+        cells += [col.value(obj) for col in later]
+        row: Obj = {"cells": cells}
+        if include == "Object":
+            row["object"] = obj
+        elif include != "None":
+            row["object"] = {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": f"meta.k8s.io/{version}",
+                "metadata": meta,
+            }
+        rows.append(row)
+    return {
+        "kind": "Table",
+        "apiVersion": f"meta.k8s.io/{version}",
+        "metadata": {"resourceVersion": rv},
+        "columnDefinitions": columns,
+        "rows": rows,
+    }
+
+
+def _verb(method: str, *, has_name: bool, watch: bool) -> str:
+    if method in ("GET", "HEAD"):
+        if watch:
+            return "watch"
+        return "get" if has_name else "list"
+    if method == "DELETE":
+        return "delete" if has_name else "deletecollection"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+
+
+def _split_scheme_name_port(text: str) -> tuple[str, str, str]:
+    """k8s.io/apimachinery ``net.SplitSchemeNamePort``."""
+    parts = text.split(":")
+    if len(parts) == 1:
+        return "", parts[0], ""
+    if len(parts) == 2:
+        return "", parts[0], parts[1]
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    raise bad_request(f"invalid service request {text!r}")
+
+
+class KubeApiServer:
+    """A Kubernetes API server stand-in on a loopback port.
+
+    ``token`` is the admin bearer token (user ``admin``, group ``system:masters``, which RBAC
+    never restricts); when omitted a random one is generated (``admin_token``). More identities
+    come from ``add_token``. With ``rbac=True`` every other identity is checked against the
+    Role/RoleBinding/ClusterRole/ClusterRoleBinding objects stored in the server.
+
+    The service proxy resolves backends like the real server: through the Service and its
+    Endpoints object (``subsets[].addresses[].ip`` must be a loopback address, the port chosen by
+    the Service port's name). A controller that serves on 127.0.0.1:PORT creates a Service with a
+    named port and an Endpoints object ``{ip: 127.0.0.1}`` / ``{name: <port name>, port: PORT}``.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        rbac: bool = False,
+        watch_history: int = 1000,
+    ) -> None:
+        self.registry = Registry()
+        self.store = Store(self.registry, history=watch_history)
+        self._host = host
+        self._port = port
+        self._rbac = rbac
+        self._authorizer = Authorizer(self.store)
+        self.admin_token = token or secrets.token_urlsafe(24)
+        self._tokens: dict[str, Identity] = {
+            self.admin_token: Identity("admin", (MASTERS, "system:authenticated"))
+        }
+        self._tokens_lock = threading.Lock()
+        self._audit: deque[AuditEntry] = deque(maxlen=100_000)
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._seed()
+
+    def _seed(self) -> None:
+        """What every cluster has: the cluster-admin role and default service accounts."""
+        cluster_roles = self.registry.by_key("clusterroles.rbac.authorization.k8s.io")
+        self.store.create(
+            cluster_roles,
+            "",
+            {
+                "metadata": {"name": "cluster-admin"},
+                "rules": [
+                    {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                    {"nonResourceURLs": ["*"], "verbs": ["*"]},
+                ],
+            },
+        )
+        service_accounts = self.registry.by_key("serviceaccounts")
+        for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            self.store.create(service_accounts, ns, {"metadata": {"name": "default"}})
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> KubeApiServer:
+        if self._httpd is not None:
+            return self
+        httpd = _HTTPServer((self._host, self._port), _Handler)
+        httpd.api = self
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="kubeapi", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        httpd = self._httpd
+        if httpd is None:
+            return
+        self._httpd = None
+        self.store.stop()
+        httpd.shutdown()
+        httpd.close_connections()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> KubeApiServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("the server is not running")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    # --- identities -------------------------------------------------------------------------
+
+    def add_token(self, token: str, *, user: str, groups: Sequence[str] = ()) -> None:
+        """Accept ``token`` as ``user``. A ServiceAccount user (``system:serviceaccount:<ns>:<n>``)
+        also gets the groups ``system:serviceaccounts`` and ``system:serviceaccounts:<ns>``."""
+        all_groups = list(groups)
+        if user.startswith("system:serviceaccount:"):
+            namespace = user.split(":")[2]
+            all_groups += ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"]
+        all_groups.append("system:authenticated")
+        with self._tokens_lock:
+            self._tokens[token] = Identity(user, tuple(dict.fromkeys(all_groups)))
+
+    def write_kubeconfig(
+        self,
+        path: Path,
+        *,
+        token: str | None = None,
+        user: str = "admin",
+        namespace: str | None = None,
+    ) -> Path:
+        """Write a kubeconfig (mode 0600) for this server; ``token`` defaults to the admin's."""
+        context: Obj = {"cluster": "rotator-sandbox", "user": user}
+        if namespace:
+            context["namespace"] = namespace
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "rotator-sandbox", "cluster": {"server": self.url}}],
+            "users": [{"name": user, "user": {"token": token or self.admin_token}}],
+            "contexts": [{"name": "rotator-sandbox", "context": context}],
+            "current-context": "rotator-sandbox",
+            "preferences": {},
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    def audit_log(self) -> list[AuditEntry]:
+        return list(self._audit)
+
+    def expire_watch_history(self) -> None:
+        """Forget all watch history, as an etcd compaction would: older resourceVersions get 410."""
+        self.store.compact()
+
+    # --- request handling -------------------------------------------------------------------
+
+    def authenticate(self, req: Request) -> Identity | None:
+        header = req.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            return None
+        with self._tokens_lock:
+            return self._tokens.get(header[7:].strip())
+
+    def authorize(self, attrs: Attributes) -> None:
+        allowed = not self._rbac or self._authorizer.allowed(attrs)
+        resource = attrs.combined_resource if attrs.resource_request else attrs.path
+        entry = AuditEntry(
+            attrs.user, attrs.verb, resource, attrs.namespace, attrs.name, allowed, attrs.api_group
+        )
+        self._audit.append(entry)
+        if not allowed:
+            details: Obj = {}
+            if attrs.resource_request:
+                details = {"name": attrs.name, "kind": attrs.resource}
+                if attrs.api_group:
+                    details["group"] = attrs.api_group
+            raise ApiError(403, "Forbidden", forbidden_message(attrs), details=details)
+
+    def parse_target(self, req: Request) -> Target | None:
+        parts = [unquote(p) for p in req.path.strip("/").split("/")]
+        if parts[:2] == ["api", "v1"]:
+            group, version, rest = "", "v1", parts[2:]
+        elif parts[:2] == ["apis", AUTH_GROUP]:
+            return None
+        elif len(parts) >= 3 and parts[0] == "apis":
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            return None
+        legacy_watch = bool(rest) and rest[0] == "watch"
+        if legacy_watch:
+            rest = rest[1:]
+        if not rest:
+            return None
+        namespace: str | None = None
+        if rest[0] == "namespaces" and len(rest) > 2 and rest[2] not in ("status", "finalize"):
+            namespace, rest = rest[1], rest[2:]
+        rt = self.registry.lookup(group, version, rest[0])
+        if rt is None:
+            raise path_not_found(req.path)
+        name = rest[1] if len(rest) > 1 else ""
+        subresource = rest[2] if len(rest) > 2 else ""
+        tail = "/".join(rest[3:])
+        if len(rest) > 3 and subresource != "proxy":
+            raise path_not_found(req.path)
+        if rt.namespaced and namespace is None and name:
+            raise path_not_found(req.path)
+        if not rt.namespaced and namespace is not None:
+            raise path_not_found(req.path)
+        if subresource and subresource not in rt.subresources:
+            raise path_not_found(req.path)
+        return Target(rt, namespace, name, subresource, tail, legacy_watch)
+
+    def handle(self, req: Request) -> Response | Iterator[Obj]:
+        path = req.path.rstrip("/") or "/"
+        identity = self.authenticate(req)
+        if identity is None:
+            if path not in PUBLIC_PATHS:
+                raise unauthorized()
+            identity = Identity("system:anonymous", ("system:unauthenticated",))
+        req.identity = identity
+        if path == SSAR_PATH:
+            self.authorize(
+                Attributes(
+                    user=identity.user,
+                    groups=identity.groups,
+                    verb=_verb(req.method, has_name=False, watch=False),
+                    api_group=AUTH_GROUP,
+                    resource="selfsubjectaccessreviews",
+                )
+            )
+            if req.method != "POST":
+                raise method_not_allowed(req.method)
+            return self._self_subject_access_review(req)
+        target = self.parse_target(req)
+        if target is None:
+            return self._non_resource(req, path)
+        watch = target.legacy_watch or req.flag("watch")
+        fields = parse_field_selector(req.param("fieldSelector"), target.rt)
+        name = target.name
+        if not name and req.method in ("GET", "DELETE", "HEAD"):
+            name = exact_name(fields) or ""
+        namespace = target.namespace or ""
+        if target.rt.key == "namespaces":
+            namespace = target.name
+        attrs = Attributes(
+            user=identity.user,
+            groups=identity.groups,
+            verb=_verb(req.method, has_name=bool(target.name), watch=watch),
+            api_group=target.rt.group,
+            resource=target.rt.plural,
+            subresource=target.subresource,
+            namespace=namespace,
+            name=name,
+        )
+        self.authorize(attrs)
+        return self._resource(req, target, watch)
+
+    def _non_resource(self, req: Request, path: str) -> Response:
+        assert req.identity is not None
+        self.authorize(
+            Attributes(
+                user=req.identity.user,
+                groups=req.identity.groups,
+                verb="get" if req.method == "HEAD" else req.method.lower(),
+                path=path,
+                resource_request=False,
+            )
+        )
+        if req.method not in ("GET", "HEAD"):
+            raise method_not_allowed(req.method)
+        if path == "/version":
+            return _json_response(200, SERVER_VERSION)
+        if path in ("/healthz", "/livez", "/readyz"):
+            return Response(200, b"ok", "text/plain; charset=utf-8")
+        if path == "/api":
+            return _json_response(200, api_versions(f"{self._host}:{self.port}"))
+        if path == "/apis":
+            doc = api_group_list(self.registry)
+            gv = {"groupVersion": f"{AUTH_GROUP}/v1", "version": "v1"}
+            doc["groups"].append({"name": AUTH_GROUP, "versions": [gv], "preferredVersion": gv})
+            return _json_response(200, doc)
+        if path == f"/apis/{AUTH_GROUP}/v1":
+            return _json_response(200, _authorization_resources())
+        parts = path.strip("/").split("/")
+        found: Obj | None = None
+        if parts == ["api", "v1"]:
+            found = api_resource_list(self.registry, "", "v1")
+        elif len(parts) == 2 and parts[0] == "apis":
+            found = api_group(self.registry, parts[1])
+        elif len(parts) == 3 and parts[0] == "apis":
+            found = api_resource_list(self.registry, parts[1], parts[2])
+        if found is None:
+            raise path_not_found(path)
+        return _json_response(200, found)
+
+    def _self_subject_access_review(self, req: Request) -> Response:
+        assert req.identity is not None
+        body = _parse_json(req.body)
+        spec = body.get("spec") or {}
+        res = spec.get("resourceAttributes")
+        if isinstance(res, dict):
+            attrs = Attributes(
+                user=req.identity.user,
+                groups=req.identity.groups,
+                verb=str(res.get("verb", "")),
+                api_group=str(res.get("group", "")),
+                resource=str(res.get("resource", "")),
+                subresource=str(res.get("subresource", "")),
+                namespace=str(res.get("namespace", "")),
+                name=str(res.get("name", "")),
+            )
+        else:
+            non = spec.get("nonResourceAttributes") or {}
+            attrs = Attributes(
+                user=req.identity.user,
+                groups=req.identity.groups,
+                verb=str(non.get("verb", "")),
+                path=str(non.get("path", "")),
+                resource_request=False,
+            )
+        allowed = not self._rbac or self._authorizer.allowed(attrs)
+        body.update(
+            {
+                "kind": "SelfSubjectAccessReview",
+                "apiVersion": f"{AUTH_GROUP}/v1",
+                "status": {"allowed": allowed},
+            }
+        )
+        body.setdefault("metadata", {})
+        return _json_response(201, body)
+
+    # --- resources --------------------------------------------------------------------------
+
+    def _resource(self, req: Request, target: Target, watch: bool) -> Response | Iterator[Obj]:
+        rt = target.rt
+        sub = target.subresource
+        if sub == "proxy":
+            return self._proxy(req, target)
+        if sub == "exec":
+            raise bad_request("Upgrade request required")  # never executes anything
+        if sub == "log":
+            if req.method != "GET":
+                raise method_not_allowed(req.method)
+            self.store.get(rt, target.namespace or "", target.name)
+            return Response(200, b"", "text/plain")
+        if sub == "scale":
+            return self._scale(req, target)
+        namespace = target.namespace or ""
+        method = req.method
+        dry_run = req.param("dryRun") == "All"
+        if method in ("GET", "HEAD"):
+            if target.name and not watch:
+                obj = self.store.get(rt, namespace, target.name)
+                return self._single(req, rt, obj, 200)
+            return self._list_or_watch(req, target, watch)
+        if method == "POST":
+            if target.name:
+                raise method_not_allowed(method)
+            obj = self.store.create(rt, namespace, _parse_json(req.body), dry_run=dry_run)
+            return self._single(req, rt, obj, 201)
+        if not target.name:
+            if method == "DELETE":
+                return self._delete_collection(req, target)
+            raise method_not_allowed(method)
+        if method == "PUT":
+            obj = self.store.update(
+                rt, namespace, target.name, _parse_json(req.body), subresource=sub, dry_run=dry_run
+            )
+            return self._single(req, rt, obj, 200)
+        if method == "PATCH":
+            obj = self._patch(req, target, dry_run=dry_run)
+            return self._single(req, rt, obj, 200)
+        if method == "DELETE" and not sub:
+            return self._delete(req, target, dry_run=dry_run)
+        raise method_not_allowed(method)
+
+    def _delete(self, req: Request, target: Target, *, dry_run: bool) -> Response:
+        rt = target.rt
+        options = _parse_json(req.body) if req.body.strip() else {}
+        pre = options.get("preconditions") or {}
+        orphan = (
+            options.get("propagationPolicy") == "Orphan"
+            or req.param("propagationPolicy") == "Orphan"
+            or options.get("orphanDependents") is True
+        )
+        obj = self.store.delete(
+            rt,
+            target.namespace or "",
+            target.name,
+            precondition_uid=pre.get("uid"),
+            precondition_rv=pre.get("resourceVersion"),
+            orphan=orphan,
+            dry_run=dry_run or "All" in (options.get("dryRun") or []),
+        )
+        if rt.return_deleted_object:
+            return self._single(req, rt, obj, 200)
+        return _json_response(200, _success(rt, obj))
+
+    def _single(self, req: Request, rt: ResourceType, obj: Obj, code: int) -> Response:
+        version = _wants_table(req.headers.get("accept", ""))
+        if version is not None and req.method == "GET":
+            rv = str(obj["metadata"].get("resourceVersion", ""))
+            table = _table(rt, [obj], rv=rv, version=version, include=req.param("includeObject"))
+            return _json_response(code, table)
+        return _json_response(code, obj)
+
+    def _matcher(self, req: Request, rt: ResourceType) -> Matcher:
+        return build_matcher(req.param("labelSelector"), req.param("fieldSelector"), rt)
+
+    def _list_or_watch(self, req: Request, target: Target, watch: bool) -> Response | Iterator[Obj]:
+        rt = target.rt
+        match = self._matcher(req, rt)
+        namespace = target.namespace if rt.namespaced else None
+        if watch:
+            rv_param = req.param("resourceVersion")
+            since: int | None = None
+            if rv_param not in ("", "0") and not req.flag("sendInitialEvents"):
+                try:
+                    since = int(rv_param)
+                except ValueError as exc:
+                    raise bad_request(f"invalid resource version: {rv_param}") from exc
+            timeout = req.param("timeoutSeconds")
+            try:
+                seconds = float(timeout) if timeout else DEFAULT_WATCH_TIMEOUT_S
+            except ValueError as exc:
+                raise bad_request(f"invalid timeoutSeconds: {timeout}") from exc
+            return self.store.watch(
+                rt,
+                namespace,
+                match,
+                since=since,
+                deadline=time.monotonic() + seconds,
+                bookmarks=req.flag("allowWatchBookmarks"),
+                initial_events_end=req.flag("sendInitialEvents"),
+            )
+        try:
+            limit = int(req.param("limit") or 0)
+        except ValueError as exc:
+            raise bad_request("limit must be an integer") from exc
+        result = self.store.list(
+            rt, namespace, match, limit=max(0, limit), continue_token=req.param("continue")
+        )
+        version = _wants_table(req.headers.get("accept", ""))
+        doc: Obj
+        if version is not None:
+            doc = _table(
+                rt,
+                result.items,
+                rv=str(result.resource_version),
+                version=version,
+                include=req.param("includeObject"),
+            )
+        else:
+            items = result.items
+            if not rt.custom:  # typed lists carry no kind/apiVersion per item
+                items = [
+                    {k: v for k, v in o.items() if k not in ("kind", "apiVersion")} for o in items
+                ]
+            doc = {
+                "kind": f"{rt.kind}List",
+                "apiVersion": rt.api_version,
+                "metadata": {"resourceVersion": str(result.resource_version)},
+                "items": items,
+            }
+        if result.continue_token:
+            doc["metadata"]["continue"] = result.continue_token
+            if result.remaining is not None:
+                doc["metadata"]["remainingItemCount"] = result.remaining
+        return _json_response(200, doc)
+
+    def _delete_collection(self, req: Request, target: Target) -> Response:
+        rt = target.rt
+        match = self._matcher(req, rt)
+        namespace = target.namespace if rt.namespaced else None
+        result = self.store.list(rt, namespace, match)
+        deleted = []
+        for obj in result.items:
+            meta = obj["metadata"]
+            with contextlib.suppress(ApiError):
+                deleted.append(self.store.delete(rt, meta.get("namespace", ""), meta["name"]))
+        doc = {
+            "kind": f"{rt.kind}List",
+            "apiVersion": rt.api_version,
+            "metadata": {"resourceVersion": str(self.store.resource_version)},
+            "items": deleted,
+        }
+        return _json_response(200, doc)
+
+    def _patch(self, req: Request, target: Target, *, dry_run: bool) -> Obj:
+        rt = target.rt
+        content_type = req.headers.get("content-type", "").split(";")[0].strip().lower()
+        accepted = [JSON_PATCH, MERGE_PATCH, APPLY_PATCH]
+        if not rt.custom:
+            accepted.insert(2, STRATEGIC_PATCH)
+        if content_type not in accepted or content_type == APPLY_PATCH:
+            raise unsupported_patch(accepted)
+        body = _parse_json(req.body, any_value=True)
+        namespace = target.namespace or ""
+        pinned_by_caller = _pins_resource_version(body, content_type)
+        # retry the read-modify-write on a concurrent change, like the real patcher, unless the
+        # patch itself pins a resourceVersion (then the conflict is the caller's)
+        for _ in range(5):
+            current = self.store.get(rt, namespace, target.name)
+            try:
+                if content_type == JSON_PATCH:
+                    patched = patches.json_patch(current, body)
+                elif content_type == MERGE_PATCH:
+                    patched = patches.merge_patch(current, body)
+                else:
+                    patched = patches.strategic_merge(current, body, kind=rt.kind)
+            except patches.PatchError as exc:
+                raise bad_request(str(exc)) from exc
+            except patches.PatchConflict as exc:
+                raise invalid(rt, target.name, [("patch", str(exc))]) from exc
+            if not isinstance(patched, dict):
+                raise bad_request("the patch produced something other than an object")
+            meta = patched.setdefault("metadata", {})
+            if not isinstance(meta, dict):
+                raise bad_request("metadata must be an object")
+            if meta.get("resourceVersion") is None:
+                meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+            try:
+                return self.store.update(
+                    rt,
+                    namespace,
+                    target.name,
+                    patched,
+                    subresource=target.subresource,
+                    dry_run=dry_run,
+                    from_patch=True,
+                )
+            except ApiError as exc:
+                if exc.reason != "Conflict" or pinned_by_caller:
+                    raise
+        raise ApiError(409, "Conflict", "too many concurrent changes; retry the patch")
+
+    def _scale(self, req: Request, target: Target) -> Response:
+        rt = target.rt
+        namespace = target.namespace or ""
+        obj = self.store.get(rt, namespace, target.name)
+        if req.method == "GET":
+            return _json_response(200, _scale_doc(obj))
+        if req.method == "PUT":
+            scale = _parse_json(req.body)
+        elif req.method == "PATCH":
+            content_type = req.headers.get("content-type", "").split(";")[0].strip()
+            body = _parse_json(req.body, any_value=True)
+            current = _scale_doc(obj)
+            try:
+                if content_type == JSON_PATCH:
+                    scale = patches.json_patch(current, body)
+                elif content_type in (MERGE_PATCH, STRATEGIC_PATCH):
+                    scale = patches.merge_patch(current, body)
+                else:
+                    raise unsupported_patch([JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH])
+            except (patches.PatchError, patches.PatchConflict) as exc:
+                raise bad_request(str(exc)) from exc
+        else:
+            raise method_not_allowed(req.method)
+        replicas = (scale.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or replicas < 0:
+            raise invalid(rt, target.name, [("spec.replicas", "Invalid value: must be >= 0")])
+        new = patches.clone(obj)
+        new["spec"]["replicas"] = replicas
+        want_rv = (scale.get("metadata") or {}).get("resourceVersion")
+        new["metadata"]["resourceVersion"] = want_rv or obj["metadata"]["resourceVersion"]
+        updated = self.store.update(rt, namespace, target.name, new, from_patch=True)
+        return _json_response(200, _scale_doc(updated))
+
+    # --- service proxy ----------------------------------------------------------------------
+
+    def _proxy(self, req: Request, target: Target) -> Response:
+        """Resolve like ``pkg/registry/core/service/storage`` ``ResourceLocation``: a numeric
+        port picks the Service port's name; the name is matched against the Endpoints ports."""
+        if target.rt.key != "services":
+            raise path_not_found(req.path)
+        namespace = target.namespace or ""
+        scheme, name, port = _split_scheme_name_port(target.name)
+        if scheme not in ("", "http"):
+            raise ApiError(
+                503, "ServiceUnavailable", f"unsupported scheme {scheme!r} for {target.name!r}"
+            )
+        service = self.store.get(self.registry.by_key("services"), namespace, name)
+        if port.isdigit():
+            for svc_port in (service.get("spec") or {}).get("ports") or []:
+                if str(svc_port.get("port")) == port:
+                    port = str(svc_port.get("name", ""))
+                    break
+            else:
+                raise ApiError(
+                    503, "ServiceUnavailable", f'no service port {port} found for service "{name}"'
+                )
+        endpoints = self.store.get(self.registry.by_key("endpoints"), namespace, name)
+        backend = _pick_backend(endpoints, port)
+        if backend is None:
+            raise ApiError(
+                503, "ServiceUnavailable", f'no endpoints available for service "{target.name}"'
+            )
+        return _forward(req, backend, "/" + target.rest)
+
+
+def _pick_backend(endpoints: Obj, port_name: str) -> tuple[str, int] | None:
+    for subset in endpoints.get("subsets") or []:
+        addresses = [
+            str(a.get("ip", ""))
+            for a in subset.get("addresses") or []
+            if _is_loopback(str(a.get("ip", "")))
+        ]
+        if not addresses:
+            continue
+        for ep_port in subset.get("ports") or []:
+            if ep_port.get("name", "") == port_name:
+                return addresses[0], int(ep_port.get("port", 0))
+    return None
+
+
+def _is_loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip == "::1"
+
+
+def _forward(req: Request, backend: tuple[str, int], path: str) -> Response:
+    target = path + (f"?{req.raw_query}" if req.raw_query else "")
+    wanted = ("content-type", "accept", "user-agent")
+    headers = {k: v for k, v in req.headers.items() if k in wanted and v}
+    conn = http.client.HTTPConnection(backend[0], backend[1], timeout=PROXY_TIMEOUT_S)
+    try:
+        conn.request(req.method, target, body=req.body or None, headers=headers)
+        resp = conn.getresponse()
+        body = resp.read()
+        content_type = resp.getheader("Content-Type") or "application/octet-stream"
+        return Response(resp.status, body, content_type)
+    except OSError as exc:
+        raise ApiError(
+            503,
+            "ServiceUnavailable",
+            f"error trying to reach service: dial tcp {backend[0]}:{backend[1]}: {exc}",
+        ) from exc
+    finally:
+        conn.close()
+
+
+def _scale_doc(obj: Obj) -> Obj:
+    meta = obj["metadata"]
+    labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta.get("namespace", ""),
+            "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"],
+            "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        },
+    }
+
+
+def _success(rt: ResourceType, obj: Obj) -> Obj:
+    meta = obj["metadata"]
+    details: Obj = {"name": meta["name"], "kind": rt.plural, "uid": meta["uid"]}
+    if rt.group:
+        details["group"] = rt.group
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": details,
+    }
+
+
+def _pins_resource_version(body: Any, content_type: str) -> bool:
+    if content_type == JSON_PATCH:
+        return isinstance(body, list) and any(
+            isinstance(op, dict) and op.get("path") == "/metadata/resourceVersion" for op in body
+        )
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    return isinstance(meta, dict) and "resourceVersion" in meta
+
+
+def _parse_json(raw: bytes, *, any_value: bool = False) -> Any:
+    try:
+        doc = json.loads(raw or b"null")
+    except ValueError as exc:
+        raise bad_request(f"the request body is not valid JSON: {exc}") from exc
+    if not any_value and not isinstance(doc, dict):
+        raise bad_request("the body of the request must be a JSON object")
+    return doc
+
+
+def _authorization_resources() -> Obj:
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": f"{AUTH_GROUP}/v1",
+        "resources": [
+            {
+                "name": "selfsubjectaccessreviews",
+                "singularName": "selfsubjectaccessreview",
+                "namespaced": False,
+                "kind": "SelfSubjectAccessReview",
+                "verbs": ["create"],
+            }
+        ],
+    }
+
+
+# --- the HTTP layer ---------------------------------------------------------------------------
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    api: KubeApiServer
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def track(self, sock: socket.socket, *, add: bool) -> None:
+        with self._connections_lock:
+            if add:
+                self._connections.add(sock)
+            else:
+                self._connections.discard(sock)
+
+    def close_connections(self) -> None:
+        """Hang up on idle keep-alive clients so their handler threads end with the server."""
+        with self._connections_lock:
+            conns = list(self._connections)
+        for sock in conns:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+    server_version = "rotator-kubeapi"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection, add=True)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, add=False)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _dispatch(self) -> None:
+        split = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            body = self._read_body()
+        except (ValueError, OSError):
+            self.close_connection = True
+            return
+        req = Request(self.command, split.path, query, headers, body, raw_query=split.query)
+        try:
+            result = self.server.api.handle(req)
+        except ApiError as exc:
+            self._send(_json_response(exc.code, exc.status()))
+            return
+        except Exception:
+            log.exception("kubeapi: unexpected error on %s %s", self.command, split.path)
+            error = ApiError(500, "InternalError", "an error on the server prevented the request")
+            self._send(_json_response(500, error.status()))
+            return
+        if isinstance(result, Response):
+            self._send(result)
+        else:
+            self._stream(result)
+
+    def _send(self, resp: Response) -> None:
+        self.send_response(resp.code)
+        self.send_header("Content-Type", resp.content_type)
+        self.send_header("Content-Length", str(len(resp.body)))
+        self.send_header("Cache-Control", "no-cache, private")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(resp.body)
+
+    def _stream(self, events: Iterator[Obj]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", JSON)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.end_headers()
+        try:
+            self.wfile.flush()
+            for event in events:
+                data = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+
+    do_GET = _dispatch
+    do_HEAD = _dispatch
+    do_POST = _dispatch
+    do_PUT = _dispatch
+    do_PATCH = _dispatch
+    do_DELETE = _dispatch
