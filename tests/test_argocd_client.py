@@ -3,15 +3,34 @@ Application parsing, and (against the Kubernetes API stand-in) refresh, sync and
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rotator.clients.argocd import AppState, app_from, app_status_for, needs_manual_sync
+from rotator.clients.argocd import AppState, ArgoCD, app_from, app_status_for, needs_manual_sync
+from rotator.clients.kube import Json, Kube, json_body
+from rotator.clock import rfc3339
+from rotator.errors import ArgoCDError, WaitTimeout
+from rotator.sandbox.kubeapi import KubeApiServer
+from tests.test_kube_client import (  # the stand-in fixtures and the test controller
+    Seed,
+    api_server,
+    grant,
+    kube,
+    kube_as,
+    kubeconfig,
+    seed,
+    unique,
+)
+
+__all__ = ["api_server", "kube", "kubeconfig", "seed"]  # fixtures, used by name
 
 S = "a" * 40
 OLD = "b" * 40
@@ -280,3 +299,308 @@ def test_app_from_handles_a_bare_application() -> None:
     assert state.sync_status == ""
     assert not state.auto_sync
     assert app_status_for(state, S)[0] == "waiting"
+
+
+# =============================================================================================
+# Against the Kubernetes API stand-in, with a small ArgoCD application controller played by the
+# test through the official client (Applications have no status subresource: ArgoCD patches
+# the whole object, and so does this one).
+# =============================================================================================
+
+
+class FakeArgo:
+    """Enough of argocd-application-controller for one Application: refresh -> compare against
+    ``head``; auto-sync; run an operation (Running -> outcome); then reconcile health."""
+
+    def __init__(
+        self,
+        seed: Seed,
+        name: str,
+        *,
+        head: str,
+        outcome: str = "Succeeded",
+        health_after: str = "Healthy",
+    ) -> None:
+        self.seed = seed
+        self.name = name
+        self.head = head
+        self.outcome = outcome
+        self.health_after = health_after
+        self.initiated_by: list[Json] = []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> FakeArgo:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(5)
+
+    def _read(self) -> Json:
+        return json_body(
+            self.seed.custom.get_namespaced_custom_object(
+                "argoproj.io",
+                "v1alpha1",
+                "argocd",
+                "applications",
+                self.name,
+                _preload_content=False,
+            )
+        )
+
+    def _patch(self, body: Json) -> None:
+        self.seed.custom.patch_namespaced_custom_object(
+            "argoproj.io",
+            "v1alpha1",
+            "argocd",
+            "applications",
+            self.name,
+            body,
+            _preload_content=False,
+        )
+
+    def _run(self) -> None:
+        while not self.stop_event.wait(0.05):
+            self.tick()
+
+    def tick(self) -> None:
+        app = self._read()
+        status = app.get("status") or {}
+        now = rfc3339(datetime.now(UTC))
+        annotations = app["metadata"].get("annotations") or {}
+        op_state = status.get("operationState") or {}
+        if app.get("operation"):
+            if op_state.get("phase") != "Running":
+                self.initiated_by.append(app["operation"].get("initiatedBy") or {})
+                self._patch(
+                    {
+                        "status": {
+                            "operationState": {
+                                "phase": "Running",
+                                "startedAt": now,
+                                "operation": app["operation"],
+                            }
+                        }
+                    }
+                )
+                return
+            revision = app["operation"]["sync"]["revision"]
+            finished: Json = {
+                "phase": self.outcome,
+                "message": "successfully synced" if self.outcome == "Succeeded" else "boom",
+                "finishedAt": now,
+                "syncResult": {"revision": revision},
+            }
+            status_patch: Json = {"operationState": finished}
+            if self.outcome == "Succeeded":
+                status_patch["sync"] = {"status": "Synced", "revision": revision}
+                status_patch["health"] = {"status": "Progressing"}
+            self._patch({"operation": None, "status": status_patch})
+            return
+        if REFRESH in annotations:
+            self._patch(
+                {
+                    "metadata": {"annotations": {REFRESH: None}},
+                    "status": {
+                        "sync": {
+                            "status": "Synced"
+                            if status["sync"]["revision"] == self.head
+                            else "OutOfSync",
+                            "revision": self.head,
+                        },
+                        "reconciledAt": now,
+                    },
+                }
+            )
+            return
+        synced = status.get("sync", {})
+        if (
+            (app["spec"].get("syncPolicy") or {}).get("automated") is not None
+            and synced.get("status") == "OutOfSync"
+            and synced.get("revision") == self.head
+            and (op_state.get("syncResult") or {}).get("revision") != self.head
+        ):
+            self._patch(
+                {
+                    "operation": {
+                        "sync": {"revision": self.head},
+                        "initiatedBy": {"automated": True},
+                    }
+                }
+            )
+            return
+        finished_at = op_state.get("finishedAt") or ""
+        if (
+            op_state.get("phase") == "Succeeded"
+            and status.get("health", {}).get("status") == "Progressing"
+            and status.get("reconciledAt", "") <= finished_at
+        ):
+            time.sleep(0.01)
+            self._patch(
+                {
+                    "status": {
+                        "health": {"status": self.health_after, "message": "after sync"},
+                        "reconciledAt": max(now, finished_at),
+                    }
+                }
+            )
+
+
+REFRESH = "argocd.argoproj.io/refresh"
+
+
+def seed_app(seed: Seed, *, auto: bool, at: str = OLD, conditions: list[Json] | None = None) -> str:
+    seed.namespace("argocd")
+    name = unique("align-prod")
+    body: Json = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": name, "namespace": "argocd"},
+        "spec": {
+            "project": "default",
+            "source": {
+                "repoURL": "file:///srv/ops.git",
+                "path": "deploy/prod",
+                "targetRevision": "main",
+            },
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": "align-prod"},
+            "syncPolicy": {"automated": {"prune": True}} if auto else {},
+        },
+        "status": {
+            "sync": {"status": "Synced", "revision": at},
+            "health": {"status": "Healthy"},
+            "reconciledAt": "2026-11-27T19:00:10Z",
+            "operationState": {
+                "phase": "Succeeded",
+                "startedAt": "2026-11-27T19:00:00Z",
+                "finishedAt": "2026-11-27T19:00:05Z",
+                "syncResult": {"revision": at},
+            },
+            "conditions": conditions or [],
+        },
+    }
+    seed.custom.create_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", "argocd", "applications", body, _preload_content=False
+    )
+    return name
+
+
+@pytest.fixture
+def argocd(kube: Kube) -> ArgoCD:
+    return ArgoCD(kube)
+
+
+def test_get_app_reads_the_application_and_none_when_missing(argocd: ArgoCD, seed: Seed) -> None:
+    name = seed_app(seed, auto=True)
+    state = argocd.get_app("argocd", name)
+    assert state is not None
+    assert (state.sync_status, state.sync_revision, state.health) == ("Synced", OLD, "Healthy")
+    assert state.auto_sync
+    assert argocd.get_app("argocd", unique("missing")) is None
+
+
+def test_refresh_sets_the_refresh_annotation(argocd: ArgoCD, seed: Seed) -> None:
+    name = seed_app(seed, auto=True)
+    argocd.refresh("argocd", name)
+    assert FakeArgo(seed, name, head=S)._read()["metadata"]["annotations"] == {REFRESH: "normal"}
+    argocd.refresh("argocd", name, hard=True)
+    assert FakeArgo(seed, name, head=S)._read()["metadata"]["annotations"] == {REFRESH: "hard"}
+
+
+def test_sync_sets_the_operation_only_when_none_is_running(argocd: ArgoCD, seed: Seed) -> None:
+    name = seed_app(seed, auto=False)
+    assert argocd.sync("argocd", name, revision=S, username="rotator") is True
+    raw = FakeArgo(seed, name, head=S)._read()
+    assert raw["operation"] == {"initiatedBy": {"username": "rotator"}, "sync": {"revision": S}}
+    assert argocd.sync("argocd", name, revision=S, username="rotator") is False
+    with pytest.raises(ArgoCDError) as info:
+        argocd.sync("argocd", unique("missing"), revision=S, username="rotator")
+    assert info.value.status == 404
+
+
+def test_wait_for_revision_with_auto_sync(argocd: ArgoCD, seed: Seed) -> None:
+    name = seed_app(seed, auto=True)
+    with FakeArgo(seed, name, head=S) as controller:
+        argocd.refresh("argocd", name)
+        state = argocd.wait_for_revision("argocd", name, revision=S, deadline_s=20)
+    assert state.sync_revision == S
+    assert state.health == "Healthy"
+    assert state.operation_phase == "Succeeded"
+    assert controller.initiated_by == [{"automated": True}]  # we did not sync ourselves
+
+
+def test_a_manual_app_is_synced_by_us_once_it_has_seen_the_commit(
+    argocd: ArgoCD, seed: Seed
+) -> None:
+    name = seed_app(seed, auto=False)
+    with FakeArgo(seed, name, head=S) as controller:
+        argocd.refresh("argocd", name)
+        state = argocd.wait_for_revision("argocd", name, revision=S, deadline_s=20)
+    assert state.sync_revision == S
+    assert controller.initiated_by == [{"username": "rotator"}]
+
+
+def test_a_manual_app_is_not_synced_when_asked_not_to(argocd: ArgoCD, seed: Seed) -> None:
+    name = seed_app(seed, auto=False)
+    with FakeArgo(seed, name, head=S) as controller:
+        argocd.refresh("argocd", name)
+        with pytest.raises(WaitTimeout) as info:
+            argocd.wait_for_revision("argocd", name, revision=S, deadline_s=1, sync_if_manual=False)
+    assert controller.initiated_by == []
+    assert info.value.step == "argocd"
+
+
+def test_a_failed_sync_of_the_commit_fails_fast(argocd: ArgoCD, seed: Seed) -> None:
+    name = seed_app(seed, auto=True)
+    started = time.monotonic()
+    with FakeArgo(seed, name, head=S, outcome="Failed"):
+        argocd.refresh("argocd", name)
+        with pytest.raises(ArgoCDError) as info:
+            argocd.wait_for_revision("argocd", name, revision=S, deadline_s=30)
+    assert "failed: boom" in str(info.value)
+    assert time.monotonic() - started < 10
+
+
+def test_degraded_after_the_sync_fails_fast(argocd: ArgoCD, seed: Seed) -> None:
+    name = seed_app(seed, auto=True)
+    with FakeArgo(seed, name, head=S, health_after="Degraded"):
+        argocd.refresh("argocd", name)
+        with pytest.raises(ArgoCDError, match="Degraded after syncing"):
+            argocd.wait_for_revision("argocd", name, revision=S, deadline_s=30)
+
+
+def test_an_older_revision_synced_and_healthy_is_not_done(argocd: ArgoCD, seed: Seed) -> None:
+    name = seed_app(seed, auto=True, at=OLD)
+    with pytest.raises(WaitTimeout) as info:
+        argocd.wait_for_revision("argocd", name, revision=S, deadline_s=0.5)
+    assert "no successful sync of aaaaaaaaaaaa" in str(info.value)
+
+
+def test_an_error_condition_fails_fast(argocd: ArgoCD, seed: Seed) -> None:
+    name = seed_app(
+        seed,
+        auto=True,
+        conditions=[{"type": "ComparisonError", "message": "repository not accessible"}],
+    )
+    with pytest.raises(ArgoCDError, match="ComparisonError: repository not accessible"):
+        argocd.wait_for_revision("argocd", name, revision=S, deadline_s=30)
+
+
+def test_a_missing_application_fails_at_once(argocd: ArgoCD, seed: Seed) -> None:
+    seed.namespace("argocd")
+    with pytest.raises(ArgoCDError, match="not found"):
+        argocd.wait_for_revision("argocd", unique("missing"), revision=S, deadline_s=30)
+
+
+def test_api_errors_on_applications_are_argocd_errors(
+    kubeconfig: Path, tmp_path: Path, api_server: KubeApiServer, seed: Seed
+) -> None:
+    seed.namespace("argocd")
+    token = grant(api_server, seed, {}, {"argocd": "argocd"})
+    argocd = ArgoCD(kube_as(kubeconfig, token, tmp_path))
+    with pytest.raises(ArgoCDError) as info:
+        argocd.get_app("argocd", "align-prod")
+    assert info.value.status == 403
+    assert info.value.system == "argocd"
