@@ -808,7 +808,7 @@ class PostHogStandIn:
         self._stopping.clear()
         self._thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.02},
             name="posthog-standin",
             daemon=True,
         )
