@@ -446,7 +446,7 @@ def test_the_token_is_never_on_a_command_line_in_a_log_or_in_an_error(
     encoded = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
     cfg = config("http://127.0.0.1:1/ops.git")
     env = git_environment(cfg, token=token, timeout_s=5)
-    assert env["GIT_CONFIG_COUNT"] == "1"
+    assert int(env["GIT_CONFIG_COUNT"]) >= 1
     assert env["GIT_CONFIG_KEY_0"] == "http.http://127.0.0.1:1/.extraHeader"
     assert env["GIT_CONFIG_VALUE_0"] == f"Authorization: Basic {encoded}"
     assert env["GIT_TERMINAL_PROMPT"] == "0"

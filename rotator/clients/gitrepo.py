@@ -146,7 +146,6 @@ _DIAGNOSES: Final[tuple[tuple[tuple[str, ...], _Diagnosis], ...]] = (
             "returned error: 403",
             "write access to repository not granted",
             "marked as read only",
-            "read-only",
             "permission to",
         ),
         _Diagnosis(
@@ -168,6 +167,14 @@ _DIAGNOSES: Final[tuple[tuple[tuple[str, ...], _Diagnosis], ...]] = (
         _Diagnosis(
             "the remote did not accept rotator's credentials: check git.https_token (or that "
             "the deploy key in git.ssh_key_file is registered on the repo)",
+            retryable=False,
+        ),
+    ),
+    (
+        ("read-only file system", "no space left on device", "disk quota exceeded"),
+        _Diagnosis(
+            "cannot write git.workdir: point it at a writable directory with free space "
+            "(an emptyDir volume in the CronJob)",
             retryable=False,
         ),
     ),
@@ -330,7 +337,6 @@ def git_environment(config: GitConfig, *, token: Secret | None, timeout_s: float
         # curl aborts a transfer slower than 1 kB/s for this long (a second bound on hangs).
         "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
         "GIT_HTTP_LOW_SPEED_TIME": str(max(5, int(timeout_s / 2))),
-        "GIT_CONFIG_COUNT": "0",
         # A trace switched on in the job's environment must not print headers into stderr.
         "GIT_TRACE": "0",
         "GIT_TRACE_CURL": "0",
@@ -338,6 +344,7 @@ def git_environment(config: GitConfig, *, token: Secret | None, timeout_s: float
         "GIT_TRACE_PACKET": "0",
     }
     env["GIT_SSH_COMMAND"] = _ssh_command(config, timeout_s)
+    settings: list[tuple[str, str]] = []
     parts = urlsplit(config.remote)
     if token is not None and parts.scheme in ("http", "https"):
         if parts.scheme == "http" and not _is_loopback_host(parts.hostname or ""):
@@ -348,11 +355,17 @@ def git_environment(config: GitConfig, *, token: Secret | None, timeout_s: float
         basic = base64.b64encode(f"{HTTPS_TOKEN_USER}:{token.reveal()}".encode()).decode()
         register(basic)  # the encoded form is as secret as the token
         # Scoped to the remote's origin so the header never goes to another host.
-        env["GIT_CONFIG_COUNT"] = "1"
-        env["GIT_CONFIG_KEY_0"] = f"http.{parts.scheme}://{parts.netloc}/.extraHeader"
-        env["GIT_CONFIG_VALUE_0"] = f"Authorization: Basic {basic}"
+        settings.append(
+            (f"http.{parts.scheme}://{parts.netloc}/.extraHeader", f"Authorization: Basic {basic}")
+        )
     elif token is not None:
         log.info("git.https_token is set but git.remote is not http(s); not using it")
+    # The scratch checkout runs no hooks and no background gc (a detached gc could outlive us).
+    settings += [("core.hooksPath", os.devnull), ("gc.auto", "0"), ("maintenance.auto", "false")]
+    env["GIT_CONFIG_COUNT"] = str(len(settings))
+    for index, (key, value) in enumerate(settings):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
     return env
 
 
@@ -753,7 +766,9 @@ def _init_or_reuse(workdir: Path) -> git.Repo:
         raise GitError(
             f"{workdir} is not empty and not a rotator checkout; use an empty git.workdir"
         )
-    return git.Repo.init(workdir, mkdir=True)
+    # An empty template: no sample hooks and nothing from a global init.templateDir (GitPython
+    # calls --template "unsafe" because a template can carry hooks; ours is empty).
+    return git.Repo.init(workdir, mkdir=True, template="", allow_unsafe_options=True)
 
 
 def _lock_workdir(repo: git.Repo, workdir: Path) -> IO[bytes]:
