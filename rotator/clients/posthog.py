@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import uuid as uuid_mod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -229,6 +230,7 @@ class PostHogClient:
         self._key_source = key_source
         self._query_interval_s = query_interval_s
         self._last_query: float | None = None
+        self._query_lock = threading.Lock()
         # The key is added per request by the session's auth object (masked repr), never via
         # `headers=`. Capture is unauthenticated (the project key is in the body): it has its
         # own session without the personal key, so that key never reaches the ingestion host.
@@ -475,14 +477,19 @@ class PostHogClient:
         return results
 
     def _space_queries(self) -> None:
-        """Stay under the per-key query limit (240/min, 2400/h) instead of meeting 429s."""
-        now = self._clock.monotonic()
-        if self._last_query is not None:
-            wait = self._last_query + self._query_interval_s - now
-            if wait > 0:
-                self._clock.sleep(wait)
-                now = self._clock.monotonic()
-        self._last_query = now
+        """Stay under the per-key query limit (240/min, 2400/h) instead of meeting 429s.
+
+        Thread-safe: callers that poll in parallel (one thread per environment) each reserve
+        the next free slot under the lock, then wait for it outside the lock.
+        """
+        with self._query_lock:
+            now = self._clock.monotonic()
+            slot = now
+            if self._last_query is not None:
+                slot = max(now, self._last_query + self._query_interval_s)
+            self._last_query = slot
+        if slot > now:
+            self._clock.sleep(slot - now)
 
     def send_marker(
         self, key: Secret, *, check_id: str, properties: Mapping[str, Any] | None = None
