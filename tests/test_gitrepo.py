@@ -450,6 +450,7 @@ def test_the_token_is_never_on_a_command_line_in_a_log_or_in_an_error(
     assert env["GIT_CONFIG_KEY_0"] == "http.http://127.0.0.1:1/.extraHeader"
     assert env["GIT_CONFIG_VALUE_0"] == f"Authorization: Basic {encoded}"
     assert env["GIT_TERMINAL_PROMPT"] == "0"
+    assert "GIT_CURL_VERBOSE" not in env  # any value, even "0", switches curl tracing on
 
     with caplog.at_level(logging.DEBUG), pytest.raises(GitError) as info:
         OpsRepo.open(cfg, token=token, workdir=tmp_path / "w", timeout_s=5)

@@ -221,6 +221,16 @@ def _clean_stderr(stderr: str) -> str:
     return truncate(" | ".join(lines)) if lines else "(no output)"
 
 
+def _unwrap(text: object, label: str) -> str:
+    """GitPython stores output as ``"\\n  stderr: '<text>'"``; get ``<text>`` back."""
+    if not isinstance(text, str):
+        return ""
+    prefix = f"\n  {label}: '"
+    if text.startswith(prefix) and text.endswith("'"):
+        return text[len(prefix) : -1]
+    return text
+
+
 def translate_git_error(exc: BaseException, what: str) -> GitError:
     """Map any GitPython (or OS) error to a ``GitError`` whose message names the fix.
 
@@ -231,11 +241,10 @@ def translate_git_error(exc: BaseException, what: str) -> GitError:
     if isinstance(exc, git.exc.GitCommandNotFound):
         message = f"{what}: the git executable was not found: install git (>= 2.32)"
     elif isinstance(exc, git.exc.GitCommandError):
-        stderr = exc.stderr if isinstance(exc.stderr, str) else ""
-        stdout = exc.stdout if isinstance(exc.stdout, str) else ""
-        text = f"{stdout}\n{stderr}"
-        lowered = text.lower()
-        detail = _clean_stderr(stderr.replace("stderr: ", "", 1) or stdout)
+        stderr = _unwrap(exc.stderr, "stderr")
+        stdout = _unwrap(exc.stdout, "stdout")
+        lowered = f"{stdout}\n{stderr}".lower()
+        detail = _clean_stderr(stderr or stdout)
         message = f"{what}: git exited with {exc.status}: {detail}"
         for needles, diagnosis in _DIAGNOSES:
             if any(needle in lowered for needle in needles):
@@ -340,8 +349,10 @@ def git_environment(config: GitConfig, *, token: Secret | None, timeout_s: float
         # A trace switched on in the job's environment must not print headers into stderr.
         "GIT_TRACE": "0",
         "GIT_TRACE_CURL": "0",
-        "GIT_CURL_VERBOSE": "0",
         "GIT_TRACE_PACKET": "0",
+        # GIT_CURL_VERBOSE switches on for any value, even "0", so it is left alone; redaction
+        # of Authorization headers in curl traces stays on.
+        "GIT_TRACE_REDACT": "1",
     }
     env["GIT_SSH_COMMAND"] = _ssh_command(config, timeout_s)
     settings: list[tuple[str, str]] = []
@@ -721,9 +732,16 @@ class OpsRepo:
         )
 
     def _rev_parse(self, rev: str) -> str:
-        return self._run(
-            ["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], what=f"resolve {rev}"
-        ).strip()
+        status, out, err = self._execute(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"])
+        if status == 1 and not err.strip():
+            raise GitError(
+                f"unknown revision {rev}: not a commit in the fetched history of {self.branch}"
+            )
+        if status != 0:
+            raise translate_git_error(
+                git.exc.GitCommandError(["git", "rev-parse"], status, err, out), f"resolve {rev}"
+            )
+        return out.strip()
 
     def _run(self, args: list[str], *, what: str, strip_newline: bool = True) -> str:
         status, out, err = self._execute(args, strip_newline=strip_newline)
