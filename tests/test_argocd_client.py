@@ -145,6 +145,12 @@ def app(**changes: Any) -> AppState:
             id="failed",
         ),
         pytest.param(app(operation_phase="Error"), "failed", "error", id="error-phase"),
+        pytest.param(
+            app(operation_phase="Failed", has_operation=True),
+            "waiting",
+            "operation is running",
+            id="failed-then-retried",
+        ),
         # a failed sync of an OLDER revision does not doom S
         pytest.param(
             app(operation_phase="Failed", operation_revision=OLD, sync_status="OutOfSync"),

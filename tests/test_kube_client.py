@@ -865,29 +865,6 @@ def test_synced_false_for_our_generation_fails_fast_with_the_controllers_message
     assert time.monotonic() - started < 10
 
 
-def test_wait_for_unseal_polls_when_it_may_not_watch(kubeconfig: Path, seed: Seed) -> None:
-    """A watch that fails with 403 falls back to polling (and the wait still finishes)."""
-    kube = Kube.from_config(make_config(kubeconfig))
-    name = unique("posthog")
-    seed.sealed_secret("align-prod", name, FP)
-    forbidden = k8s_exceptions.ApiException(status=403, reason="Forbidden")
-    real_list = kube.custom_objects.list_namespaced_custom_object
-    calls = {"watch": 0}
-
-    def no_watch(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("watch"):
-            calls["watch"] += 1
-            raise forbidden
-        return real_list(*args, **kwargs)
-
-    kube.custom_objects.list_namespaced_custom_object = no_watch
-    later(0.2, lambda: seed.unseal_status("align-prod", name, synced=True))
-    state = kube.wait_for_unseal("align-prod", name, fingerprint=FP, deadline_s=20)
-    assert state.synced
-    assert calls["watch"] == 1  # tried once, then polled
-    kube.close()
-
-
 # --- Lease ------------------------------------------------------------------------------------
 
 

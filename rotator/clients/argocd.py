@@ -132,7 +132,9 @@ def app_status_for(  # noqa: PLR0911 - the FACTS 4 predicate, one reason per bra
     if errors:
         kind, message = errors[0]
         return "failed", f"{app}: {kind}: {message or 'no message'}"
-    if state.operation_phase in FAILED_PHASES and state.operation_is_for(revision):
+    # (a new operation already queued after the failure gets its chance)
+    failed_op = state.operation_phase in FAILED_PHASES and not state.has_operation
+    if failed_op and state.operation_is_for(revision):
         return "failed", (
             f"{app}: sync of {short} {state.operation_phase.lower()}: "
             f"{state.operation_message or 'no message'}"

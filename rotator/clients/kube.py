@@ -22,6 +22,7 @@ the same reason (and because the generated proxy POST has no body parameter).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -453,6 +454,24 @@ class WatchTarget:
     args: tuple[Any, ...]
     name: str
 
+    @property
+    def key(self) -> str:
+        """What a forbidden watch is remembered by: the kind of object and its namespace."""
+        return f"{getattr(self.list_func, '__name__', 'list')}{self.args}"
+
+
+class _Progress:
+    """The last reason a wait gave, logged once each time it changes."""
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+        self.reason = ""
+
+    def note(self, outcome: WaitOutcome) -> None:
+        if outcome.reason and outcome.reason != self.reason:
+            log.info("%s: %s", self.step, outcome.reason)
+            self.reason = outcome.reason
+
 
 class Kube:
     """Typed access to the few Kubernetes objects the rotation touches."""
@@ -470,14 +489,28 @@ class Kube:
         self.timeouts = timeouts
         self.waits = waits
         self.clock: Clock = clock or SystemClock()
-        # Typed as Any: the installed stubs describe an older generated client.
-        self._core: Any = k8s.CoreV1Api(api_client)
-        self._apps: Any = k8s.AppsV1Api(api_client)
-        self._custom: Any = k8s.CustomObjectsApi(api_client)
-        self.custom_objects: Any = self._custom  # shared with clients.argocd
-        self._coordination: Any = k8s.CoordinationV1Api(api_client)
         self._watch_forbidden: set[str] = set()
         self._lock = threading.Lock()
+
+    # -- the generated APIs, built on first use (CoreV1Api alone takes ~2 s to build) ------
+    # Typed as Any: the installed stubs describe an older generated client.
+
+    @functools.cached_property
+    def _core(self) -> Any:
+        return k8s.CoreV1Api(self.api_client)
+
+    @functools.cached_property
+    def _apps(self) -> Any:
+        return k8s.AppsV1Api(self.api_client)
+
+    @functools.cached_property
+    def custom_objects(self) -> Any:
+        """``CustomObjectsApi`` (shared with ``clients.argocd``)."""
+        return k8s.CustomObjectsApi(self.api_client)
+
+    @functools.cached_property
+    def _coordination(self) -> Any:
+        return k8s.CoordinationV1Api(self.api_client)
 
     # -- construction -------------------------------------------------------------------
 
@@ -647,7 +680,7 @@ class Kube:
     def _get_sealed_json(self, namespace: str, name: str) -> Json | None:
         return self.read_json(
             f"read sealedsecret {namespace}/{name}",
-            lambda: self._custom.get_namespaced_custom_object(
+            lambda: self.custom_objects.get_namespaced_custom_object(
                 SEALED_GROUP,
                 SEALED_VERSION,
                 namespace,
@@ -691,7 +724,7 @@ class Kube:
             what=f"sealedsecret {namespace}/{name} to unseal key {fingerprint}",
             get=lambda: self._get_sealed_json(namespace, name),
             watch=WatchTarget(
-                self._custom.list_namespaced_custom_object,
+                self.custom_objects.list_namespaced_custom_object,
                 (SEALED_GROUP, SEALED_VERSION, namespace, SEALED_PLURAL),
                 name,
             ),
@@ -1001,7 +1034,7 @@ class Kube:
 
     # -- the generic wait ----------------------------------------------------------------
 
-    def wait(  # noqa: PLR0912 - one loop: check, watch or poll, re-read
+    def wait(
         self,
         *,
         step: str,
@@ -1014,48 +1047,71 @@ class Kube:
     ) -> Any:
         """GET, test; then watch from that resourceVersion (short ``timeout_seconds``) or poll,
         testing every new version, until ``check`` says done (its value is returned) or raises
-        (fail fast), or the deadline passes (``WaitTimeout(step)`` with the last reason)."""
+        (fail fast), or the deadline passes (``WaitTimeout(step)`` with the last reason).
+
+        The GET comes first because a watch may never fire for an object already in its final
+        state; 410 Gone or an ended watch -> GET again; a forbidden watch -> poll from then on.
+        """
         deadline = Deadline(self.clock, deadline_s)
+        progress = _Progress(step)
         obj = get()
-        reason = ""
         while True:
             outcome = check(obj)
             if outcome.done:
                 return outcome.value
-            if outcome.reason and outcome.reason != reason:
-                log.info("%s: %s", step, outcome.reason)
-            reason = outcome.reason or reason
+            progress.note(outcome)
             if deadline.expired:
-                raise WaitTimeout(step, deadline.elapsed, f"{what} (last: {reason})")
+                raise WaitTimeout(step, deadline.elapsed, f"{what} (last: {progress.reason})")
             rv = dig(obj, "metadata", "resourceVersion")
-            key = f"{watch.list_func.__name__}{watch.args}" if watch is not None else ""
-            if watch is not None and isinstance(rv, str) and rv and key not in self._forbidden():
-                try:
-                    for event_obj in self._watch_events(watch, rv, deadline, error=error):
-                        obj = event_obj
-                        outcome = check(obj)
-                        if outcome.done:
-                            return outcome.value
-                        if outcome.reason and outcome.reason != reason:
-                            log.info("%s: %s", step, outcome.reason)
-                        reason = outcome.reason or reason
-                        if deadline.expired:
-                            break
-                except _WatchGone:
-                    log.debug("%s: watch expired (410); reading again", step)
-                except ClientError as exc:
-                    if exc.status in (403, 405):
-                        log.info("%s: cannot watch (HTTP %s); polling instead", step, exc.status)
-                        with self._lock:
-                            self._watch_forbidden.add(key)
-                    elif exc.retryable:
-                        log.warning("%s: watch failed (%s); reading again", step, exc)
-                        self.clock.sleep(min(self.waits.poll_interval_s, deadline.remaining))
-                    else:
-                        raise
+            # timeout_seconds is whole seconds: with under one second left, a poll keeps the
+            # deadline
+            if (
+                watch is not None
+                and isinstance(rv, str)
+                and rv
+                and deadline.remaining >= 1
+                and watch.key not in self._forbidden()
+            ):
+                done = self._watch_until(watch, rv, deadline, check, progress, error=error)
+                if done is not None:
+                    return done.value
             else:
                 self.clock.sleep(min(self.waits.poll_interval_s, deadline.remaining))
             obj = get()
+
+    def _watch_until(
+        self,
+        watch: WatchTarget,
+        resource_version: str,
+        deadline: Deadline,
+        check: Callable[[Json | None], WaitOutcome],
+        progress: _Progress,
+        *,
+        error: type[ClientError],
+    ) -> WaitOutcome | None:
+        """One watch request, checking each new version; the done outcome, or None when the
+        watch ended (timeout, 410, forbidden, a transient failure) and the caller GETs again."""
+        try:
+            for obj in self._watch_events(watch, resource_version, deadline, error=error):
+                outcome = check(obj)
+                if outcome.done:
+                    return outcome
+                progress.note(outcome)
+                if deadline.expired:
+                    break
+        except _WatchGone:
+            log.debug("%s: watch expired (410); reading again", progress.step)
+        except ClientError as exc:
+            if exc.status in (403, 405):
+                log.info("%s: cannot watch (HTTP %s); polling instead", progress.step, exc.status)
+                with self._lock:
+                    self._watch_forbidden.add(watch.key)
+            elif exc.retryable:
+                log.warning("%s: watch failed (%s); reading again", progress.step, exc)
+                self.clock.sleep(min(self.waits.poll_interval_s, deadline.remaining))
+            else:
+                raise
+        return None
 
     def _forbidden(self) -> set[str]:
         with self._lock:
