@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import git
 import pytest
+import yaml
 
 from rotator.clients.gitrepo import (
     LIBRARY_ERRORS,
@@ -21,7 +22,7 @@ from rotator.clients.gitrepo import (
     git_environment,
     translate_git_error,
 )
-from rotator.config import GitConfig
+from rotator.config import Config, GitConfig, load_config
 from rotator.errors import GitError
 from rotator.redact import Secret, fingerprint
 from tests.git_fixtures import (
@@ -128,6 +129,39 @@ def test_a_workdir_with_foreign_files_is_refused(remote: BareRemote, tmp_path: P
     (tmp_path / "w" / "notes.txt").write_text("mine")
     with pytest.raises(GitError, match="not empty and not a rotator checkout"):
         OpsRepo.open(config(remote.file_url), token=None, workdir=tmp_path / "w")
+
+
+def _load(tmp_path: Path, git_section: dict[str, object], environ: dict[str, str]) -> Config:
+    tree = {
+        "environments": {
+            "preview": {
+                "posthog_project_id": 1,
+                "namespace": "align-preview",
+                "sealed_file": SEALED,
+                "argocd_app": {"name": "align-preview"},
+                "deployment": "align-preview-gateway",
+            }
+        },
+        "git": git_section,
+        "slack": {"enabled": False},
+    }
+    path = tmp_path / "rotator.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return load_config(path, environ=environ)
+
+
+def test_open_from_config_uses_the_configured_workdir_and_token(
+    remote: BareRemote, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "configured"
+    section: dict[str, object] = {"remote": remote.file_url, "workdir": str(workdir)}
+    cfg = _load(tmp_path, section, {})
+    with OpsRepo.open_from_config(cfg) as ops:
+        assert ops.workdir == workdir.resolve()
+        assert ops.head() == remote.tip()
+    missing = _load(tmp_path, {**section, "https_token": {"env": "GIT_TOKEN"}}, {})
+    with pytest.raises(GitError, match=r"git\.https_token: environment variable GIT_TOKEN"):
+        OpsRepo.open_from_config(missing)
 
 
 # --- commit and push -----------------------------------------------------------------------
@@ -371,7 +405,7 @@ def test_a_hung_remote_is_cut_off_by_the_timeout(tmp_path: Path) -> None:
         started = time.monotonic()
         with pytest.raises(GitError, match="did not answer in time") as info:
             OpsRepo.open(
-                config(f"{url}/ops.git"), token=None, workdir=tmp_path / "w", timeout_s=1.5
+                config(f"{url}/ops.git"), token=None, workdir=tmp_path / "w", timeout_s=1.0
             )
         elapsed = time.monotonic() - started
     assert info.value.retryable

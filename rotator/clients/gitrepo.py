@@ -34,13 +34,14 @@ import os
 import re
 import shlex
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 import git
@@ -49,6 +50,9 @@ from rotator.clients.http import truncate
 from rotator.config import GitConfig
 from rotator.errors import GitError
 from rotator.redact import Secret, register, scrub
+
+if TYPE_CHECKING:
+    from rotator.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ TRAILER_KEY_FINGERPRINT: Final = "Rotator-Key-Fingerprint"
 # The HTTP Basic user name sent with an HTTPS token. GitHub takes any name with a token
 # (x-access-token is what its Apps use), GitLab any non-empty name, Gitea/Forgejo too.
 HTTPS_TOKEN_USER: Final = "x-access-token"
+DEFAULT_WORKDIR: Final = "rotator-ops-repo"
 
 # Every library error this module can see; the meta-test checks each git.exc class is covered.
 LIBRARY_ERRORS: Final = (git.exc.GitError, git.exc.ODBError, OSError)
@@ -464,6 +469,19 @@ class OpsRepo:
             raise
         return self
 
+    @classmethod
+    def open_from_config(
+        cls, config: Config, *, workdir: Path | None = None, timeout_s: float = 120
+    ) -> OpsRepo:
+        """``open`` with the configured token and workdir (default: a fixed directory under the
+        temp dir, so the next run reuses and resets what a crashed run left)."""
+        if "git.https_token" in config.secrets.missing:
+            raise GitError(f"git.https_token: {config.secrets.missing['git.https_token']}")
+        chosen = workdir or config.git.workdir or Path(tempfile.gettempdir()) / DEFAULT_WORKDIR
+        return cls.open(
+            config.git, token=config.secrets.git_https_token, workdir=chosen, timeout_s=timeout_s
+        )
+
     def close(self) -> None:
         self._repo.close()
         if not self._lock.closed:
@@ -722,10 +740,7 @@ class OpsRepo:
             raise GitError(f"git.branch {self.branch!r} is not a valid branch name")
 
     def _configure_remote(self) -> None:
-        remote = self._config.remote
-        remotes = self._run(["remote"], what="list remotes").split()
-        verb = "set-url" if "origin" in remotes else "add"
-        self._run(["remote", verb, "origin", remote], what="configure the remote")
+        self._run(["config", "remote.origin.url", self._config.remote], what="configure the remote")
         self._run(
             ["config", "remote.origin.fetch", f"+refs/heads/{self.branch}:{self._tracking}"],
             what="configure the remote",
