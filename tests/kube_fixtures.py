@@ -15,17 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client
+from kubernetes import client, config
 
 from rotator.sandbox.kubeapi import KubeApiServer
 
 
 def client_for(server: KubeApiServer, token: str | None = None) -> client.ApiClient:
-    config = client.Configuration()
-    config.host = server.url
-    config.api_key = {"authorization": token or server.admin_token}
-    config.api_key_prefix = {"authorization": "Bearer"}
-    return client.ApiClient(config)
+    """An official-client ApiClient for ``server`` (HTTP or HTTPS) with ``token`` (admin's)."""
+    return config.new_client_from_config_dict(server.kubeconfig(token=token))
 
 
 def namespace(api: client.ApiClient, name: str) -> None:

@@ -26,6 +26,7 @@ from rotator.sandbox.kubeapi.store import Store
 Obj = dict[str, Any]
 
 MASTERS = "system:masters"
+PUBLIC_PATHS = ("/version", "/healthz", "/livez", "/readyz")
 _DISCOVERY_PREFIXES = ("/api", "/apis", "/version", "/openapi", "/healthz", "/livez", "/readyz")
 
 
@@ -109,8 +110,13 @@ def is_always_allowed(attrs: Attributes) -> bool:
     if MASTERS in attrs.groups:
         return True
     if not attrs.resource_request:
-        return attrs.verb == "get" and attrs.path.startswith(_DISCOVERY_PREFIXES)
-    return (
+        if attrs.verb != "get":
+            return False
+        if attrs.path in PUBLIC_PATHS:
+            return True
+        authenticated = "system:authenticated" in attrs.groups
+        return authenticated and attrs.path.startswith(_DISCOVERY_PREFIXES)
+    return "system:authenticated" in attrs.groups and (
         attrs.api_group == "authorization.k8s.io"
         and attrs.resource in ("selfsubjectaccessreviews", "selfsubjectrulesreviews")
         and attrs.verb == "create"

@@ -7,12 +7,14 @@ a list/watch for RBAC). Watches are chunked HTTP/1.1 streams of one JSON event p
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
 import logging
 import secrets
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -27,6 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import yaml
 
 from rotator.sandbox.kubeapi import patch as patches
+from rotator.sandbox.kubeapi import protobuf
 from rotator.sandbox.kubeapi.rbac import MASTERS, Attributes, Authorizer, forbidden_message
 from rotator.sandbox.kubeapi.resources import (
     SERVER_VERSION,
@@ -53,6 +56,7 @@ from rotator.sandbox.kubeapi.status import (
     unsupported_patch,
 )
 from rotator.sandbox.kubeapi.store import Store
+from rotator.sandbox.kubeapi.tls import make_serving_certificate
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,6 @@ JSON_PATCH = "application/json-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 DEFAULT_WATCH_TIMEOUT_S = 1800.0  # the real server's --min-request-timeout
 PROXY_TIMEOUT_S = 30.0
-PUBLIC_PATHS = ("/version", "/healthz", "/livez", "/readyz")
 AUTH_GROUP = "authorization.k8s.io"
 SSAR_PATH = f"/apis/{AUTH_GROUP}/v1/selfsubjectaccessreviews"
 
@@ -74,6 +77,9 @@ SSAR_PATH = f"/apis/{AUTH_GROUP}/v1/selfsubjectaccessreviews"
 class Identity:
     user: str
     groups: tuple[str, ...]
+
+
+ANONYMOUS = Identity("system:anonymous", ("system:unauthenticated",))
 
 
 @dataclass(frozen=True)
@@ -243,6 +249,7 @@ class KubeApiServer:
         token: str | None = None,
         rbac: bool = False,
         watch_history: int = 1000,
+        tls: bool = False,
     ) -> None:
         self.registry = Registry()
         self.store = Store(self.registry, history=watch_history)
@@ -258,6 +265,7 @@ class KubeApiServer:
         self._audit: deque[AuditEntry] = deque(maxlen=100_000)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._certificate = make_serving_certificate(host) if tls else None
         self._seed()
 
     def _seed(self) -> None:
@@ -284,6 +292,8 @@ class KubeApiServer:
         if self._httpd is not None:
             return self
         httpd = _HTTPServer((self._host, self._port), _Handler)
+        if self._certificate is not None:
+            httpd.tls = self._certificate.server_context()
         httpd.api = self
         self._httpd = httpd
         self._thread = threading.Thread(
@@ -318,7 +328,13 @@ class KubeApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        scheme = "https" if self._certificate is not None else "http"
+        return f"{scheme}://{self._host}:{self.port}"
+
+    @property
+    def ca_pem(self) -> bytes | None:
+        """The CA that signed the serving certificate (``tls=True`` only)."""
+        return None if self._certificate is None else self._certificate.ca_pem
 
     # --- identities -------------------------------------------------------------------------
 
@@ -333,6 +349,27 @@ class KubeApiServer:
         with self._tokens_lock:
             self._tokens[token] = Identity(user, tuple(dict.fromkeys(all_groups)))
 
+    def kubeconfig(
+        self, *, token: str | None = None, user: str = "admin", namespace: str | None = None
+    ) -> Obj:
+        """A kubeconfig document for this server; ``token`` defaults to the admin's."""
+        cluster: Obj = {"server": self.url}
+        if self._certificate is not None:
+            ca = base64.b64encode(self._certificate.ca_pem).decode()
+            cluster["certificate-authority-data"] = ca
+        context: Obj = {"cluster": "rotator-sandbox", "user": user}
+        if namespace:
+            context["namespace"] = namespace
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "rotator-sandbox", "cluster": cluster}],
+            "users": [{"name": user, "user": {"token": token or self.admin_token}}],
+            "contexts": [{"name": "rotator-sandbox", "context": context}],
+            "current-context": "rotator-sandbox",
+            "preferences": {},
+        }
+
     def write_kubeconfig(
         self,
         path: Path,
@@ -341,19 +378,8 @@ class KubeApiServer:
         user: str = "admin",
         namespace: str | None = None,
     ) -> Path:
-        """Write a kubeconfig (mode 0600) for this server; ``token`` defaults to the admin's."""
-        context: Obj = {"cluster": "rotator-sandbox", "user": user}
-        if namespace:
-            context["namespace"] = namespace
-        doc = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "rotator-sandbox", "cluster": {"server": self.url}}],
-            "users": [{"name": user, "user": {"token": token or self.admin_token}}],
-            "contexts": [{"name": "rotator-sandbox", "context": context}],
-            "current-context": "rotator-sandbox",
-            "preferences": {},
-        }
+        """Write ``kubeconfig(...)`` to ``path`` (mode 0600: it holds a token)."""
+        doc = self.kubeconfig(token=token, user=user, namespace=namespace)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600, exist_ok=True)
@@ -371,7 +397,10 @@ class KubeApiServer:
     # --- request handling -------------------------------------------------------------------
 
     def authenticate(self, req: Request) -> Identity | None:
+        """The caller's identity; anonymous without credentials; None for a bad token."""
         header = req.headers.get("authorization", "")
+        if not header:
+            return ANONYMOUS
         if not header.lower().startswith("bearer "):
             return None
         with self._tokens_lock:
@@ -430,9 +459,7 @@ class KubeApiServer:
         path = req.path.rstrip("/") or "/"
         identity = self.authenticate(req)
         if identity is None:
-            if path not in PUBLIC_PATHS:
-                raise unauthorized()
-            identity = Identity("system:anonymous", ("system:unauthenticated",))
+            raise unauthorized()
         req.identity = identity
         if path == SSAR_PATH:
             self.authorize(
@@ -511,7 +538,14 @@ class KubeApiServer:
 
     def _self_subject_access_review(self, req: Request) -> Response:
         assert req.identity is not None
-        body = _parse_json(req.body)
+        if _content_type(req) == protobuf.PROTOBUF:
+            try:
+                _, _, raw_review = protobuf.unwrap(req.body)
+                body = protobuf.self_subject_access_review(raw_review)
+            except protobuf.ProtobufError as exc:
+                raise bad_request(f"cannot decode the protobuf body: {exc}") from exc
+        else:
+            body = _parse_json(req.body)
         spec = body.get("spec") or {}
         res = spec.get("resourceAttributes")
         if isinstance(res, dict):
@@ -550,6 +584,13 @@ class KubeApiServer:
     def _resource(self, req: Request, target: Target, watch: bool) -> Response | Iterator[Obj]:
         rt = target.rt
         sub = target.subresource
+        if req.body and _content_type(req) == protobuf.PROTOBUF and sub != "proxy":
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types "
+                "include: application/json, application/merge-patch+json",
+            )
         if sub == "proxy":
             return self._proxy(req, target)
         if sub == "exec":
@@ -899,6 +940,10 @@ def _pins_resource_version(body: Any, content_type: str) -> bool:
     return isinstance(meta, dict) and "resourceVersion" in meta
 
 
+def _content_type(req: Request) -> str:
+    return req.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 def _parse_json(raw: bytes, *, any_value: bool = False) -> Any:
     try:
         doc = json.loads(raw or b"null")
@@ -934,11 +979,19 @@ class _HTTPServer(ThreadingHTTPServer):
     block_on_close = False
     allow_reuse_address = True
     api: KubeApiServer
+    tls: ssl.SSLContext | None = None
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            # the handshake happens on first read, in the handler thread, not in accept()
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
     def track(self, sock: socket.socket, *, add: bool) -> None:
         with self._connections_lock:
@@ -965,6 +1018,11 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.track(self.connection, add=True)
+
+    def handle(self) -> None:
+        # a client hanging up (or failing the TLS handshake) is not a server error
+        with contextlib.suppress(OSError):
+            super().handle()
 
     def finish(self) -> None:
         self.server.track(self.connection, add=False)
