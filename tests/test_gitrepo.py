@@ -105,7 +105,9 @@ def test_a_leftover_checkout_with_a_stale_local_commit_is_reset_on_open(
             {SEALED: "half-done\n"}, message="rotate (crashed)", trailers=TRAILERS
         )
         (workdir / "junk.txt").write_text("left over")
-        (workdir / ".git" / "index.lock").write_text("")  # a killed git leaves this behind
+        # A killed git leaves its lock files behind.
+        (workdir / ".git" / "index.lock").write_text("")
+        (workdir / ".git" / "refs" / "remotes" / "origin" / "main.lock").write_text("")
     moved_on = remote.push_commit({"apps/preview/deploy.yaml": "y\n"})
 
     with OpsRepo.open(config(remote.file_url), token=None, workdir=workdir) as ops:

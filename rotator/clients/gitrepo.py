@@ -812,6 +812,11 @@ def _lock_workdir(repo: git.Repo, workdir: Path) -> IO[bytes]:
         lock.close()
         repo.close()
         raise GitError(f"another rotator process is using {workdir}; wait for it") from None
-    # We hold the workdir: an index.lock left by a killed git is stale.
-    (Path(repo.git_dir) / "index.lock").unlink(missing_ok=True)
+    # We hold the workdir: any *.lock a killed git left (index, HEAD, config, packed-refs, refs)
+    # is stale and would make every later command fail with "File exists".
+    git_dir = Path(repo.git_dir)
+    for stale in [*git_dir.glob("*.lock"), *(git_dir / "refs").rglob("*.lock")]:
+        if stale.name != "rotator.lock":
+            log.warning("removing %s, left by an interrupted git command", stale.name)
+            stale.unlink(missing_ok=True)
     return lock
