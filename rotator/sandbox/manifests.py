@@ -60,17 +60,21 @@ def gateway_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": deployment_name(env), "namespace": namespace(env), "labels": labels},
+        "metadata": {
+            "name": deployment_name(env),
+            "namespace": namespace(env),
+            "labels": dict(labels),
+        },
         "spec": {
             "replicas": replicas,
             "progressDeadlineSeconds": progress_deadline_s,
-            "selector": {"matchLabels": labels},
+            "selector": {"matchLabels": dict(labels)},
             "strategy": {
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
             },
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": dict(labels)},
                 "spec": {
                     "containers": [
                         {

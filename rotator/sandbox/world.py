@@ -290,6 +290,9 @@ class Sandbox:
 
     def stop(self) -> None:
         """Stop everything that was started, newest first; safe to call twice."""
+        for controller in (self.gateway, self.argocd, self.rollout, self.sealed):
+            if controller is not None:
+                controller.request_stop()  # all watches wind down at once
         while self._stoppers:
             stopper = self._stoppers.pop()
             try:

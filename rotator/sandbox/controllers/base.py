@@ -13,6 +13,7 @@ or on any error (FACTS section 6). ``WorkQueue`` is a de-duplicating queue with 
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import logging
@@ -125,6 +126,19 @@ class Kube:
         self.core = k8s.CoreV1Api(self.api_client)
         self.apps = k8s.AppsV1Api(self.api_client)
         self.custom = k8s.CustomObjectsApi(self.api_client)
+        self._watches: set[Any] = set()
+        self._watches_lock = threading.Lock()
+
+    def interrupt_watches(self) -> None:
+        """Close every open watch stream now (a clean stop need not wait for its timeout)."""
+        with self._watches_lock:
+            watches = list(self._watches)
+        for w in watches:
+            w.stop()
+            resp = getattr(w, "_resp", None)
+            if resp is not None:
+                with contextlib.suppress(Exception):
+                    resp.shutdown() if hasattr(resp, "shutdown") else resp.close()
 
     def close(self) -> None:
         self.api_client.close()  # type: ignore[attr-defined]  # missing from the stubs
@@ -319,6 +333,8 @@ class Kube:
         if label_selector:
             kw["label_selector"] = label_selector
         w = k8s_watch.Watch()
+        with self._watches_lock:
+            self._watches.add(w)
         if kind.custom:
             if namespace:
                 args: tuple[Any, ...] = (kind.group, kind.version, namespace, kind.plural)
@@ -344,6 +360,8 @@ class Kube:
                     yield str(event.get("type")), obj
         finally:
             w.stop()  # type: ignore[attr-defined]  # missing from the stubs
+            with self._watches_lock:
+                self._watches.discard(w)
 
 
 def api_status(exc: BaseException) -> int | None:
@@ -523,9 +541,14 @@ class Controller:
         deadline = time.monotonic() + timeout
         return all(inf.synced.wait(max(0.0, deadline - time.monotonic())) for inf in self.informers)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def request_stop(self) -> None:
+        """Signal the threads without waiting (stop several controllers in parallel)."""
         self.stop_event.set()
         self.queue.wake()
+        self.kube.interrupt_watches()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout)
         for inf in self.informers:
