@@ -229,6 +229,16 @@ def test_the_webhook_url_never_appears_in_errors_or_logs(
     assert any(WEBHOOK_PATH in chain for chain in chains)
 
 
+def test_a_secret_in_the_payload_is_masked_not_sent(
+    client: SlackClient, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = Secret("phc_" + "LeakedIntoTheReportByMistake")
+    client.post({"text": f"new key {key.reveal()}"})
+    assert key.reveal() not in json.dumps(receiver.received)
+    assert receiver.received[0]["text"].startswith("new key [secure](sha256:")
+    assert "held a secret value" in caplog.text
+
+
 def test_a_webhook_url_that_is_not_https_is_refused_without_showing_it() -> None:
     url = Secret("http://hooks.slack.com" + WEBHOOK_PATH)
     with pytest.raises(SlackError, match="not an https URL") as info:

@@ -16,6 +16,7 @@ are final and raise ``SlackError`` with Slack's error string and the fix.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -26,7 +27,7 @@ import requests
 from rotator.clients.http import RetryPolicy, request, truncate
 from rotator.clock import Clock
 from rotator.errors import SlackError
-from rotator.redact import Secret, register
+from rotator.redact import Secret, register, scrub
 
 if TYPE_CHECKING:
     from rotator.config import Config
@@ -136,7 +137,15 @@ class SlackClient:
         )
 
     def post(self, payload: Mapping[str, Any]) -> None:
-        """POST the message JSON; SlackError (with Slack's error string and the fix) if refused."""
+        """POST the message JSON; SlackError (with Slack's error string and the fix) if refused.
+
+        Last line of defence: a registered secret value in the payload is replaced by its
+        fingerprint (and logged) rather than sent; the report still goes out.
+        """
+        body = json.dumps(payload, separators=(",", ":"))
+        clean = scrub(body)
+        if clean != body:
+            log.error("the Slack payload held a secret value: sending it with the value masked")
         response = request(
             self._session,
             "POST",
@@ -149,7 +158,8 @@ class SlackClient:
             idempotent=True,
             retry=self._retry,
             clock=self._clock,
-            json=dict(payload),
+            data=clean.encode(),
+            headers={"Content-Type": "application/json; charset=utf-8"},
             describe_error=describe_slack_error,
         )
         answer = response.text.strip()
