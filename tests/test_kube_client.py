@@ -721,6 +721,23 @@ def test_restart_patches_the_template_annotation_like_kubectl(kube: Kube, seed: 
     assert again.generation == state.generation
 
 
+def test_restart_can_record_more_template_annotations_in_the_same_patch(
+    kube: Kube, seed: Seed
+) -> None:
+    name = unique("gw")
+    before = seed.deployment("align-prod", name)
+    at = datetime(2026, 11, 27, 20, 22, 27, tzinfo=UTC)
+    state = kube.restart_deployment(
+        "align-prod", name, at=at, annotations={FINGERPRINT_ANNOTATION: FP}
+    )
+    assert state.generation == before["metadata"]["generation"] + 1
+    assert state.template_annotations == {
+        FINGERPRINT_ANNOTATION: FP,
+        "kubectl.kubernetes.io/restartedAt": "2026-11-27T20:22:27Z",
+    }
+    assert kube.get_deployment("align-prod", name) == state
+
+
 def test_restart_refuses_a_paused_deployment(kube: Kube, seed: Seed) -> None:
     name = unique("gw")
     seed.deployment("align-prod", name, paused=True)

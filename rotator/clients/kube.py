@@ -28,7 +28,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
@@ -183,6 +183,8 @@ class DeploymentState:
     restarted_at: str | None
     selector: Mapping[str, str]
     resource_version: str
+    # spec.template.metadata.annotations (restartedAt, the key fingerprint the run recorded)
+    template_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,7 @@ def deployment_from(obj: Mapping[str, Any]) -> DeploymentState:
         restarted_at=annotations.get(RESTARTED_AT_ANNOTATION),
         selector={str(k): str(v) for k, v in selector.items()},
         resource_version=as_str(dig(obj, "metadata", "resourceVersion")),
+        template_annotations={str(k): str(v) for k, v in annotations.items()},
     )
 
 
@@ -751,10 +754,18 @@ class Kube:
         obj = self._get_deployment_json(namespace, name)
         return None if obj is None else deployment_from(obj)
 
-    def restart_deployment(self, namespace: str, name: str, *, at: datetime) -> DeploymentState:
+    def restart_deployment(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        at: datetime,
+        annotations: Mapping[str, str] | None = None,
+    ) -> DeploymentState:
         """``kubectl rollout restart``: strategic-merge patch of the pod template annotation
-        ``kubectl.kubernetes.io/restartedAt`` = RFC3339 ``at``. Refuses a paused Deployment.
-        The patch sets a fixed value, so repeating it is harmless (and retried on transients).
+        ``kubectl.kubernetes.io/restartedAt`` = RFC3339 ``at`` (plus ``annotations``, e.g. the
+        key fingerprint the restart is for, in the same patch). Refuses a paused Deployment.
+        The patch sets fixed values, so repeating it is harmless (and retried on transients).
         RBAC: (apps, deployments, get, patch).
         """
         current = self.get_deployment(namespace, name)
@@ -765,11 +776,8 @@ class Kube:
                 f"deployment {namespace}/{name} is paused and would not restart; resume it "
                 f"with `kubectl rollout resume deployment/{name} -n {namespace}` and re-run"
             )
-        patch = {
-            "spec": {
-                "template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: rfc3339(at)}}}
-            }
-        }
+        wanted = {**(annotations or {}), RESTARTED_AT_ANNOTATION: rfc3339(at)}
+        patch = {"spec": {"template": {"metadata": {"annotations": wanted}}}}
         obj = self.request(
             f"restart deployment {namespace}/{name}",
             lambda: json_body(
