@@ -3,6 +3,7 @@ stand-in) SealedSecrets, Deployments, the Lease, the service proxy and the waits
 
 from __future__ import annotations
 
+import http.client
 import http.server
 import inspect
 import logging
@@ -1275,3 +1276,73 @@ def test_required_rbac_allows_every_call_and_nothing_else(
         kube.get_deployment("align-prod", unique("other-deployment"))
     assert denied_info.value.status == 403
     kube.close()
+
+
+class LossyProxy:
+    """A loopback HTTP proxy to the stand-in that forwards a matching request once, then hangs
+    up without answering: the write happened, the client cannot know."""
+
+    def __init__(self, upstream: str, *, method: str, path_part: str) -> None:
+        self.dropped = 0
+        proxy = self
+        host, port = upstream.removeprefix("http://").split(":")
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                conn = http.client.HTTPConnection(host, int(port), timeout=10)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                answer = conn.getresponse()
+                data = answer.read()
+                conn.close()
+                if self.command == method and path_part in self.path and not proxy.dropped:
+                    proxy.dropped += 1
+                    self.close_connection = True
+                    return  # applied upstream, answer lost
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def test_a_lost_answer_to_the_lease_create_is_decided_by_reading_again(
+    kubeconfig: Path, seed: Seed, api_server: KubeApiServer, tmp_path: Path
+) -> None:
+    seed.namespace("align-prod")
+    name = unique("lock")
+    proxy = LossyProxy(api_server.url, method="POST", path_part="/leases")
+    path = tmp_path / "kubeconfig"
+    path.write_text(kubeconfig.read_text().replace(api_server.url, proxy.url))
+    kube = Kube.from_config(make_config(path))
+    try:
+        lease = kube.acquire_lease("align-prod", name, holder="run-1", duration_s=60)
+    finally:
+        kube.close()
+        proxy.stop()
+    assert proxy.dropped == 1  # the create went through once, its answer was lost
+    assert lease.holder == "run-1"
+    assert lease.transitions == 0  # re-reading found our own lease: no takeover counted

@@ -23,6 +23,7 @@ from rotator.clients.kube import (
     WatchTarget,
     as_str,
     dig,
+    is_conflict_or_lost,
     json_body,
     parse_time,
 )
@@ -278,8 +279,8 @@ class ArgoCD:
                     idempotent=False,
                 )
             except ArgoCDError as exc:
-                if exc.status == 409:
-                    continue
+                if is_conflict_or_lost(exc):
+                    continue  # read again: if our operation landed, it is "already running"
                 raise
             log.info("application %s/%s: sync of %s started", namespace, name, revision[:12])
             return True

@@ -562,7 +562,6 @@ class Kube:
         *,
         idempotent: bool,
         error: type[ClientError] = KubeError,
-        ok: Callable[[ClientError], bool] | None = None,
     ) -> T:
         """Run ``call`` at the boundary: translate every exception to ``error`` (from it) and
         retry idempotent calls on transients, bounded by ``timeouts.attempts``."""
@@ -948,8 +947,8 @@ class Kube:
                         "POST", namespace, name, body, f"create lease {namespace}/{name}"
                     )
                 except KubeError as exc:
-                    if exc.status == 409:
-                        continue  # another run created it between our read and create
+                    if is_conflict_or_lost(exc):
+                        continue  # someone else created it, or our answer was lost: re-read
                     raise
                 log.info("lock %s/%s acquired by %s", namespace, name, holder)
                 return lease_from(obj)
@@ -972,8 +971,8 @@ class Kube:
                     "PUT", namespace, name, body, f"take over lease {namespace}/{name}"
                 )
             except KubeError as exc:
-                if exc.status == 409:
-                    continue  # changed under us: read again and decide again
+                if is_conflict_or_lost(exc):
+                    continue  # changed under us (or our answer was lost): read again, decide
                 raise
             if taking_over and current.holder:
                 log.warning(
@@ -1005,7 +1004,7 @@ class Kube:
                     "PUT", namespace, name, body, f"renew lease {namespace}/{name}"
                 )
             except KubeError as exc:
-                if exc.status == 409:
+                if is_conflict_or_lost(exc):
                     continue
                 raise
             return lease_from(obj)
@@ -1188,6 +1187,12 @@ class Kube:
         finally:
             response.close()
             response.release_conn()
+
+
+def is_conflict_or_lost(exc: ClientError) -> bool:
+    """A guarded write that must be decided again from a fresh read: 409 Conflict (someone else
+    wrote first), or a transport failure after which we cannot know whether it was applied."""
+    return exc.status == 409 or (exc.status is None and exc.retryable)
 
 
 class _WatchGone(Exception):
