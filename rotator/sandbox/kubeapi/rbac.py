@@ -11,9 +11,10 @@ Mirrors k8s.io/kubernetes ``plugin/pkg/auth/authorizer/rbac`` (``rbac.go``, ``ru
   ``metadata.name=<x>`` field selector pins the request to one name (the request-info parser
   sets the name from it);
 - non-resource URLs match exactly or by a trailing ``*`` prefix;
-- the group ``system:masters`` bypasses RBAC; every authenticated user may read discovery
-  documents and create self subject access reviews (the default ``system:discovery``,
-  ``system:public-info-viewer`` and ``system:basic-user`` bindings).
+- the group ``system:masters`` bypasses RBAC; everyone (``system:anonymous`` too) may GET
+  ``/version``, ``/healthz``, ``/livez``, ``/readyz``; every authenticated user may read the
+  discovery documents and create self subject access reviews (the default
+  ``system:public-info-viewer``, ``system:discovery`` and ``system:basic-user`` bindings).
 """
 
 from __future__ import annotations

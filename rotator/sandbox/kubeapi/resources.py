@@ -564,3 +564,59 @@ def api_resource_list(registry: Registry, group: str, version: str) -> Obj | Non
         "groupVersion": f"{group}/{version}" if group else version,
         "resources": resources,
     }
+
+
+def _gv_path(group: str, version: str) -> str:
+    return f"apis/{group}/{version}" if group else f"api/{version}"
+
+
+def openapi_v3_root(registry: Registry) -> Obj:
+    """``/openapi/v3``: one entry per group version, like the real server."""
+    pairs = [("", "v1"), *registry.groups()]
+    return {
+        "paths": {
+            _gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{_gv_path(g, v)}?hash=0"}
+            for g, v in pairs
+        }
+    }
+
+
+def openapi_v3_group_version(registry: Registry, group: str, version: str) -> Obj | None:
+    """A skeletal OpenAPI v3 document: per kind, the item path with a PATCH operation tagged
+    with its GVK and the ``fieldValidation`` query parameter. That is what kubectl's
+    QueryParamVerifierV3 reads to choose server-side field validation, which spares it the
+    client-side schema validation that would need full schemas (k8s.io/cli-runtime
+    ``query_param_verifier_v3.go``). No requestBody is declared, so ``kubectl apply`` computes
+    its patches from compiled-in types (built-ins) or as JSON merge patches (CRDs)."""
+    types = registry.in_group(group, version)
+    if not types:
+        return None
+    paths: Obj = {}
+    for rt in types:
+        base = f"/{_gv_path(group, version)}"
+        item = (
+            f"{base}/namespaces/{{namespace}}/{rt.plural}/{{name}}"
+            if rt.namespaced
+            else f"{base}/{rt.plural}/{{name}}"
+        )
+        gvk = {"group": group, "version": version, "kind": rt.kind}
+        paths[item] = {
+            "patch": {
+                "operationId": f"patch{rt.kind}",
+                "x-kubernetes-action": "patch",
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": [
+                    {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}
+                ],
+                "responses": {"200": {"description": "OK"}},
+            },
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+        }
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }

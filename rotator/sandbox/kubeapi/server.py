@@ -39,6 +39,8 @@ from rotator.sandbox.kubeapi.resources import (
     api_group_list,
     api_resource_list,
     api_versions,
+    openapi_v3_group_version,
+    openapi_v3_root,
 )
 from rotator.sandbox.kubeapi.selectors import (
     Matcher,
@@ -513,6 +515,15 @@ class KubeApiServer:
             raise method_not_allowed(req.method)
         if path == "/version":
             return _json_response(200, SERVER_VERSION)
+        if path == "/openapi/v3":
+            return _json_response(200, openapi_v3_root(self.registry))
+        if path.startswith("/openapi/v3/"):
+            parts = path.split("/")[3:]
+            group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[-1])
+            spec = openapi_v3_group_version(self.registry, group, version)
+            if spec is None or len(parts) not in (2, 3):
+                raise path_not_found(path)
+            return _json_response(200, spec)
         if path in ("/healthz", "/livez", "/readyz"):
             return Response(200, b"ok", "text/plain; charset=utf-8")
         if path == "/api":
@@ -746,10 +757,11 @@ class KubeApiServer:
     def _patch(self, req: Request, target: Target, *, dry_run: bool) -> Obj:
         rt = target.rt
         content_type = req.headers.get("content-type", "").split(";")[0].strip().lower()
-        accepted = [JSON_PATCH, MERGE_PATCH, APPLY_PATCH]
+        # server-side apply (application/apply-patch+yaml) is not implemented: 415 for it too
+        accepted = [JSON_PATCH, MERGE_PATCH]
         if not rt.custom:
-            accepted.insert(2, STRATEGIC_PATCH)
-        if content_type not in accepted or content_type == APPLY_PATCH:
+            accepted.append(STRATEGIC_PATCH)
+        if content_type not in accepted:
             raise unsupported_patch(accepted)
         body = _parse_json(req.body, any_value=True)
         namespace = target.namespace or ""
