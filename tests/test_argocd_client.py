@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rotator.clients.argocd import AppState, ArgoCD, app_from, app_status_for, needs_manual_sync
-from rotator.clients.kube import Json, Kube, json_body
+from rotator.clients.kube import Json, Kube, json_body, required_rbac
 from rotator.clock import rfc3339
 from rotator.errors import ArgoCDError, WaitTimeout
 from rotator.sandbox.kubeapi import KubeApiServer
@@ -610,3 +610,24 @@ def test_api_errors_on_applications_are_argocd_errors(
         argocd.get_app("argocd", "align-prod")
     assert info.value.status == 403
     assert info.value.system == "argocd"
+
+
+def test_required_rbac_covers_every_argocd_call(
+    kubeconfig: Path, tmp_path: Path, api_server: KubeApiServer, seed: Seed
+) -> None:
+    name = seed_app(seed, auto=False)
+    rules = required_rbac(applications=(name,))
+    token = grant(api_server, seed, dict(rules), {"argocd": "argocd"})
+    kube = kube_as(kubeconfig, token, tmp_path)
+    argocd = ArgoCD(kube)
+    started = len(api_server.audit_log())
+    with FakeArgo(seed, name, head=S):
+        assert argocd.get_app("argocd", name) is not None
+        argocd.refresh("argocd", name)
+        argocd.wait_for_revision("argocd", name, revision=S, deadline_s=20)
+    denied = [e for e in api_server.audit_log()[started:] if not e.allowed]
+    assert not denied, denied
+    with pytest.raises(ArgoCDError) as info:
+        argocd.get_app("argocd", unique("another-app"))
+    assert info.value.status == 403
+    kube.close()

@@ -1346,3 +1346,97 @@ def test_a_lost_answer_to_the_lease_create_is_decided_by_reading_again(
     assert proxy.dropped == 1  # the create went through once, its answer was lost
     assert lease.holder == "run-1"
     assert lease.transitions == 0  # re-reading found our own lease: no takeover counted
+
+
+# --- the wait helper on its own (offline, injected reads and a fake clock) --------------------
+
+
+def _obj(rv: str, ready: bool) -> Json:
+    return {"metadata": {"name": "x", "resourceVersion": rv}, "ready": ready}
+
+
+def _ready(obj: Json | None) -> WaitOutcome:
+    ok = bool(obj and obj.get("ready"))
+    return WaitOutcome(ok, obj, "ready" if ok else "not ready yet")
+
+
+def test_a_transient_read_failure_does_not_end_a_long_wait() -> None:
+    clock = FakeClock()
+    kube = offline_kube(clock)
+    reads: list[Json | Exception] = [
+        _obj("1", False),
+        KubeError("read x: HTTP 503: etcd leader changed", retryable=True, status=503),
+        KubeError("read x: connection failed (ProtocolError)", retryable=True),
+        _obj("2", True),
+    ]
+
+    def get() -> Json | None:
+        item = reads.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    got = kube.wait(step="t", what="x", get=get, watch=None, check=_ready, deadline_s=60)
+    assert got["metadata"]["resourceVersion"] == "2"
+    assert not reads
+
+
+def test_a_wait_that_times_out_names_the_last_reason_and_the_last_read_error() -> None:
+    clock = FakeClock()
+    kube = offline_kube(clock)
+    answers: list[Json | None] = [_obj("1", False)]
+
+    def get() -> Json | None:
+        if answers:
+            return answers.pop()
+        raise KubeError("read x: HTTP 503", retryable=True, status=503)
+
+    with pytest.raises(WaitTimeout) as info:
+        kube.wait(step="rollout", what="x", get=get, watch=None, check=_ready, deadline_s=5)
+    assert info.value.step == "rollout"
+    assert "not ready yet" in str(info.value)
+    assert "the last read failed: read x: HTTP 503" in str(info.value)
+    assert 5 <= clock.t - 1000 < 6  # bounded by the deadline, in poll-interval steps
+
+
+def test_a_permanent_read_failure_ends_the_wait_at_once() -> None:
+    kube = offline_kube()
+    calls = [_obj("1", False)]
+
+    def get() -> Json | None:
+        if calls:
+            return calls.pop()
+        raise KubeError("read x: HTTP 403: forbidden", status=403)
+
+    with pytest.raises(KubeError, match="403"):
+        kube.wait(step="t", what="x", get=get, watch=None, check=_ready, deadline_s=60)
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+def test_recent_events_are_named_in_the_unseal_failure(kube: Kube, seed: Seed) -> None:
+    name = unique("posthog")
+    seed.sealed_secret("align-prod", name, FP)
+    for i, (reason, message) in enumerate(
+        [("Unsealed", "SealedSecret unsealed successfully"), ("ErrUnsealFailed", "no key")]
+    ):
+        seed.core.create_namespaced_event(
+            "align-prod",
+            {
+                "metadata": {"name": f"{name}.{i}"},
+                "involvedObject": {"kind": "SealedSecret", "name": name, "namespace": "align-prod"},
+                "reason": reason,
+                "message": message,
+                "type": "Warning",
+                "lastTimestamp": f"2026-11-27T20:00:0{i}Z",
+            },
+            _preload_content=False,
+        )
+    assert kube.recent_events("align-prod", name) == [
+        "Unsealed: SealedSecret unsealed successfully",
+        "ErrUnsealFailed: no key",
+    ]
+    seed.unseal_status("align-prod", name, synced=False, message="no key could decrypt secret")
+    with pytest.raises(KubeError, match=r"no key could decrypt secret \(events: .*ErrUnsealFailed"):
+        kube.wait_for_unseal("align-prod", name, fingerprint=FP, deadline_s=5)

@@ -469,6 +469,10 @@ class _Progress:
     def __init__(self, step: str) -> None:
         self.step = step
         self.reason = ""
+        self.error = ""
+
+    def last(self) -> str:
+        return self.reason + (f"; the last read failed: {self.error}" if self.error else "")
 
     def note(self, outcome: WaitOutcome) -> None:
         if outcome.reason and outcome.reason != self.reason:
@@ -1068,7 +1072,7 @@ class Kube:
                 return outcome.value
             progress.note(outcome)
             if deadline.expired:
-                raise WaitTimeout(step, deadline.elapsed, f"{what} (last: {progress.reason})")
+                raise WaitTimeout(step, deadline.elapsed, f"{what} (last: {progress.last()})")
             rv = dig(obj, "metadata", "resourceVersion")
             # timeout_seconds is whole seconds: with under one second left, a poll keeps the
             # deadline
@@ -1084,7 +1088,30 @@ class Kube:
                     return done.value
             else:
                 self.clock.sleep(min(self.waits.poll_interval_s, deadline.remaining))
+            obj = self._reread(get, obj, deadline, progress)
+
+    def _reread(
+        self,
+        get: Callable[[], Json | None],
+        last: Json | None,
+        deadline: Deadline,
+        progress: _Progress,
+    ) -> Json | None:
+        """GET again; a transient failure (already retried by ``request``) does not end a long
+        wait: keep the last observation and try again after a poll interval."""
+        try:
             obj = get()
+        except ClientError as exc:
+            if not exc.retryable:
+                raise
+            log.warning(
+                "%s: reading failed (%s); trying again until the deadline", progress.step, exc
+            )
+            progress.error = str(exc)
+            self.clock.sleep(min(self.waits.poll_interval_s, deadline.remaining))
+            return last
+        progress.error = ""
+        return obj
 
     def _watch_until(
         self,
@@ -1177,11 +1204,12 @@ class Kube:
                         retryable=code >= 500 or code == 429,
                         status=code or None,
                     )
-                if kind in ("ADDED", "MODIFIED") and isinstance(obj, dict):
+                if dig(obj, "metadata", "name") != target.name:
+                    pass  # BOOKMARK, or a server that ignored the field selector
+                elif kind in ("ADDED", "MODIFIED") and isinstance(obj, dict):
                     yield obj
                 elif kind == "DELETED":
                     yield None
-                # BOOKMARK: nothing changed for us
                 if deadline.expired:
                     return
         finally:
