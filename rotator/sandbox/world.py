@@ -61,7 +61,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from rotator.clients.sealing import SealingCert, load_cert
+from rotator.clients.sealing import FINGERPRINT_ANNOTATION, SealingCert, load_cert
 from rotator.config import Config, load_config
 from rotator.redact import Secret
 from rotator.sandbox import manifests
@@ -152,8 +152,10 @@ class Sandbox:
         key_bits: int = 4096,
         key_pair: ControllerKeyPair | None = None,
         seed: int | None = None,
+        previous_rotation: bool = True,
     ) -> None:
         self.root = Path(root).absolute()
+        self.previous_rotation = previous_rotation
         self.timing = timing
         self.replicas = replicas
         self.separate_projects = separate_projects
@@ -197,6 +199,8 @@ class Sandbox:
         try:
             self._start()
             self.wait_converged(timeout=wait_s)
+            if self.previous_rotation:
+                self._mark_rotated(timeout=wait_s)
         except BaseException:
             self.stop()
             raise
@@ -287,6 +291,34 @@ class Sandbox:
             client.create(APPLICATION, manifests.ARGOCD_NAMESPACE, app)
         self._write_secret_files()
         self.write_config()
+
+    def _mark_rotated(self, *, timeout: float) -> None:
+        """Make the world look like the end of a finished rotation: rotator's restart records
+        the key fingerprint on the pod template (``rotator.align.dev/key-fingerprint``), so a
+        first run sees a settled world and rotates, instead of completing a rotation it finds
+        "in flight" (pods started for an unknown key)."""
+        for env in manifests.ENVS:
+            self.restart(env, key_fingerprint=self.initial_keys[env].fingerprint)
+        self.wait_for(
+            lambda: all(
+                self.is_converged(env, self.seed_revision)
+                and self.pod_key_fingerprints(env) == {self.initial_keys[env].fingerprint}
+                and self._rolled_out(env)
+                for env in manifests.ENVS
+            ),
+            timeout=timeout,
+            what="the seed restart",
+        )
+
+    def _rolled_out(self, env: str) -> bool:
+        d = self.deployment(env)
+        status = d.get("status") or {}
+        return bool(
+            int(status.get("observedGeneration", 0)) >= int(meta(d).get("generation", 0))
+            and status.get("updatedReplicas") == self.replicas
+            and status.get("replicas") == self.replicas
+            and status.get("availableReplicas") == self.replicas
+        )
 
     def stop(self) -> None:
         """Stop everything that was started, newest first; safe to call twice."""
@@ -486,14 +518,17 @@ class Sandbox:
             {"metadata": {"annotations": {REFRESH_ANNOTATION: "normal"}}},
         )
 
-    def restart(self, env: str) -> None:
-        """``kubectl rollout restart``: the restartedAt template annotation (strategic merge)."""
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    def restart(self, env: str, *, key_fingerprint: str | None = None) -> None:
+        """``kubectl rollout restart``: the restartedAt template annotation (strategic merge);
+        with ``key_fingerprint`` also rotator's record of the key the pods start for."""
+        annotations = {RESTARTED_AT: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+        if key_fingerprint is not None:
+            annotations[FINGERPRINT_ANNOTATION] = key_fingerprint
         self._client().patch(
             DEPLOYMENT,
             manifests.namespace(env),
             manifests.deployment_name(env),
-            {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}},
+            {"spec": {"template": {"metadata": {"annotations": annotations}}}},
             strategic=True,
         )
 
