@@ -294,6 +294,16 @@ def test_required_rbac_never_asks_for_secrets_exec_or_wildcards() -> None:
     assert leases == {"get", "create", "update"}
 
 
+def test_rbac_rules_render_as_role_rules() -> None:
+    assert RbacRule("apps", "deployments", ("get", "patch"), ("gw",)).to_rule() == {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "verbs": ["get", "patch"],
+        "resourceNames": ["gw"],
+    }
+    assert "resourceNames" not in RbacRule("", "events", ("list",)).to_rule()
+
+
 def test_required_rbac_names_the_configured_controller() -> None:
     rules = required_rbac(controller=ControllerRef(name="sealed-secrets", port_name="web"))
     assert rules["controller"][0].resource_names == ("http:sealed-secrets:web",)
@@ -1071,16 +1081,7 @@ def grant(
     rbac: Any = k8s.RbacAuthorizationV1Api(seed.api)
     for kind, namespace in namespaces.items():
         seed.namespace(namespace)
-        role_rules = []
-        for rule in rules.get(kind, ()):
-            doc: Json = {
-                "apiGroups": [rule.api_group],
-                "resources": [rule.resource],
-                "verbs": list(rule.verbs),
-            }
-            if rule.resource_names:
-                doc["resourceNames"] = list(rule.resource_names)
-            role_rules.append(doc)
+        role_rules = [rule.to_rule() for rule in rules.get(kind, ())]
         role = f"{account}-{kind}"
         rbac.create_namespaced_role(
             namespace, {"metadata": {"name": role}, "rules": role_rules}, _preload_content=False

@@ -83,6 +83,13 @@ class RbacRule:
     resource_names: tuple[str, ...] = ()
     why: str = ""
 
+    def to_rule(self) -> dict[str, list[str]]:
+        """The rule as it appears in a Role manifest (``rules[]``)."""
+        rule = {"apiGroups": [self.api_group], "resources": [self.resource], "verbs": [*self.verbs]}
+        if self.resource_names:
+            rule["resourceNames"] = list(self.resource_names)
+        return rule
+
 
 def proxy_name(service: str, port_name: str) -> str:
     """The proxy path segment ``http:<service>:<port name>`` (k8s net.JoinSchemeNamePort)."""
