@@ -41,6 +41,7 @@ from kubernetes.client.exceptions import ApiException, OpenApiException
 from kubernetes.config.config_exception import ConfigException
 
 from rotator.clients.http import truncate
+from rotator.clients.sealing import FINGERPRINT_ANNOTATION
 from rotator.clock import Clock, Deadline, SystemClock, rfc3339
 from rotator.config import ControllerRef, LockConfig, Timeouts, Waits
 from rotator.errors import (
@@ -61,7 +62,6 @@ T = TypeVar("T")
 Json = dict[str, Any]
 
 SEALED_GROUP, SEALED_VERSION, SEALED_PLURAL = "bitnami.com", "v1alpha1", "sealedsecrets"
-FINGERPRINT_ANNOTATION = "rotator.align.dev/key-fingerprint"  # = clients.sealing's constant
 RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 # kubectl rollout status: deploymentutil.TimedOutReason on the Progressing condition.
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
