@@ -1227,3 +1227,150 @@ def test_a_simple_get_is_fast(core: client.CoreV1Api) -> None:
         core.read_namespaced_config_map("c", NS)
     per_request = (time.perf_counter() - began) / 200
     assert per_request < 0.05  # generous: the suite shares 2 cores with others
+
+
+def test_dry_run_validates_without_storing(core: client.CoreV1Api) -> None:
+    made = core.create_namespaced_config_map(NS, {"metadata": {"name": "c"}}, dry_run="All")
+    assert made.metadata.name == "c"
+    assert core.list_namespaced_config_map(NS).items == []
+
+
+def test_delete_collection_removes_what_the_selector_matches(core: client.CoreV1Api) -> None:
+    for name, labels in (("a", {"x": "1"}), ("b", {"x": "1"}), ("c", {})):
+        core.create_namespaced_config_map(NS, {"metadata": {"name": name, "labels": labels}})
+    core.delete_collection_namespaced_config_map(NS, label_selector="x=1")
+    assert [c.metadata.name for c in core.list_namespaced_config_map(NS).items] == ["c"]
+
+
+def test_send_initial_events_ends_the_initial_state_with_a_bookmark(
+    core: client.CoreV1Api, kube_api: KubeApiServer
+) -> None:
+    core.create_namespaced_secret(NS, {"metadata": {"name": "a"}})
+    resp = raw(
+        kube_api,
+        "GET",
+        f"/api/v1/namespaces/{NS}/secrets?watch=1&sendInitialEvents=true"
+        "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1",
+        preload_content=False,
+    )
+    first = json.loads(resp.readline())
+    second = json.loads(resp.readline())
+    resp.release_conn()
+    assert (first["type"], first["object"]["metadata"]["name"]) == ("ADDED", "a")
+    assert second["type"] == "BOOKMARK"
+    assert second["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+
+def test_the_legacy_watch_path_streams_events(
+    core: client.CoreV1Api, kube_api: KubeApiServer
+) -> None:
+    start = core.list_namespaced_secret(NS).metadata.resource_version
+    core.create_namespaced_secret(NS, {"metadata": {"name": "a"}})
+    resp = raw(
+        kube_api,
+        "GET",
+        f"/api/v1/watch/namespaces/{NS}/secrets?resourceVersion={start}&timeoutSeconds=1",
+        preload_content=False,
+    )
+    event = json.loads(resp.readline())
+    resp.release_conn()
+    assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "a")
+
+
+def test_a_pod_becomes_ready_through_its_status_subresource(core: client.CoreV1Api) -> None:
+    core.create_namespaced_pod(
+        NS, {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "gateway"}]}}
+    )
+    ready = {"type": "Ready", "status": "True"}
+    core.patch_namespaced_pod_status(
+        "p", NS, {"status": {"phase": "Running", "conditions": [ready]}}
+    )
+    again = core.patch_namespaced_pod_status(
+        "p", NS, {"status": {"conditions": [{"type": "Initialized", "status": "True"}]}}
+    )
+    assert again.status.phase == "Running"
+    assert [(c.type, c.status) for c in again.status.conditions] == [
+        ("Ready", "True"),
+        ("Initialized", "True"),
+    ]
+
+
+def test_custom_resources_list_across_namespaces(custom: client.CustomObjectsApi) -> None:
+    custom.create_namespaced_custom_object(
+        "bitnami.com", "v1alpha1", NS, "sealedsecrets", sealed_secret()
+    )
+    listed = custom.list_cluster_custom_object("bitnami.com", "v1alpha1", "sealedsecrets")
+    assert listed["kind"] == "SealedSecretList"
+    assert [(i["kind"], i["metadata"]["namespace"]) for i in listed["items"]] == [
+        ("SealedSecret", NS)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("original", "patch", "expected"),
+    [
+        (
+            {"metadata": {"finalizers": ["a"]}},
+            {"metadata": {"finalizers": ["b", "a"]}},
+            {"metadata": {"finalizers": ["a", "b"]}},
+        ),
+        (
+            {"metadata": {"finalizers": ["a", "b"]}},
+            {"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}},
+            {"metadata": {"finalizers": ["b"]}},
+        ),
+        (
+            {"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443}]}},
+            {"spec": {"ports": [{"port": 80, "name": "web"}]}},
+            {"spec": {"ports": [{"port": 80, "name": "web"}, {"port": 443}]}},
+        ),
+        (
+            {"spec": {"tolerations": [{"key": "a"}]}},
+            {"spec": {"tolerations": [{"key": "b"}]}},
+            {"spec": {"tolerations": [{"key": "b"}]}},
+        ),
+        (
+            {"spec": {"containers": [{"name": "a", "image": "1"}, {"name": "b"}]}},
+            {"spec": {"containers": [{"$patch": "replace"}, {"name": "c"}]}},
+            {"spec": {"containers": [{"name": "c"}]}},
+        ),
+        ({"a": {"b": 1}}, {"a": {"$patch": "delete"}}, {}),
+        ({"a": 1, "b": 2}, {"a": None}, {"b": 2}),
+    ],
+)
+def test_strategic_merge_table(original: Any, patch: Any, expected: Any) -> None:
+    from rotator.sandbox.kubeapi.patch import strategic_merge
+
+    assert strategic_merge(original, patch, kind="Service") == expected
+
+
+@pytest.mark.parametrize(
+    ("document", "operations", "expected"),
+    [
+        ({"a": [1, 2]}, [{"op": "add", "path": "/a/-", "value": 3}], {"a": [1, 2, 3]}),
+        ({"a": [1, 2]}, [{"op": "add", "path": "/a/0", "value": 0}], {"a": [0, 1, 2]}),
+        ({"a/b": 1}, [{"op": "remove", "path": "/a~1b"}], {}),
+        ({"m~n": 1}, [{"op": "replace", "path": "/m~0n", "value": 2}], {"m~n": 2}),
+        ({"a": {"b": 1}}, [{"op": "move", "from": "/a/b", "path": "/c"}], {"a": {}, "c": 1}),
+    ],
+)
+def test_json_patch_table(document: Any, operations: Any, expected: Any) -> None:
+    from rotator.sandbox.kubeapi.patch import json_patch
+
+    before = json.dumps(document)
+    assert json_patch(document, operations) == expected
+    assert json.dumps(document) == before  # the input is never mutated
+
+
+def test_json_merge_patch_table() -> None:
+    from rotator.sandbox.kubeapi.patch import merge_patch
+
+    # the examples of RFC 7386 appendix A
+    assert merge_patch({"a": "b"}, {"a": "c"}) == {"a": "c"}
+    assert merge_patch({"a": "b"}, {"b": "c"}) == {"a": "b", "b": "c"}
+    assert merge_patch({"a": "b"}, {"a": None}) == {}
+    assert merge_patch({"a": [{"b": "c"}]}, {"a": [1]}) == {"a": [1]}
+    assert merge_patch(["a", "b"], ["c", "d"]) == ["c", "d"]
+    assert merge_patch({"a": "foo"}, "bar") == "bar"
+    assert merge_patch({"e": None}, {"a": 1}) == {"e": None, "a": 1}
+    assert merge_patch({}, {"a": {"bb": {"ccc": None}}}) == {"a": {"bb": {}}}

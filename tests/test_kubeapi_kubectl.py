@@ -196,3 +196,24 @@ def test_kubectl_over_plain_http_works_anonymously_without_rbac(tmp_path: Path) 
         world.api.close()
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "deployment.apps/align-prod-gateway"
+
+
+def test_kubectl_get_watch_prints_table_rows_as_things_change(world: World) -> None:
+    apps = client.AppsV1Api(world.api)
+
+    def change() -> None:
+        time.sleep(0.3)
+        apps.patch_namespaced_deployment_status(
+            "align-prod-gateway", NS, {"status": {"readyReplicas": 1}}
+        )
+
+    changer = threading.Thread(target=change)
+    changer.start()
+    out = world.kubectl("get", "deploy", "-n", NS, "-w", "--request-timeout=2s")
+    changer.join()
+    rows = [line.split()[:2] for line in out.stdout.splitlines()]
+    assert rows == [
+        ["NAME", "READY"],
+        ["align-prod-gateway", "0/2"],
+        ["align-prod-gateway", "1/2"],
+    ]

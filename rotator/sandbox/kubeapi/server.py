@@ -207,6 +207,30 @@ def _table(rt: ResourceType, objs: list[Obj], *, rv: str, version: str, include:
     }
 
 
+def _table_events(
+    events: Iterator[Obj], rt: ResourceType, version: str, include: str
+) -> Iterator[Obj]:
+    """Watch events whose objects are one-row Tables (``kubectl get -w``); like the real server,
+    only the first carries the column definitions."""
+    first = True
+    try:
+        for event in events:
+            obj = event["object"]
+            if event["type"] in ("ERROR", "BOOKMARK"):
+                yield event
+                continue
+            rv = str(obj["metadata"].get("resourceVersion", ""))
+            table = _table(rt, [obj], rv=rv, version=version, include=include)
+            if not first:
+                table["columnDefinitions"] = []
+            first = False
+            yield {"type": event["type"], "object": table}
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+
+
 def _verb(method: str, *, has_name: bool, watch: bool) -> str:
     if method in ("GET", "HEAD"):
         if watch:
@@ -692,7 +716,7 @@ class KubeApiServer:
                 seconds = float(timeout) if timeout else DEFAULT_WATCH_TIMEOUT_S
             except ValueError as exc:
                 raise bad_request(f"invalid timeoutSeconds: {timeout}") from exc
-            return self.store.watch(
+            events = self.store.watch(
                 rt,
                 namespace,
                 match,
@@ -701,6 +725,10 @@ class KubeApiServer:
                 bookmarks=req.flag("allowWatchBookmarks"),
                 initial_events_end=req.flag("sendInitialEvents"),
             )
+            version = _wants_table(req.headers.get("accept", ""))
+            if version is None:
+                return events
+            return _table_events(events, rt, version, req.param("includeObject"))
         try:
             limit = int(req.param("limit") or 0)
         except ValueError as exc:
