@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from rotator.redact import Secret
 from rotator.sandbox import manifests
+from rotator.sandbox.controllers.base import DEPLOYMENT, SECRET, Kube
 from rotator.sandbox.gitremote import GitRemote, git
 from rotator.sandbox.unseal import ControllerKeyPair
 from rotator.sandbox.world import FAST, Sandbox, SandboxTiming
@@ -200,3 +202,17 @@ def test_a_pushed_key_is_only_a_fingerprint_in_the_commit(sandbox: Sandbox) -> N
     revision = sandbox.push_sealed_key(("preview",), key, message="Rotate preview")
     assert sandbox.git.files_changed(revision) == ["sealedsecrets/preview/posthog.yaml"]
     assert key.reveal() not in sandbox.git.read("sealedsecrets/preview/posthog.yaml")
+
+
+def test_with_rbac_rotator_gets_exactly_its_roles_and_no_secrets(
+    tmp_path: Path, key_pair: ControllerKeyPair
+) -> None:
+    with Sandbox(tmp_path, key_pair=key_pair, rbac=True) as world:
+        rotator = Kube(world.kubeconfig_path)
+        try:
+            assert rotator.get(DEPLOYMENT, "align-prod", "align-prod-gateway") is not None
+            with pytest.raises(ApiException) as denied:
+                rotator.get(SECRET, "align-prod", "align-posthog")
+            assert denied.value.status == 403
+        finally:
+            rotator.close()

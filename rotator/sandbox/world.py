@@ -66,7 +66,15 @@ from rotator.config import Config, load_config
 from rotator.redact import Secret
 from rotator.sandbox import manifests
 from rotator.sandbox.controllers.argocd import REFRESH_ANNOTATION, ArgoCDController
-from rotator.sandbox.controllers.base import APPLICATION, DEPLOYMENT, POD, Kube, meta
+from rotator.sandbox.controllers.base import (
+    APPLICATION,
+    DEPLOYMENT,
+    POD,
+    ROLE,
+    ROLE_BINDING,
+    Kube,
+    meta,
+)
 from rotator.sandbox.controllers.deployments import (
     KEY_FINGERPRINT_ANNOTATION,
     RESTARTED_AT,
@@ -289,8 +297,48 @@ class Sandbox:
         for env in manifests.ENVS:
             app = manifests.application(env, repo_url=self.git_remote_url, branch=self.git.branch)
             client.create(APPLICATION, manifests.ARGOCD_NAMESPACE, app)
+        if self.rbac:
+            self._grant_rotator_rbac()
         self._write_secret_files()
         self.write_config()
+
+    def _grant_rotator_rbac(self) -> None:
+        """With ``rbac=True`` rotator's kubeconfig is the ServiceAccount ``align-prod/rotator``;
+        grant it exactly ``rotator.clients.kube.required_rbac`` (Roles + RoleBindings)."""
+        from rotator.clients.kube import required_rbac
+
+        client = self._client()
+        rules = required_rbac(
+            deployments=tuple(manifests.deployment_name(e) for e in manifests.ENVS),
+            sealed_secrets=(manifests.SECRET_NAME,),
+            applications=tuple(manifests.app_name(e) for e in manifests.ENVS),
+        )
+        where: dict[str, tuple[str, ...]] = {
+            "app": tuple(manifests.namespace(e) for e in manifests.ENVS),
+            "lock": ("align-prod",),
+            "argocd": (manifests.ARGOCD_NAMESPACE,),
+            "controller": (SERVICE_NAMESPACE,),
+        }
+        for part, namespaces in where.items():
+            for ns in namespaces:
+                name = f"rotator-{part}"
+                role = {
+                    "metadata": {"name": name, "namespace": ns},
+                    "rules": [r.to_rule() for r in rules[part]],  # type: ignore[index]
+                }
+                binding = {
+                    "metadata": {"name": name, "namespace": ns},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "Role",
+                        "name": name,
+                    },
+                    "subjects": [
+                        {"kind": "ServiceAccount", "name": "rotator", "namespace": "align-prod"}
+                    ],
+                }
+                client.create(ROLE, ns, role)
+                client.create(ROLE_BINDING, ns, binding)
 
     def _mark_rotated(self, *, timeout: float) -> None:
         """Make the world look like the end of a finished rotation: rotator's restart records

@@ -76,6 +76,9 @@ DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments", "deployment")
 REPLICASET = Kind("apps/v1", "ReplicaSet", "replicasets", "replica_set")
 SEALED_SECRET = Kind("bitnami.com/v1alpha1", "SealedSecret", "sealedsecrets")
 APPLICATION = Kind("argoproj.io/v1alpha1", "Application", "applications")
+LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases", "lease")
+ROLE = Kind("rbac.authorization.k8s.io/v1", "Role", "roles", "role")
+ROLE_BINDING = Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", "role_binding")
 
 KINDS = {
     (k.api_version, k.kind): k
@@ -91,6 +94,9 @@ KINDS = {
         REPLICASET,
         SEALED_SECRET,
         APPLICATION,
+        LEASE,
+        ROLE,
+        ROLE_BINDING,
     )
 }
 
@@ -126,6 +132,12 @@ class Kube:
         self.core = k8s.CoreV1Api(self.api_client)
         self.apps = k8s.AppsV1Api(self.api_client)
         self.custom = k8s.CustomObjectsApi(self.api_client)
+        self._typed_apis: dict[str, Any] = {
+            "": self.core,
+            "apps": self.apps,
+            "coordination.k8s.io": k8s.CoordinationV1Api(self.api_client),
+            "rbac.authorization.k8s.io": k8s.RbacAuthorizationV1Api(self.api_client),
+        }
         self._watches: set[Any] = set()
         self._watches_lock = threading.Lock()
 
@@ -146,7 +158,7 @@ class Kube:
     # -- plumbing --------------------------------------------------------------------------
 
     def _typed(self, kind: Kind) -> Any:
-        return self.apps if kind.group == "apps" else self.core
+        return self._typed_apis[kind.group]
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj:
         resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)

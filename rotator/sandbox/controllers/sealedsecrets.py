@@ -20,9 +20,10 @@ Mirrors bitnami-labs/sealed-secrets ``pkg/controller/controller.go`` (``unseal``
   port, registered behind the Service ``sealed-secrets-controller`` (kube-system, port ``http``)
   and its Endpoints, so the API server's service proxy reaches it.
 
-Differences from upstream (deliberate, documented): no work-queue retry limit (errors are
-retried with backoff until the spec changes); no Secret informer (a deleted Secret is recreated
-at the next resync, not at once); keys are renewed only by ``rotate_key()`` (upstream: every
+Differences from upstream (deliberate, documented): an API error is retried with backoff without
+upstream's limit of 5, while a decryption failure is not retried (upstream retries it 5 times;
+it only matters after a key rotation); no Secret informer (a deleted Secret is not recreated
+until the SealedSecret's spec changes); keys are renewed only by ``rotate_key()`` (upstream: every
 30 days); template ``data`` (non-secret templated items) is not supported; the status is written
 with a merge patch of the status subresource rather than ``UpdateStatus``.
 
