@@ -1374,3 +1374,32 @@ def test_json_merge_patch_table() -> None:
     assert merge_patch({"a": "foo"}, "bar") == "bar"
     assert merge_patch({"e": None}, {"a": 1}) == {"e": None, "a": 1}
     assert merge_patch({}, {"a": {"bb": {"ccc": None}}}) == {"a": {"bb": {}}}
+
+
+def test_an_immutable_secret_refuses_new_data(core: client.CoreV1Api) -> None:
+    core.create_namespaced_secret(
+        NS, {"metadata": {"name": "s"}, "stringData": {"k": "v"}, "immutable": True}
+    )
+    with pytest.raises(ApiException) as info:
+        core.patch_namespaced_secret("s", NS, {"stringData": {"k": "w"}})
+    assert info.value.status == 422
+    assert "field is immutable when `immutable` is set" in status_of(info.value)["message"]
+
+
+def test_a_deployment_selector_must_match_its_template_and_never_change(
+    apps: client.AppsV1Api,
+) -> None:
+    bad = deployment()
+    bad["spec"]["template"]["metadata"]["labels"] = {"app": "other"}
+    with pytest.raises(ApiException) as info:
+        apps.create_namespaced_deployment(NS, bad)
+    assert info.value.status == 422
+    assert "`selector` does not match template `labels`" in status_of(info.value)["message"]
+    apps.create_namespaced_deployment(NS, deployment())
+    with pytest.raises(ApiException) as info:
+        apps.patch_namespaced_deployment(
+            "gw", NS, {"spec": {"selector": {"matchLabels": {"env": None}}}}
+        )
+    assert status_of(info.value)["message"] == (
+        'Deployment.apps "gw" is invalid: spec.selector: Invalid value: field is immutable'
+    )

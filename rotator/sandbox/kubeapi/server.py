@@ -506,7 +506,7 @@ class KubeApiServer:
         watch = target.legacy_watch or req.flag("watch")
         fields = parse_field_selector(req.param("fieldSelector"), target.rt)
         name = target.name
-        if not name and req.method in ("GET", "DELETE", "HEAD"):
+        if not name and req.method in ("GET", "HEAD"):  # list/watch only, as requestinfo.go
             name = exact_name(fields) or ""
         namespace = target.namespace or ""
         if target.rt.key == "namespaces":

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import json
 import re
 import secrets
 import threading
@@ -95,8 +96,6 @@ def encode_continue(rv: int, start: str) -> str:
 
 
 def decode_continue(token: str) -> tuple[int, str]:
-    import json
-
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         doc = json.loads(raw)
@@ -353,6 +352,7 @@ class Store:
             elif rt.status_subresource:
                 obj["status"] = {}  # built-in strategies reset status on create
             self._defaults_on_create(rt, obj)
+            self._validate(rt, obj, None)
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now_rfc3339()
             if rt.generation is not Generation.NONE:
@@ -382,6 +382,46 @@ class Store:
         else:
             changed = _without(old, "metadata", "status") != _without(new, "metadata", "status")
         return gen + 1 if changed else gen
+
+    def _validate(self, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
+        """The few validation rules the rotation can run into (k8s.io/kubernetes
+        ``pkg/apis/core/validation``, ``pkg/apis/apps/validation``)."""
+        name = _meta(obj).get("name", "")
+        if rt.key in ("secrets", "configmaps") and old is not None and old.get("immutable"):
+            for fld in ("data", "binaryData"):
+                if obj.get(fld) != old.get(fld):
+                    raise invalid(
+                        rt, name, [(fld, "Forbidden: field is immutable when `immutable` is set")]
+                    )
+            if not obj.get("immutable"):
+                raise invalid(
+                    rt,
+                    name,
+                    [("immutable", "Forbidden: field is immutable when `immutable` is set")],
+                )
+        if rt.key in ("deployments.apps", "replicasets.apps"):
+            spec = obj.get("spec") or {}
+            selector = spec.get("selector") or {}
+            match_labels = selector.get("matchLabels") or {}
+            template_labels = ((spec.get("template") or {}).get("metadata") or {}).get(
+                "labels"
+            ) or {}
+            if not match_labels and not selector.get("matchExpressions"):
+                raise invalid(rt, name, [("spec.selector", "Required value")])
+            if any(template_labels.get(k) != v for k, v in match_labels.items()):
+                raise invalid(
+                    rt,
+                    name,
+                    [
+                        (
+                            "spec.template.metadata.labels",
+                            f"Invalid value: {json.dumps(template_labels)}: "
+                            "`selector` does not match template `labels`",
+                        )
+                    ],
+                )
+            if old is not None and (old.get("spec") or {}).get("selector") != spec.get("selector"):
+                raise invalid(rt, name, [("spec.selector", "Invalid value: field is immutable")])
 
     def _prepare_update(self, rt: ResourceType, old: Obj, obj: Obj, subresource: str) -> Obj:
         """Apply the strategy: which parts of ``obj`` the write may change (in place)."""
@@ -472,6 +512,7 @@ class Store:
                     f"UID in object meta: {body_uid}",
                 )
             obj = self._prepare_update(rt, old, obj, subresource)
+            self._validate(rt, obj, old)
             _meta(obj)["resourceVersion"] = old_meta["resourceVersion"]
             if obj == old:
                 return old  # a no-op write: same resourceVersion, no watch event
