@@ -1403,3 +1403,20 @@ def test_a_deployment_selector_must_match_its_template_and_never_change(
     assert status_of(info.value)["message"] == (
         'Deployment.apps "gw" is invalid: spec.selector: Invalid value: field is immutable'
     )
+
+
+def test_a_watch_of_one_named_object_ignores_its_siblings(
+    core: client.CoreV1Api, kube_api: KubeApiServer
+) -> None:
+    start = core.list_namespaced_secret(NS).metadata.resource_version
+    core.create_namespaced_secret(NS, {"metadata": {"name": "other"}})
+    core.create_namespaced_secret(NS, {"metadata": {"name": "a"}})
+    resp = raw(
+        kube_api,
+        "GET",
+        f"/api/v1/watch/namespaces/{NS}/secrets/a?resourceVersion={start}&timeoutSeconds=1",
+        preload_content=False,
+    )
+    event = json.loads(resp.readline())
+    resp.release_conn()
+    assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "a")

@@ -504,10 +504,12 @@ class KubeApiServer:
         if target is None:
             return self._non_resource(req, path)
         watch = target.legacy_watch or req.flag("watch")
-        fields = parse_field_selector(req.param("fieldSelector"), target.rt)
         name = target.name
         if not name and req.method in ("GET", "HEAD"):  # list/watch only, as requestinfo.go
-            name = exact_name(fields) or ""
+            # a malformed selector is reported after authorization, by the handler
+            with contextlib.suppress(ApiError):
+                fields = parse_field_selector(req.param("fieldSelector"), target.rt)
+                name = exact_name(fields) or ""
         namespace = target.namespace or ""
         if target.rt.key == "namespaces":
             namespace = target.name
@@ -702,6 +704,9 @@ class KubeApiServer:
     def _list_or_watch(self, req: Request, target: Target, watch: bool) -> Response | Iterator[Obj]:
         rt = target.rt
         match = self._matcher(req, rt)
+        if target.name:  # the deprecated watch of one named object
+            selected, wanted = match, target.name
+            match = lambda o: o["metadata"]["name"] == wanted and selected(o)  # noqa: E731
         namespace = target.namespace if rt.namespaced else None
         if watch:
             rv_param = req.param("resourceVersion")
