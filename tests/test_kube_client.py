@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import urllib3
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client import exceptions as k8s_exceptions
@@ -45,7 +46,7 @@ from rotator.clients.kube import (
     unseal_status,
 )
 from rotator.clock import rfc3339
-from rotator.config import Config, ControllerRef, Timeouts, Waits
+from rotator.config import Config, ControllerRef, KubernetesConfig, Timeouts, Waits
 from rotator.errors import (
     ArgoCDError,
     ClientError,
@@ -1441,3 +1442,25 @@ def test_recent_events_are_named_in_the_unseal_failure(kube: Kube, seed: Seed) -
     seed.unseal_status("align-prod", name, synced=False, message="no key could decrypt secret")
     with pytest.raises(KubeError, match=r"no key could decrypt secret \(events: .*ErrUnsealFailed"):
         kube.wait_for_unseal("align-prod", name, fingerprint=FP, deadline_s=5)
+
+
+def test_from_config_uses_the_configured_context(kubeconfig: Path, tmp_path: Path) -> None:
+    doc = yaml.safe_load(kubeconfig.read_text())
+    doc["clusters"].append({"name": "nowhere", "cluster": {"server": "http://127.0.0.1:9"}})
+    doc["contexts"].append({"name": "broken", "context": {"cluster": "nowhere", "user": "admin"}})
+    good = doc["current-context"]
+    doc["current-context"] = "broken"
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(doc))
+    config = make_config(path)
+    chosen = Kube.from_config(
+        config.model_copy(update={"kubernetes": KubernetesConfig(kubeconfig=path, context=good)})
+    )
+    assert chosen.get_deployment("align-prod", unique("none")) is None
+    chosen.close()
+    with pytest.raises(ConfigError, match=r"kubernetes\.context"):
+        Kube.from_config(
+            config.model_copy(
+                update={"kubernetes": KubernetesConfig(kubeconfig=path, context="no-such")}
+            )
+        )
