@@ -256,15 +256,29 @@ def _split_scheme_name_port(text: str) -> tuple[str, str, str]:
 class KubeApiServer:
     """A Kubernetes API server stand-in on a loopback port.
 
-    ``token`` is the admin bearer token (user ``admin``, group ``system:masters``, which RBAC
-    never restricts); when omitted a random one is generated (``admin_token``). More identities
-    come from ``add_token``. With ``rbac=True`` every other identity is checked against the
-    Role/RoleBinding/ClusterRole/ClusterRoleBinding objects stored in the server.
+    Identities: ``token`` is the admin bearer token (user ``admin``, group ``system:masters``,
+    which RBAC never restricts); when omitted a random one is generated (``admin_token``).
+    ``add_token`` adds more (a ServiceAccount is ``system:serviceaccount:<ns>:<name>``). A
+    request without credentials is ``system:anonymous`` (as with ``--anonymous-auth=true``); a
+    wrong token is 401.
 
-    The service proxy resolves backends like the real server: through the Service and its
-    Endpoints object (``subsets[].addresses[].ip`` must be a loopback address, the port chosen by
-    the Service port's name). A controller that serves on 127.0.0.1:PORT creates a Service with a
-    named port and an Endpoints object ``{ip: 127.0.0.1}`` / ``{name: <port name>, port: PORT}``.
+    Authorization: with ``rbac=False`` (default) everything is allowed; with ``rbac=True`` every
+    identity outside ``system:masters`` is checked against the Role/RoleBinding/ClusterRole/
+    ClusterRoleBinding objects stored in the server (see ``rbac``). ``audit_log()`` lists every
+    decision.
+
+    Transport: plain HTTP by default. kubectl sends kubeconfig credentials only over TLS, so
+    use ``tls=True`` (a throwaway CA, embedded in ``kubeconfig()``) when kubectl must act as a
+    token's user; over HTTP kubectl is anonymous.
+
+    Service proxy: resolved like the real server, through the Service and its Endpoints object
+    (``subsets[].addresses[].ip`` must be a loopback address; the port is the Endpoints port
+    whose name is the Service port's name). A controller serving on 127.0.0.1:PORT creates a
+    Service with a named port and an Endpoints object with ``addresses: [{ip: 127.0.0.1}]`` and
+    ``ports: [{name: <port name>, port: PORT}]``.
+
+    Watch history: at least ``watch_history`` events are kept; a watch or continue token older
+    than that gets 410 Expired (``expire_watch_history()`` forces it).
     """
 
     def __init__(
@@ -277,12 +291,12 @@ class KubeApiServer:
         watch_history: int = 1000,
         tls: bool = False,
     ) -> None:
-        self.registry = Registry()
-        self.store = Store(self.registry, history=watch_history)
+        self._registry = Registry()
+        self._store = Store(self._registry, history=watch_history)
         self._host = host
         self._port = port
         self._rbac = rbac
-        self._authorizer = Authorizer(self.store)
+        self._authorizer = Authorizer(self._store)
         self.admin_token = token or secrets.token_urlsafe(24)
         self._tokens: dict[str, Identity] = {
             self.admin_token: Identity("admin", (MASTERS, "system:authenticated"))
@@ -296,8 +310,8 @@ class KubeApiServer:
 
     def _seed(self) -> None:
         """What every cluster has: the cluster-admin role and default service accounts."""
-        cluster_roles = self.registry.by_key("clusterroles.rbac.authorization.k8s.io")
-        self.store.create(
+        cluster_roles = self._registry.by_key("clusterroles.rbac.authorization.k8s.io")
+        self._store.create(
             cluster_roles,
             "",
             {
@@ -308,9 +322,9 @@ class KubeApiServer:
                 ],
             },
         )
-        service_accounts = self.registry.by_key("serviceaccounts")
+        service_accounts = self._registry.by_key("serviceaccounts")
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
-            self.store.create(service_accounts, ns, {"metadata": {"name": "default"}})
+            self._store.create(service_accounts, ns, {"metadata": {"name": "default"}})
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -333,7 +347,7 @@ class KubeApiServer:
         if httpd is None:
             return
         self._httpd = None
-        self.store.stop()
+        self._store.stop()
         httpd.shutdown()
         httpd.close_connections()
         httpd.server_close()
@@ -418,7 +432,7 @@ class KubeApiServer:
 
     def expire_watch_history(self) -> None:
         """Forget all watch history, as an etcd compaction would: older resourceVersions get 410."""
-        self.store.compact()
+        self._store.compact()
 
     # --- request handling -------------------------------------------------------------------
 
@@ -465,7 +479,7 @@ class KubeApiServer:
         namespace: str | None = None
         if rest[0] == "namespaces" and len(rest) > 2 and rest[2] not in ("status", "finalize"):
             namespace, rest = rest[1], rest[2:]
-        rt = self.registry.lookup(group, version, rest[0])
+        rt = self._registry.lookup(group, version, rest[0])
         if rt is None:
             raise path_not_found(req.path)
         name = rest[1] if len(rest) > 1 else ""
@@ -542,11 +556,11 @@ class KubeApiServer:
         if path == "/version":
             return _json_response(200, SERVER_VERSION)
         if path == "/openapi/v3":
-            return _json_response(200, openapi_v3_root(self.registry))
+            return _json_response(200, openapi_v3_root(self._registry))
         if path.startswith("/openapi/v3/"):
             parts = path.split("/")[3:]
             group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[-1])
-            spec = openapi_v3_group_version(self.registry, group, version)
+            spec = openapi_v3_group_version(self._registry, group, version)
             if spec is None or len(parts) not in (2, 3):
                 raise path_not_found(path)
             return _json_response(200, spec)
@@ -555,7 +569,7 @@ class KubeApiServer:
         if path == "/api":
             return _json_response(200, api_versions(f"{self._host}:{self.port}"))
         if path == "/apis":
-            doc = api_group_list(self.registry)
+            doc = api_group_list(self._registry)
             gv = {"groupVersion": f"{AUTH_GROUP}/v1", "version": "v1"}
             doc["groups"].append({"name": AUTH_GROUP, "versions": [gv], "preferredVersion": gv})
             return _json_response(200, doc)
@@ -564,11 +578,11 @@ class KubeApiServer:
         parts = path.strip("/").split("/")
         found: Obj | None = None
         if parts == ["api", "v1"]:
-            found = api_resource_list(self.registry, "", "v1")
+            found = api_resource_list(self._registry, "", "v1")
         elif len(parts) == 2 and parts[0] == "apis":
-            found = api_group(self.registry, parts[1])
+            found = api_group(self._registry, parts[1])
         elif len(parts) == 3 and parts[0] == "apis":
-            found = api_resource_list(self.registry, parts[1], parts[2])
+            found = api_resource_list(self._registry, parts[1], parts[2])
         if found is None:
             raise path_not_found(path)
         return _json_response(200, found)
@@ -635,7 +649,7 @@ class KubeApiServer:
         if sub == "log":
             if req.method != "GET":
                 raise method_not_allowed(req.method)
-            self.store.get(rt, target.namespace or "", target.name)
+            self._store.get(rt, target.namespace or "", target.name)
             return Response(200, b"", "text/plain")
         if sub == "scale":
             return self._scale(req, target)
@@ -644,20 +658,20 @@ class KubeApiServer:
         dry_run = req.param("dryRun") == "All"
         if method in ("GET", "HEAD"):
             if target.name and not watch:
-                obj = self.store.get(rt, namespace, target.name)
+                obj = self._store.get(rt, namespace, target.name)
                 return self._single(req, rt, obj, 200)
             return self._list_or_watch(req, target, watch)
         if method == "POST":
             if target.name:
                 raise method_not_allowed(method)
-            obj = self.store.create(rt, namespace, _parse_json(req.body), dry_run=dry_run)
+            obj = self._store.create(rt, namespace, _parse_json(req.body), dry_run=dry_run)
             return self._single(req, rt, obj, 201)
         if not target.name:
             if method == "DELETE":
                 return self._delete_collection(req, target)
             raise method_not_allowed(method)
         if method == "PUT":
-            obj = self.store.update(
+            obj = self._store.update(
                 rt, namespace, target.name, _parse_json(req.body), subresource=sub, dry_run=dry_run
             )
             return self._single(req, rt, obj, 200)
@@ -677,7 +691,7 @@ class KubeApiServer:
             or req.param("propagationPolicy") == "Orphan"
             or options.get("orphanDependents") is True
         )
-        obj = self.store.delete(
+        obj = self._store.delete(
             rt,
             target.namespace or "",
             target.name,
@@ -721,7 +735,7 @@ class KubeApiServer:
                 seconds = float(timeout) if timeout else DEFAULT_WATCH_TIMEOUT_S
             except ValueError as exc:
                 raise bad_request(f"invalid timeoutSeconds: {timeout}") from exc
-            events = self.store.watch(
+            events = self._store.watch(
                 rt,
                 namespace,
                 match,
@@ -738,7 +752,7 @@ class KubeApiServer:
             limit = int(req.param("limit") or 0)
         except ValueError as exc:
             raise bad_request("limit must be an integer") from exc
-        result = self.store.list(
+        result = self._store.list(
             rt, namespace, match, limit=max(0, limit), continue_token=req.param("continue")
         )
         version = _wants_table(req.headers.get("accept", ""))
@@ -773,16 +787,16 @@ class KubeApiServer:
         rt = target.rt
         match = self._matcher(req, rt)
         namespace = target.namespace if rt.namespaced else None
-        result = self.store.list(rt, namespace, match)
+        result = self._store.list(rt, namespace, match)
         deleted = []
         for obj in result.items:
             meta = obj["metadata"]
             with contextlib.suppress(ApiError):
-                deleted.append(self.store.delete(rt, meta.get("namespace", ""), meta["name"]))
+                deleted.append(self._store.delete(rt, meta.get("namespace", ""), meta["name"]))
         doc = {
             "kind": f"{rt.kind}List",
             "apiVersion": rt.api_version,
-            "metadata": {"resourceVersion": str(self.store.resource_version)},
+            "metadata": {"resourceVersion": str(self._store.resource_version)},
             "items": deleted,
         }
         return _json_response(200, doc)
@@ -802,7 +816,7 @@ class KubeApiServer:
         # retry the read-modify-write on a concurrent change, like the real patcher, unless the
         # patch itself pins a resourceVersion (then the conflict is the caller's)
         for _ in range(5):
-            current = self.store.get(rt, namespace, target.name)
+            current = self._store.get(rt, namespace, target.name)
             try:
                 if content_type == JSON_PATCH:
                     patched = patches.json_patch(current, body)
@@ -822,7 +836,7 @@ class KubeApiServer:
             if meta.get("resourceVersion") is None:
                 meta["resourceVersion"] = current["metadata"]["resourceVersion"]
             try:
-                return self.store.update(
+                return self._store.update(
                     rt,
                     namespace,
                     target.name,
@@ -839,7 +853,7 @@ class KubeApiServer:
     def _scale(self, req: Request, target: Target) -> Response:
         rt = target.rt
         namespace = target.namespace or ""
-        obj = self.store.get(rt, namespace, target.name)
+        obj = self._store.get(rt, namespace, target.name)
         if req.method == "GET":
             return _json_response(200, _scale_doc(obj))
         if req.method == "PUT":
@@ -866,7 +880,7 @@ class KubeApiServer:
         new["spec"]["replicas"] = replicas
         want_rv = (scale.get("metadata") or {}).get("resourceVersion")
         new["metadata"]["resourceVersion"] = want_rv or obj["metadata"]["resourceVersion"]
-        updated = self.store.update(rt, namespace, target.name, new, from_patch=True)
+        updated = self._store.update(rt, namespace, target.name, new, from_patch=True)
         return _json_response(200, _scale_doc(updated))
 
     # --- service proxy ----------------------------------------------------------------------
@@ -882,7 +896,7 @@ class KubeApiServer:
             raise ApiError(
                 503, "ServiceUnavailable", f"unsupported scheme {scheme!r} for {target.name!r}"
             )
-        service = self.store.get(self.registry.by_key("services"), namespace, name)
+        service = self._store.get(self._registry.by_key("services"), namespace, name)
         if port.isdigit():
             for svc_port in (service.get("spec") or {}).get("ports") or []:
                 if str(svc_port.get("port")) == port:
@@ -892,7 +906,7 @@ class KubeApiServer:
                 raise ApiError(
                     503, "ServiceUnavailable", f'no service port {port} found for service "{name}"'
                 )
-        endpoints = self.store.get(self.registry.by_key("endpoints"), namespace, name)
+        endpoints = self._store.get(self._registry.by_key("endpoints"), namespace, name)
         backend = _pick_backend(endpoints, port)
         if backend is None:
             raise ApiError(
