@@ -1,0 +1,478 @@
+"""``rotator schedule``: APScheduler wiring only; every run goes through ``runner.run_once``.
+
+For places without a CronJob: one long-running process fires the rotation on
+``schedule.cron`` (the CronJob's expression, read with cron's meaning, see ``crontab_trigger``)
+in ``schedule.timezone``, and optionally an adopt-mode check (``--no-reset``) on
+``schedule.adopt_check_cron`` / ``--adopt-check CRON`` that heals a key someone reset in
+PostHog's UI within minutes.
+
+- One run at a time in this process: both jobs share one lock. A rotation that comes due while an
+  adopt check runs waits for it (up to ``schedule.misfire_grace_s``); an adopt check that comes
+  due while anything runs is skipped (the next one is minutes away). Across processes the run's
+  Lease still guards. Each job also has ``max_instances=1`` and ``coalesce=True`` (a backlog of
+  missed fire times runs once), and a fire time missed by more than ``misfire_grace_s`` (the
+  process was stopped or the host slept) is skipped.
+- SIGTERM/SIGINT stop it: no new run starts; a run in progress is given up to
+  ``stop_timeout_s`` to finish, because finishing is better than resuming, and then abandoned:
+  stopping mid-rotation is safe, since the next run resumes from what PostHog, git and the
+  cluster show (the Lease expires on its own). A second signal abandons at once.
+- After each run the metrics file is written (``--metrics-file`` or ``metrics.file``) and pushed
+  to ``metrics.pushgateway_url``, and the next fire times are logged.
+
+Runs execute in daemon threads (``_DaemonThreadExecutor``), so an abandoned run can never keep
+the process alive past the stop bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.executors.base import BaseExecutor, run_job
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+
+from rotator.config import Config, RunSwitches
+from rotator.errors import ConfigError, ExitCode
+from rotator.logs import log_context
+from rotator.report import RunReport
+
+log = logging.getLogger(__name__)
+
+RunFn = Callable[[Config, RunSwitches], RunReport]
+
+# How long a stop waits for a running rotation before abandoning it. A Deployment running
+# `rotator schedule` needs terminationGracePeriodSeconds above this.
+DEFAULT_STOP_TIMEOUT_S = 300.0
+_POLL_S = 0.2
+
+
+class JobKind(StrEnum):
+    ROTATION = "rotation"
+    ADOPT_CHECK = "adopt-check"
+
+
+# --- cron with cron's meaning -----------------------------------------------------------------
+
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_NUMERIC_PART = re.compile(r"(\*|\d+)(?:-(\d+))?(?:/(\d+))?")
+
+
+def _cron_days(field: str) -> str:
+    """cron's day-of-week field (0 or 7 = Sunday) -> APScheduler's, spelled with day names.
+
+    APScheduler 3.x counts 0 as Monday, so ``CronTrigger.from_crontab("0 6 * * 1")`` fires on
+    Tuesdays (its docstring's warning, issue 286); names mean the same in both.
+    """
+    if field == "*":
+        return field
+    out: list[str] = []
+    for part in field.split(","):
+        match = _NUMERIC_PART.fullmatch(part)
+        if match is None:
+            out.append(part.lower())  # names (mon-fri) mean the same to APScheduler
+            continue
+        start, end, step = match.groups()
+        low = 0 if start == "*" else int(start)
+        high = 7 if start == "*" or (step and end is None) else int(end or start)
+        if not (0 <= low <= 7 and 0 <= high <= 7 and low <= high):
+            raise ValueError(f"day of week {part!r} is out of range 0-7")
+        days = sorted({d % 7 for d in range(low, high + 1, int(step or 1))})
+        out.extend(_DAY_NAMES[d] for d in days)
+    return ",".join(dict.fromkeys(out))
+
+
+def crontab_trigger(expr: str, timezone: str) -> CronTrigger:
+    """A trigger that fires when cron (and the Kubernetes CronJob) would for ``expr``.
+
+    ``ValueError`` for an expression cron and APScheduler would read differently: both a
+    day-of-month and a day-of-week restriction (cron fires on either, APScheduler on both).
+    """
+    expr = _MACROS.get(expr.strip().lower(), expr)
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"{expr!r}: a cron expression has 5 fields, got {len(fields)}")
+    minute, hour, day, month, day_of_week = fields
+    if day != "*" and day_of_week != "*":
+        raise ValueError(
+            f"{expr!r}: restrict either the day of month or the day of week, not both "
+            "(cron fires when either matches, APScheduler only when both do)"
+        )
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=_cron_days(day_of_week),
+        timezone=ZoneInfo(timezone),
+    )
+
+
+def _trigger_from_config(expr: str, timezone: str, *, field: str) -> CronTrigger:
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"schedule.timezone: unknown time zone {timezone!r} (use an IANA name such as "
+            "Europe/London)"
+        ) from None
+    try:
+        return crontab_trigger(expr, timezone)
+    except ValueError as exc:
+        raise ConfigError(f"{field}: {exc}") from None
+
+
+# --- APScheduler executor ---------------------------------------------------------------------
+
+
+class _DaemonThreadExecutor(BaseExecutor):  # type: ignore[misc]  # untyped library base
+    """Each job in its own daemon thread: the process can always exit after a stop.
+
+    (APScheduler's ThreadPoolExecutor uses non-daemon threads that the interpreter joins at
+    exit, which would turn the stop bound into "whenever the rotation ends".)
+    """
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        def target() -> None:
+            try:
+                events = run_job(job, job._jobstore_alias, run_times, self._logger.name)
+            except BaseException as exc:  # reported to APScheduler, as its own executors do
+                self._run_job_error(job.id, exc, exc.__traceback__)
+            else:
+                self._run_job_success(job.id, events)
+
+        name = f"rotator-{job.id}"
+        threading.Thread(target=target, name=name, daemon=True).start()
+
+
+# --- the scheduler ----------------------------------------------------------------------------
+
+
+class Scheduler:
+    """The jobs, the shared run lock and the stop logic; ``serve()`` is the CLI's loop.
+
+    Tests drive it with ``run=`` (any ``(config, switches) -> RunReport``), ``fire()`` (one
+    job's body, synchronously), ``start()``/``wait_until_done()``/``stop()``, and may replace
+    the cron triggers with faster ones.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        run: RunFn | None = None,
+        switches: RunSwitches | None = None,
+        adopt_cron: str | None = None,
+        run_now: bool = False,
+        max_runs: int | None = None,
+        metrics_file: Path | None = None,
+        stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+        rotation_trigger: BaseTrigger | None = None,
+        adopt_trigger: BaseTrigger | None = None,
+    ) -> None:
+        schedule = config.schedule
+        self.config = config
+        self._run = run or _default_run
+        base = switches or RunSwitches(trigger="schedule")
+        # ROTATOR_FORCE would bypass policy.min_interval_s on every scheduled run: not here.
+        self.rotation_switches = base.model_copy(update={"trigger": "schedule", "force": False})
+        self.adopt_switches = self.rotation_switches.model_copy(update={"no_reset": True})
+        self.run_now = run_now
+        self.max_runs = max_runs
+        self.metrics_file = metrics_file or config.metrics.file
+        self.stop_timeout_s = stop_timeout_s
+        self.rotation_trigger = rotation_trigger or _trigger_from_config(
+            schedule.cron, schedule.timezone, field="schedule.cron"
+        )
+        field = "--adopt-check" if adopt_cron else "schedule.adopt_check_cron"
+        adopt_cron = adopt_cron or schedule.adopt_check_cron
+        self.adopt_trigger = adopt_trigger
+        if self.adopt_trigger is None and adopt_cron:
+            self.adopt_trigger = _trigger_from_config(adopt_cron, schedule.timezone, field=field)
+        self._timezone = ZoneInfo(schedule.timezone)
+        self._run_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._stopping = threading.Event()  # no new run may start
+        self._done = threading.Event()  # serve() should stop (signal or max_runs)
+        self._abandon = threading.Event()  # a second signal: do not wait any more
+        self._signals: list[str] = []
+        self._current: JobKind | None = None
+        self._apscheduler: BackgroundScheduler | None = None
+        self.run_count = 0
+        self.last_report: RunReport | None = None
+        self.last_crashed = False
+
+    # -- one job ---------------------------------------------------------------------------
+
+    def fire(self, kind: JobKind) -> RunReport | None:
+        """One job's body: take the run lock, run, publish metrics; None if skipped/crashed."""
+        with log_context(step="schedule"):
+            if not self._take_run_lock(kind):
+                return None
+            try:
+                if self._stopping.is_set():
+                    log.info("%s: not started: the scheduler is stopping", kind.value)
+                    return None
+                self._current = kind
+                report = self._run_one(kind)
+            finally:
+                self._current = None
+                self._run_lock.release()
+            self._count(report)
+            self.log_next_fire_times()
+            return report
+
+    def _take_run_lock(self, kind: JobKind) -> bool:
+        if kind is JobKind.ADOPT_CHECK:
+            if self._run_lock.acquire(blocking=False):
+                return True
+            log.info("adopt-check: skipped: a %s is running", self._current or "run")
+            return False
+        announced = False
+        grace = float(self.config.schedule.misfire_grace_s)
+        since = time.monotonic()
+        while not self._run_lock.acquire(timeout=_POLL_S):
+            if self._stopping.is_set():
+                log.info("rotation: not started: the scheduler is stopping")
+                return False
+            if not announced:
+                log.info("rotation: waiting for the running %s to finish", self._current or "run")
+                announced = True
+            if time.monotonic() - since >= grace:
+                log.warning(
+                    "rotation: skipped: the %s still runs after %.0fs (misfire grace)",
+                    self._current or "run",
+                    grace,
+                )
+                return False
+        return True
+
+    def _run_one(self, kind: JobKind) -> RunReport | None:
+        switches = self.adopt_switches if kind is JobKind.ADOPT_CHECK else self.rotation_switches
+        log.info(
+            "%s: run starting (%s%s)",
+            kind.value,
+            "adopt, no reset" if switches.no_reset else "rotate",
+            ", dry run" if switches.dry_run else "",
+        )
+        started = time.monotonic()
+        try:
+            report = self._run(self.config, switches)
+        except Exception:
+            # run_once reports every outcome; this is a bug, and the schedule must go on.
+            log.exception("%s: the run crashed (unexpected error)", kind.value)
+            self.last_crashed = True
+            return None
+        self.last_crashed = False
+        log.info(
+            "%s: run %s finished: %s (exit %d) in %.1fs",
+            kind.value,
+            report.run_id,
+            report.outcome.value,
+            int(report.exit_code),
+            time.monotonic() - started,
+        )
+        if report.resume_command:
+            log.warning("%s: to finish it by hand: %s", kind.value, report.resume_command)
+        self._publish(report)
+        return report
+
+    def _publish(self, report: RunReport) -> None:
+        from rotator.clients.pushgateway import push_report
+        from rotator.runcmd import write_metrics
+
+        if self.metrics_file is not None:
+            try:
+                write_metrics(self.metrics_file, report)
+            except OSError as exc:
+                log.warning("metrics file %s not written: %s", self.metrics_file, exc)
+        push_report(self.config, report)
+
+    def _count(self, report: RunReport | None) -> None:
+        with self._state_lock:
+            self.run_count += 1
+            self.last_report = report
+            if self.max_runs is not None and self.run_count >= self.max_runs:
+                log.info("stopping after %d run(s) (--max-runs)", self.run_count)
+                self._done.set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        scheduler = BackgroundScheduler(
+            executors={"default": _DaemonThreadExecutor()},
+            job_defaults={
+                "max_instances": 1,
+                "coalesce": True,
+                "misfire_grace_time": self.config.schedule.misfire_grace_s,
+            },
+            timezone=self._timezone,
+        )
+        scheduler.add_job(
+            self.fire,
+            self.rotation_trigger,
+            args=(JobKind.ROTATION,),
+            id=JobKind.ROTATION.value,
+            name="rotation",
+        )
+        if self.adopt_trigger is not None:
+            scheduler.add_job(
+                self.fire,
+                self.adopt_trigger,
+                args=(JobKind.ADOPT_CHECK,),
+                id=JobKind.ADOPT_CHECK.value,
+                name="adopt check (no reset)",
+            )
+        if self.run_now:
+            scheduler.add_job(
+                self.fire,
+                "date",
+                args=(JobKind.ROTATION,),
+                id="rotation-now",
+                name="rotation (at start)",
+                next_run_time=datetime.now(self._timezone),
+            )
+        self._apscheduler = scheduler
+        scheduler.start()
+        log.info(
+            "scheduler started: rotation on %r (%s)%s",
+            self.config.schedule.cron,
+            self.config.schedule.timezone,
+            "; adopt check enabled" if self.adopt_trigger is not None else "",
+        )
+        self.log_next_fire_times()
+
+    def next_fire_times(self) -> dict[str, datetime]:
+        if self._apscheduler is None:
+            return {}
+        return {
+            job.id: job.next_run_time
+            for job in self._apscheduler.get_jobs()
+            if job.next_run_time is not None
+        }
+
+    def log_next_fire_times(self) -> None:
+        for job_id, when in sorted(self.next_fire_times().items()):
+            log.info("next %s run at %s", job_id, when.isoformat())
+
+    def wait_until_done(self, timeout: float | None = None) -> bool:
+        """Wait until a stop was asked for (signal) or ``max_runs`` runs happened."""
+        return self._done.wait(timeout)
+
+    def request_stop(self) -> None:
+        self._done.set()
+
+    def stop(self, *, timeout: float | None = None) -> bool:
+        """No new runs; wait (bounded) for a running one. True when nothing was abandoned."""
+        bound = self.stop_timeout_s if timeout is None else timeout
+        self._stopping.set()
+        self._done.set()
+        if self._apscheduler is not None and self._apscheduler.running:
+            self._apscheduler.shutdown(wait=False)
+        running = self._current
+        if running is not None:
+            log.info("stopping: waiting up to %.0fs for the running %s", bound, running)
+        deadline = time.monotonic() + bound
+        while True:
+            if self._run_lock.acquire(timeout=_POLL_S):
+                self._run_lock.release()
+                return True
+            if self._abandon.is_set() or time.monotonic() >= deadline:
+                log.warning(
+                    "stopping: abandoning the running %s; the next run resumes it from the "
+                    "state in PostHog, git and the cluster (its Lease expires on its own)",
+                    self._current or running or "run",
+                )
+                return False
+
+    # -- the CLI's loop --------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # Only set flags here: the main loop logs (logging from a handler can deadlock).
+        self._signals.append(signal.Signals(signum).name)
+        if self._done.is_set():
+            self._abandon.set()
+        self._done.set()
+
+    def serve(self) -> int:
+        """Run until SIGTERM/SIGINT or ``max_runs``; the exit code for the CLI."""
+        # APScheduler logs every job start and end at INFO; ours say more, in the run's terms.
+        apscheduler_log = logging.getLogger("apscheduler")
+        apscheduler_log.setLevel(max(logging.WARNING, logging.getLogger().getEffectiveLevel()))
+        handled = (signal.SIGTERM, signal.SIGINT)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
+        try:
+            self.start()
+            while not self._done.wait(_POLL_S):
+                pass
+            if self._signals:
+                log.info(
+                    "%s received: stopping (a running run gets up to %.0fs; a second signal "
+                    "abandons it)",
+                    self._signals[0],
+                    self.stop_timeout_s,
+                )
+            clean = self.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        log.info(
+            "scheduler stopped after %d run(s)%s",
+            self.run_count,
+            "" if clean else " (a run was abandoned)",
+        )
+        if not clean:
+            return int(ExitCode.FAILED)
+        if self.max_runs is not None and not self._signals:
+            # --max-runs (tests, one-shot use): the last run's outcome is the exit code.
+            if self.last_report is None:
+                return int(ExitCode.FAILED)
+            return int(self.last_report.exit_code)
+        return int(ExitCode.OK)
+
+
+def _default_run(config: Config, switches: RunSwitches) -> RunReport:
+    from rotator.runner import run_once
+
+    return run_once(config, switches)
+
+
+def schedule_command(args: argparse.Namespace, config: Config) -> int:
+    """``rotator schedule [--adopt-check CRON] [--run-now] [--metrics-file PATH]``."""
+    from rotator.runcmd import switches_from_args
+
+    if args.max_runs is not None and args.max_runs < 1:
+        raise ConfigError("--max-runs must be at least 1")
+    scheduler = Scheduler(
+        config,
+        switches=switches_from_args(args, trigger="schedule"),
+        adopt_cron=args.adopt_check,
+        run_now=args.run_now,
+        max_runs=args.max_runs,
+        metrics_file=args.metrics_file,
+    )
+    code = scheduler.serve()
+    sys.stderr.flush()
+    return code
