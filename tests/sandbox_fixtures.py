@@ -5,7 +5,8 @@ Import the fixtures you use into your test module::
     from tests.sandbox_fixtures import sandbox, key_pair  # noqa: F401
 
 ``sandbox``: the whole world (``rotator.sandbox.world.Sandbox`` with ``FAST`` timing and a
-shared 2048-bit controller key), started and converged, stopped in the finalizer.
+shared 2048-bit controller key), started and converged, stopped in the finalizer;
+``bare_sandbox`` the same without the seed restart that marks a finished rotation.
 ``kube_world``: only the Kubernetes API stand-in plus a kubeconfig and the sandbox namespaces;
 start single controllers with ``kube_world.run(controller)`` (stopped in the finalizer).
 ``wait_for(predicate, timeout=..., what=...)``: a bounded poll.
@@ -47,6 +48,20 @@ def key_pair() -> ControllerKeyPair:
 @pytest.fixture
 def sandbox(tmp_path: Path, key_pair: ControllerKeyPair) -> Iterator[Sandbox]:
     world = Sandbox(tmp_path / "sandbox", timing=FAST, key_pair=key_pair, seed=1)
+    world.start()
+    try:
+        yield world
+    finally:
+        world.stop()
+
+
+@pytest.fixture
+def bare_sandbox(tmp_path: Path, key_pair: ControllerKeyPair) -> Iterator[Sandbox]:
+    """Like ``sandbox`` without the seed restart that marks a finished rotation (faster; for
+    tests of the controllers rather than of rotator runs)."""
+    world = Sandbox(
+        tmp_path / "sandbox", timing=FAST, key_pair=key_pair, seed=1, previous_rotation=False
+    )
     world.start()
     try:
         yield world

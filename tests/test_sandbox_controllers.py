@@ -34,9 +34,9 @@ from rotator.sandbox.controllers.deployments import (
 from rotator.sandbox.controllers.sealedsecrets import SealedSecretsController
 from rotator.sandbox.unseal import ControllerKeyPair, generate_key_pair
 from rotator.sandbox.world import Sandbox
-from tests.sandbox_fixtures import KubeWorld, key_pair, kube_world, sandbox, wait_for
+from tests.sandbox_fixtures import KubeWorld, bare_sandbox, key_pair, kube_world, wait_for
 
-FIXTURES = (key_pair, kube_world, sandbox)  # used as pytest fixtures by name
+FIXTURES = (bare_sandbox, key_pair, kube_world)  # used as pytest fixtures by name
 ENVS = manifests.ENVS
 
 
@@ -85,7 +85,8 @@ def _rollout_complete(d: Obj) -> bool:
 # --- the controller test -------------------------------------------------------------
 
 
-def test_a_new_sealed_key_pushed_to_git_reaches_the_gateway_events(sandbox: Sandbox) -> None:
+def test_a_new_sealed_key_pushed_to_git_reaches_the_gateway_events(bare_sandbox: Sandbox) -> None:
+    sandbox = bare_sandbox
     assert sandbox.posthog is not None
     assert sandbox.gateway is not None
     old = sandbox.initial_keys["preview"]
@@ -154,7 +155,8 @@ def test_a_new_sealed_key_pushed_to_git_reaches_the_gateway_events(sandbox: Sand
 # --- ArgoCD -------------------------------------------------------------------------------------
 
 
-def test_argocd_status_carries_every_field_of_the_done_predicate(sandbox: Sandbox) -> None:
+def test_argocd_status_carries_every_field_of_the_done_predicate(bare_sandbox: Sandbox) -> None:
+    sandbox = bare_sandbox
     app = sandbox.application("preview")
     status = _status(app)
     op = status["operationState"]
@@ -171,7 +173,8 @@ def test_argocd_status_carries_every_field_of_the_done_predicate(sandbox: Sandbo
     assert kinds == {("Deployment", "align-preview-gateway"), ("SealedSecret", "align-posthog")}
 
 
-def test_argocd_runs_a_manual_sync_operation_and_clears_it(sandbox: Sandbox) -> None:
+def test_argocd_runs_a_manual_sync_operation_and_clears_it(bare_sandbox: Sandbox) -> None:
+    sandbox = bare_sandbox
     assert sandbox.client is not None
     assert sandbox.argocd is not None
     name = manifests.app_name("preview")
@@ -205,7 +208,8 @@ def test_argocd_runs_a_manual_sync_operation_and_clears_it(sandbox: Sandbox) -> 
     assert sandbox.client.get(CONFIGMAP, "align-preview", "extra") is not None
 
 
-def test_argocd_reports_a_sync_error_and_a_comparison_error(sandbox: Sandbox) -> None:
+def test_argocd_reports_a_sync_error_and_a_comparison_error(bare_sandbox: Sandbox) -> None:
+    sandbox = bare_sandbox
     sandbox.inject_sync_error("prod", "admission webhook denied the request")
     revision = sandbox.git.commit_directly({"apps/prod/extra.yaml": _configmap()})
     sandbox.refresh_app("prod")
@@ -236,7 +240,8 @@ def test_argocd_reports_a_sync_error_and_a_comparison_error(sandbox: Sandbox) ->
         assert _status(sandbox.application("prod"))["sync"]["status"] == "Unknown"
 
 
-def test_argocd_stuck_on_an_old_revision_never_syncs_new_commits(sandbox: Sandbox) -> None:
+def test_argocd_stuck_on_an_old_revision_never_syncs_new_commits(bare_sandbox: Sandbox) -> None:
+    sandbox = bare_sandbox
     sandbox.stick_argocd("preview")
     sandbox.git.commit_directly({"README.md": "changed\n"})
     sandbox.refresh_app("preview")
@@ -250,7 +255,17 @@ def test_argocd_stuck_on_an_old_revision_never_syncs_new_commits(sandbox: Sandbo
     assert _status(sandbox.application("preview"))["sync"]["revision"] == sandbox.seed_revision
 
 
-def test_argocd_reports_degraded_health_when_injected(sandbox: Sandbox) -> None:
+def test_argocd_picks_up_a_commit_on_its_own_poll_without_a_refresh(bare_sandbox: Sandbox) -> None:
+    sandbox = bare_sandbox
+    assert sandbox.argocd is not None
+    sandbox.argocd.poll_s, sandbox.argocd.jitter_s = 10.0, 0.0  # x 0.02 = every 0.2 s
+    sandbox.refresh_app("prod")  # the next poll is scheduled from this comparison
+    revision = sandbox.git.commit_directly({"apps/prod/extra.yaml": _configmap()})
+    wait_for(lambda: _app_done_at(sandbox, "prod", revision), what="a sync by polling")
+
+
+def test_argocd_reports_degraded_health_when_injected(bare_sandbox: Sandbox) -> None:
+    sandbox = bare_sandbox
     sandbox.inject_degraded("preview", "CrashLoopBackOff")
     wait_for(
         lambda: (
@@ -438,6 +453,21 @@ def test_a_secret_sealed_for_another_key_fails_with_an_event_and_synced_false(
     assert "no key of 1 opens this value" in cond["message"]
     assert "ErrUnsealFailed" in _event_reasons(kube_world)
     assert kube_world.kube.get(SECRET, "align-preview", "align-posthog") is None
+
+
+def test_the_controller_keeps_working_after_its_watch_history_expires(
+    kube_world: KubeWorld, key_pair: ControllerKeyPair
+) -> None:
+    controller = kube_world.run(
+        SealedSecretsController(kube_world.kubeconfig, key_pairs=[key_pair])
+    )
+    assert controller.wait_synced()
+    kube_world.api.expire_watch_history()  # the open watch's resourceVersion is now too old
+    kube_world.kube.create(SEALED_SECRET, "align-preview", _sealed_for(key_pair, "phc_after_410"))
+    wait_for(
+        lambda: _condition(_get_ss(kube_world), "Synced").get("status") == "True",
+        what="an unseal after 410 Gone",
+    )
 
 
 def test_the_cert_and_verify_endpoints_answer_through_the_service_proxy(
