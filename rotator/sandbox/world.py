@@ -684,7 +684,9 @@ def up_command(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Sandbox(root, timing=FAST.with_scale(scale)) as sandbox:
+        sandbox = Sandbox(root, timing=FAST.with_scale(scale))
+        # Start-up runs a sync, an unseal and two rollouts: ~40 s of real-world delays.
+        with sandbox.start(wait_s=max(60.0, 120.0 * scale)):
             print(describe(sandbox), flush=True)
             while not stop.wait(0.5):
                 pass
