@@ -209,7 +209,7 @@ def test_kubectl_get_watch_prints_table_rows_as_things_change(world: World) -> N
 
     changer = threading.Thread(target=change)
     changer.start()
-    out = world.kubectl("get", "deploy", "-n", NS, "-w", "--request-timeout=2s")
+    out = world.kubectl("get", "deploy", "-n", NS, "-w", "--request-timeout=1s")
     changer.join()
     rows = [line.split()[:2] for line in out.stdout.splitlines()]
     assert rows == [

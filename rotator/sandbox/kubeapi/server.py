@@ -337,7 +337,7 @@ class KubeApiServer:
         httpd.api = self
         self._httpd = httpd
         self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="kubeapi", daemon=True
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.5}, name="kubeapi", daemon=True
         )
         self._thread.start()
         return self
@@ -346,9 +346,15 @@ class KubeApiServer:
         httpd = self._httpd
         if httpd is None:
             return
+        address = (self._host, int(httpd.server_address[1]))
         self._httpd = None
         self._store.stop()
-        httpd.shutdown()
+        stopper = threading.Thread(target=httpd.shutdown, daemon=True)
+        stopper.start()
+        # wake the accept loop's select() at once instead of waiting out its poll interval
+        with contextlib.suppress(OSError), socket.create_connection(address, 1):
+            pass
+        stopper.join(timeout=5)
         httpd.close_connections()
         httpd.server_close()
         if self._thread is not None:
