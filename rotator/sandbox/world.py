@@ -203,6 +203,8 @@ class Sandbox:
         self.stop()
 
     def start(self, *, wait_s: float = 60.0) -> Sandbox:
+        if self._stoppers:
+            return self  # already running
         began = time.monotonic()
         try:
             self._start()
@@ -686,11 +688,14 @@ def up_command(args: argparse.Namespace) -> int:
     try:
         sandbox = Sandbox(root, timing=FAST.with_scale(scale))
         # Start-up runs a sync, an unseal and two rollouts: ~40 s of real-world delays.
-        with sandbox.start(wait_s=max(60.0, 120.0 * scale)):
+        sandbox.start(wait_s=max(60.0, 120.0 * scale))
+        try:
             print(describe(sandbox), flush=True)
             while not stop.wait(0.5):
                 pass
             print("rotator sandbox: stopping", file=sys.stderr)
+        finally:
+            sandbox.stop()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
