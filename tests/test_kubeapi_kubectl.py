@@ -217,3 +217,20 @@ def test_kubectl_get_watch_prints_table_rows_as_things_change(world: World) -> N
         ["align-prod-gateway", "0/2"],
         ["align-prod-gateway", "1/2"],
     ]
+
+
+def test_kubectl_create_namespace_secret_and_configmap_send_protobuf_the_server_reads(
+    world: World,
+) -> None:
+    for args in (
+        ("create", "namespace", "extra"),
+        ("create", "secret", "generic", "s", "-n", "extra", "--from-literal=K=phc_x"),
+        ("create", "configmap", "c", "-n", "extra", "--from-literal=a=b"),
+        ("create", "serviceaccount", "rotator", "-n", "extra"),
+    ):
+        out = world.kubectl(*args)
+        assert out.returncode == 0, out.stderr
+    core = client.CoreV1Api(world.api)
+    assert core.read_namespaced_secret("s", "extra").data == {"K": "cGhjX3g="}
+    assert core.read_namespaced_config_map("c", "extra").data == {"a": "b"}
+    assert core.read_namespaced_service_account("rotator", "extra").metadata.name == "rotator"

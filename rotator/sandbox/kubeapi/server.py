@@ -642,12 +642,7 @@ class KubeApiServer:
         rt = target.rt
         sub = target.subresource
         if req.body and _content_type(req) == protobuf.PROTOBUF and sub != "proxy":
-            raise ApiError(
-                415,
-                "UnsupportedMediaType",
-                "the body of the request was in an unknown format - accepted media types "
-                "include: application/json, application/merge-patch+json",
-            )
+            req.body = _protobuf_to_json(req, rt)
         if sub == "proxy":
             return self._proxy(req, target)
         if sub == "exec":
@@ -1003,6 +998,26 @@ def _pins_resource_version(body: Any, content_type: str) -> bool:
         )
     meta = body.get("metadata") if isinstance(body, dict) else None
     return isinstance(meta, dict) and "resourceVersion" in meta
+
+
+def _protobuf_to_json(req: Request, rt: ResourceType) -> bytes:
+    unsupported = ApiError(
+        415,
+        "UnsupportedMediaType",
+        "the body of the request was in an unknown format - accepted media types include: "
+        "application/json, application/yaml",
+    )
+    if req.method != "POST" or rt.key not in (
+        "namespaces",
+        "serviceaccounts",
+        "secrets",
+        "configmaps",
+    ):
+        raise unsupported
+    try:
+        return json.dumps(protobuf.decode_object(req.body)).encode()
+    except protobuf.ProtobufError as exc:
+        raise unsupported from exc
 
 
 def _content_type(req: Request) -> str:
