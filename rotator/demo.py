@@ -43,6 +43,8 @@ def demo_command(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="rotator-demo-") as tmp, Sandbox(Path(tmp)) as sandbox:
+        assert sandbox.kube is not None
+        assert sandbox.posthog is not None
         print(
             f"sandbox up in {time.monotonic() - started:.1f}s: Kubernetes API {sandbox.kube.url}, "
             f"PostHog {sandbox.posthog.url}, git remote {sandbox.git_remote_url}",

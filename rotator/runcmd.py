@@ -26,7 +26,7 @@ def switches_from_args(args: argparse.Namespace, *, trigger: str | None = None) 
         dry_run=bool(getattr(args, "dry_run", None)) or base.dry_run,
         no_reset=bool(getattr(args, "no_reset", None)) or base.no_reset,
         force=bool(getattr(args, "force", None)) or base.force,
-        trigger=trigger or base.trigger,  # type: ignore[arg-type]
+        trigger=trigger or base.trigger,
     )
 
 

@@ -433,6 +433,8 @@ class Run:
         self._lease = None
 
     def _cleanup(self) -> None:
+        if self.repo is not None:
+            self.repo.close()
         if self._workdir is not None and self.config.git.workdir is None:
             shutil.rmtree(self._workdir, ignore_errors=True)
 
@@ -453,11 +455,11 @@ class Run:
                 EnvObservation(
                     env=env,
                     git_fingerprint=self._read_git_fingerprint(env),
-                    cluster_fingerprint=sealed.template_fingerprint if sealed else None,
+                    cluster_fingerprint=_fp(sealed.template_fingerprint if sealed else None),
                     unsealed=bool(
                         sealed and sealed.synced and sealed.observed_generation == sealed.generation
                     ),
-                    deployment_fingerprint=_template_annotation(dep, FINGERPRINT_ANNOTATION),
+                    deployment_fingerprint=_fp(_template_annotation(dep, FINGERPRINT_ANNOTATION)),
                     rolled_out=rolled,
                     restart_managed=cfg.restart is RestartStrategy.ROLLOUT_RESTART,
                 )
@@ -869,6 +871,10 @@ class Run:
             ),
             plan=tuple(scrub(p) for p in self.plan_lines),
         )
+
+
+def _fp(value: str | None) -> Fingerprint | None:
+    return None if value is None else Fingerprint(value)
 
 
 def _template_annotation(dep: Any, key: str) -> str | None:

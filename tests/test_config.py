@@ -83,8 +83,9 @@ def test_secrets_are_read_from_env_and_files_and_masked(tmp_path: Path) -> None:
     webhook = tmp_path / "webhook"
     webhook.write_text("https://hooks.slack.com/services/T000/B000/XXXXSECRET\n")
     env = {"ROTATOR_POSTHOG_PERSONAL_API_KEY": "phx_personalsecretvalue123"}
-    config = load_config(REPO_CONFIG, overrides=[f"slack.webhook_url={{file: {webhook}}}"],
-                         environ=env)
+    config = load_config(
+        REPO_CONFIG, overrides=[f"slack.webhook_url={{file: {webhook}}}"], environ=env
+    )
     assert config.secrets.posthog_personal_api_key is not None
     assert config.secrets.posthog_personal_api_key.reveal() == "phx_personalsecretvalue123"
     text = effective_config_text(config)
@@ -128,7 +129,8 @@ def test_run_switches_come_from_env_for_the_cronjob() -> None:
     switches = RunSwitches.from_env(
         {"ROTATOR_DRY_RUN": "true", "ROTATOR_ENVS": "preview,prod", "ROTATOR_TRIGGER": "manual"}
     )
-    assert switches.dry_run and not switches.no_reset
+    assert switches.dry_run
+    assert not switches.no_reset
     assert switches.envs == ("preview", "prod")
     with pytest.raises(ConfigError, match="ROTATOR_NO_RESET"):
         RunSwitches.from_env({"ROTATOR_NO_RESET": "maybe"})
