@@ -32,6 +32,12 @@ _DISCOVERY_PREFIXES = ("/api", "/apis", "/version", "/openapi", "/healthz", "/li
 
 
 @dataclass(frozen=True)
+class Identity:
+    user: str
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Attributes:
     user: str
     groups: tuple[str, ...]

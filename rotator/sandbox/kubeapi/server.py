@@ -1,4 +1,4 @@
-"""The HTTP front of the stand-in: routing, auth, RBAC, watch streaming, tables, service proxy.
+"""The API surface of the stand-in: routing, authentication, RBAC, resources, discovery.
 
 Routing follows k8s.io/apiserver ``endpoints/request/requestinfo.go`` (namespace subresources
 ``status``/``finalize``, the legacy ``/watch/`` prefix, a ``metadata.name`` field selector naming
@@ -9,28 +9,31 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import http.client
 import json
 import logging
 import secrets
 import socket
-import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
 
 import yaml
 
 from rotator.sandbox.kubeapi import patch as patches
 from rotator.sandbox.kubeapi import protobuf
-from rotator.sandbox.kubeapi.rbac import MASTERS, Attributes, Authorizer, forbidden_message
+from rotator.sandbox.kubeapi.proxy import forward, pick_backend, split_scheme_name_port
+from rotator.sandbox.kubeapi.rbac import (
+    MASTERS,
+    Attributes,
+    Authorizer,
+    Identity,
+    forbidden_message,
+)
 from rotator.sandbox.kubeapi.resources import (
     SERVER_VERSION,
     Registry,
@@ -58,27 +61,26 @@ from rotator.sandbox.kubeapi.status import (
     unsupported_patch,
 )
 from rotator.sandbox.kubeapi.store import Store
+from rotator.sandbox.kubeapi.tables import table, table_events, wants_table
 from rotator.sandbox.kubeapi.tls import make_serving_certificate
+from rotator.sandbox.kubeapi.transport import (
+    Handler,
+    HTTPServer,
+    Request,
+    Response,
+    json_response,
+)
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 
-JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
-APPLY_PATCH = "application/apply-patch+yaml"
 DEFAULT_WATCH_TIMEOUT_S = 1800.0  # the real server's --min-request-timeout
-PROXY_TIMEOUT_S = 30.0
 AUTH_GROUP = "authorization.k8s.io"
 SSAR_PATH = f"/apis/{AUTH_GROUP}/v1/selfsubjectaccessreviews"
-
-
-@dataclass(frozen=True)
-class Identity:
-    user: str
-    groups: tuple[str, ...]
 
 
 ANONYMOUS = Identity("system:anonymous", ("system:unauthenticated",))
@@ -97,23 +99,6 @@ class AuditEntry:
     api_group: str = ""
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-    raw_query: str = ""
-    identity: Identity | None = None
-
-    def param(self, name: str, default: str = "") -> str:
-        return self.query.get(name, default)
-
-    def flag(self, name: str) -> bool:
-        return self.query.get(name, "").lower() in ("true", "1")
-
-
 @dataclass(frozen=True)
 class Target:
     """A parsed resource path."""
@@ -126,111 +111,6 @@ class Target:
     legacy_watch: bool
 
 
-@dataclass(frozen=True)
-class Response:
-    code: int
-    body: bytes
-    content_type: str = JSON
-
-
-def _json_response(code: int, doc: Obj) -> Response:
-    return Response(code, json.dumps(doc, separators=(",", ":")).encode())
-
-
-def _age(timestamp: str) -> str:
-    try:
-        then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return "<unknown>"
-    seconds = max(0, int((datetime.now(UTC) - then).total_seconds()))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
-
-
-def _wants_table(accept: str) -> str | None:
-    """The Table version the client asks for first, or None when plain JSON comes first."""
-    for part in accept.split(","):
-        pieces = part.split(";")
-        params = {}
-        for piece in pieces[1:]:
-            key, _, value = piece.partition("=")
-            params[key.strip()] = value.strip()
-        if params.get("as") == "Table" and params.get("g") == "meta.k8s.io":
-            return params.get("v", "v1")
-        if pieces[0].strip() in (JSON, "*/*") and "as" not in params:
-            return None
-    return None
-
-
-def _column_doc(name: str, type_: str, fmt: str, priority: int) -> Obj:
-    return {"name": name, "type": type_, "format": fmt, "description": name, "priority": priority}
-
-
-def _table(rt: ResourceType, objs: list[Obj], *, rv: str, version: str, include: str) -> Obj:
-    """A ``meta.k8s.io`` Table like the server-side printers (kubectl asks for one)."""
-    shown = [c for c in rt.columns if c.priority == 0]
-    later = [c for c in rt.columns if c.priority != 0]
-    columns = [_column_doc("Name", "string", "name", 0)]
-    columns += [_column_doc(c.name, c.type, c.fmt, 0) for c in shown]
-    if rt.age_column:
-        columns.append(_column_doc("Age", "string", "", 0))
-    columns += [_column_doc(c.name, c.type, c.fmt, c.priority) for c in later]
-    rows = []
-    for obj in objs:
-        meta = obj.get("metadata") or {}
-        cells: list[Any] = [meta.get("name", "")]
-        cells += [col.value(obj) for col in shown]
-        if rt.age_column:
-            cells.append(_age(str(meta.get("creationTimestamp", ""))))
-        cells += [col.value(obj) for col in later]
-        row: Obj = {"cells": cells}
-        if include == "Object":
-            row["object"] = obj
-        elif include != "None":
-            row["object"] = {
-                "kind": "PartialObjectMetadata",
-                "apiVersion": f"meta.k8s.io/{version}",
-                "metadata": meta,
-            }
-        rows.append(row)
-    return {
-        "kind": "Table",
-        "apiVersion": f"meta.k8s.io/{version}",
-        "metadata": {"resourceVersion": rv},
-        "columnDefinitions": columns,
-        "rows": rows,
-    }
-
-
-def _table_events(
-    events: Iterator[Obj], rt: ResourceType, version: str, include: str
-) -> Iterator[Obj]:
-    """Watch events whose objects are one-row Tables (``kubectl get -w``); like the real server,
-    only the first carries the column definitions."""
-    first = True
-    try:
-        for event in events:
-            obj = event["object"]
-            if event["type"] in ("ERROR", "BOOKMARK"):
-                yield event
-                continue
-            rv = str(obj["metadata"].get("resourceVersion", ""))
-            table = _table(rt, [obj], rv=rv, version=version, include=include)
-            if not first:
-                table["columnDefinitions"] = []
-            first = False
-            yield {"type": event["type"], "object": table}
-    finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
-
-
 def _verb(method: str, *, has_name: bool, watch: bool) -> str:
     if method in ("GET", "HEAD"):
         if watch:
@@ -239,18 +119,6 @@ def _verb(method: str, *, has_name: bool, watch: bool) -> str:
     if method == "DELETE":
         return "delete" if has_name else "deletecollection"
     return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
-
-
-def _split_scheme_name_port(text: str) -> tuple[str, str, str]:
-    """k8s.io/apimachinery ``net.SplitSchemeNamePort``."""
-    parts = text.split(":")
-    if len(parts) == 1:
-        return "", parts[0], ""
-    if len(parts) == 2:
-        return "", parts[0], parts[1]
-    if len(parts) == 3:
-        return parts[0], parts[1], parts[2]
-    raise bad_request(f"invalid service request {text!r}")
 
 
 class KubeApiServer:
@@ -303,7 +171,7 @@ class KubeApiServer:
         }
         self._tokens_lock = threading.Lock()
         self._audit: deque[AuditEntry] = deque(maxlen=100_000)
-        self._httpd: _HTTPServer | None = None
+        self._httpd: HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._certificate = make_serving_certificate(host) if tls else None
         self._seed()
@@ -331,7 +199,7 @@ class KubeApiServer:
     def start(self) -> KubeApiServer:
         if self._httpd is not None:
             return self
-        httpd = _HTTPServer((self._host, self._port), _Handler)
+        httpd = HTTPServer((self._host, self._port), Handler)
         if self._certificate is not None:
             httpd.tls = self._certificate.server_context()
         httpd.api = self
@@ -560,27 +428,27 @@ class KubeApiServer:
         if req.method not in ("GET", "HEAD"):
             raise method_not_allowed(req.method)
         if path == "/version":
-            return _json_response(200, SERVER_VERSION)
+            return json_response(200, SERVER_VERSION)
         if path == "/openapi/v3":
-            return _json_response(200, openapi_v3_root(self._registry))
+            return json_response(200, openapi_v3_root(self._registry))
         if path.startswith("/openapi/v3/"):
             parts = path.split("/")[3:]
             group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[-1])
             spec = openapi_v3_group_version(self._registry, group, version)
             if spec is None or len(parts) not in (2, 3):
                 raise path_not_found(path)
-            return _json_response(200, spec)
+            return json_response(200, spec)
         if path in ("/healthz", "/livez", "/readyz"):
             return Response(200, b"ok", "text/plain; charset=utf-8")
         if path == "/api":
-            return _json_response(200, api_versions(f"{self._host}:{self.port}"))
+            return json_response(200, api_versions(f"{self._host}:{self.port}"))
         if path == "/apis":
             doc = api_group_list(self._registry)
             gv = {"groupVersion": f"{AUTH_GROUP}/v1", "version": "v1"}
             doc["groups"].append({"name": AUTH_GROUP, "versions": [gv], "preferredVersion": gv})
-            return _json_response(200, doc)
+            return json_response(200, doc)
         if path == f"/apis/{AUTH_GROUP}/v1":
-            return _json_response(200, _authorization_resources())
+            return json_response(200, _authorization_resources())
         parts = path.strip("/").split("/")
         found: Obj | None = None
         if parts == ["api", "v1"]:
@@ -591,7 +459,7 @@ class KubeApiServer:
             found = api_resource_list(self._registry, parts[1], parts[2])
         if found is None:
             raise path_not_found(path)
-        return _json_response(200, found)
+        return json_response(200, found)
 
     def _self_subject_access_review(self, req: Request) -> Response:
         assert req.identity is not None
@@ -634,7 +502,7 @@ class KubeApiServer:
             }
         )
         body.setdefault("metadata", {})
-        return _json_response(201, body)
+        return json_response(201, body)
 
     # --- resources --------------------------------------------------------------------------
 
@@ -703,15 +571,15 @@ class KubeApiServer:
         )
         if rt.return_deleted_object:
             return self._single(req, rt, obj, 200)
-        return _json_response(200, _success(rt, obj))
+        return json_response(200, _success(rt, obj))
 
     def _single(self, req: Request, rt: ResourceType, obj: Obj, code: int) -> Response:
-        version = _wants_table(req.headers.get("accept", ""))
+        version = wants_table(req.headers.get("accept", ""))
         if version is not None and req.method == "GET":
             rv = str(obj["metadata"].get("resourceVersion", ""))
-            table = _table(rt, [obj], rv=rv, version=version, include=req.param("includeObject"))
-            return _json_response(code, table)
-        return _json_response(code, obj)
+            doc = table(rt, [obj], rv=rv, version=version, include=req.param("includeObject"))
+            return json_response(code, doc)
+        return json_response(code, obj)
 
     def _matcher(self, req: Request, rt: ResourceType) -> Matcher:
         return build_matcher(req.param("labelSelector"), req.param("fieldSelector"), rt)
@@ -745,10 +613,10 @@ class KubeApiServer:
                 bookmarks=req.flag("allowWatchBookmarks"),
                 initial_events_end=req.flag("sendInitialEvents"),
             )
-            version = _wants_table(req.headers.get("accept", ""))
+            version = wants_table(req.headers.get("accept", ""))
             if version is None:
                 return events
-            return _table_events(events, rt, version, req.param("includeObject"))
+            return table_events(events, rt, version, req.param("includeObject"))
         try:
             limit = int(req.param("limit") or 0)
         except ValueError as exc:
@@ -756,10 +624,10 @@ class KubeApiServer:
         result = self._store.list(
             rt, namespace, match, limit=max(0, limit), continue_token=req.param("continue")
         )
-        version = _wants_table(req.headers.get("accept", ""))
+        version = wants_table(req.headers.get("accept", ""))
         doc: Obj
         if version is not None:
-            doc = _table(
+            doc = table(
                 rt,
                 result.items,
                 rv=str(result.resource_version),
@@ -782,7 +650,7 @@ class KubeApiServer:
             doc["metadata"]["continue"] = result.continue_token
             if result.remaining is not None:
                 doc["metadata"]["remainingItemCount"] = result.remaining
-        return _json_response(200, doc)
+        return json_response(200, doc)
 
     def _delete_collection(self, req: Request, target: Target) -> Response:
         rt = target.rt
@@ -800,7 +668,7 @@ class KubeApiServer:
             "metadata": {"resourceVersion": str(self._store.resource_version)},
             "items": deleted,
         }
-        return _json_response(200, doc)
+        return json_response(200, doc)
 
     def _patch(self, req: Request, target: Target, *, dry_run: bool) -> Obj:
         rt = target.rt
@@ -856,7 +724,7 @@ class KubeApiServer:
         namespace = target.namespace or ""
         obj = self._store.get(rt, namespace, target.name)
         if req.method == "GET":
-            return _json_response(200, _scale_doc(obj))
+            return json_response(200, _scale_doc(obj))
         if req.method == "PUT":
             scale = _parse_json(req.body)
         elif req.method == "PATCH":
@@ -882,7 +750,7 @@ class KubeApiServer:
         want_rv = (scale.get("metadata") or {}).get("resourceVersion")
         new["metadata"]["resourceVersion"] = want_rv or obj["metadata"]["resourceVersion"]
         updated = self._store.update(rt, namespace, target.name, new, from_patch=True)
-        return _json_response(200, _scale_doc(updated))
+        return json_response(200, _scale_doc(updated))
 
     # --- service proxy ----------------------------------------------------------------------
 
@@ -892,7 +760,7 @@ class KubeApiServer:
         if target.rt.key != "services":
             raise path_not_found(req.path)
         namespace = target.namespace or ""
-        scheme, name, port = _split_scheme_name_port(target.name)
+        scheme, name, port = split_scheme_name_port(target.name)
         if scheme not in ("", "http"):
             raise ApiError(
                 503, "ServiceUnavailable", f"unsupported scheme {scheme!r} for {target.name!r}"
@@ -908,52 +776,12 @@ class KubeApiServer:
                     503, "ServiceUnavailable", f'no service port {port} found for service "{name}"'
                 )
         endpoints = self._store.get(self._registry.by_key("endpoints"), namespace, name)
-        backend = _pick_backend(endpoints, port)
+        backend = pick_backend(endpoints, port)
         if backend is None:
             raise ApiError(
                 503, "ServiceUnavailable", f'no endpoints available for service "{target.name}"'
             )
-        return _forward(req, backend, "/" + target.rest)
-
-
-def _pick_backend(endpoints: Obj, port_name: str) -> tuple[str, int] | None:
-    for subset in endpoints.get("subsets") or []:
-        addresses = [
-            str(a.get("ip", ""))
-            for a in subset.get("addresses") or []
-            if _is_loopback(str(a.get("ip", "")))
-        ]
-        if not addresses:
-            continue
-        for ep_port in subset.get("ports") or []:
-            if ep_port.get("name", "") == port_name:
-                return addresses[0], int(ep_port.get("port", 0))
-    return None
-
-
-def _is_loopback(ip: str) -> bool:
-    return ip.startswith("127.") or ip == "::1"
-
-
-def _forward(req: Request, backend: tuple[str, int], path: str) -> Response:
-    target = path + (f"?{req.raw_query}" if req.raw_query else "")
-    wanted = ("content-type", "accept", "user-agent")
-    headers = {k: v for k, v in req.headers.items() if k in wanted and v}
-    conn = http.client.HTTPConnection(backend[0], backend[1], timeout=PROXY_TIMEOUT_S)
-    try:
-        conn.request(req.method, target, body=req.body or None, headers=headers)
-        resp = conn.getresponse()
-        body = resp.read()
-        content_type = resp.getheader("Content-Type") or "application/octet-stream"
-        return Response(resp.status, body, content_type)
-    except OSError as exc:
-        raise ApiError(
-            503,
-            "ServiceUnavailable",
-            f"error trying to reach service: dial tcp {backend[0]}:{backend[1]}: {exc}",
-        ) from exc
-    finally:
-        conn.close()
+        return forward(req, backend, "/" + target.rest)
 
 
 def _scale_doc(obj: Obj) -> Obj:
@@ -1049,141 +877,3 @@ def _authorization_resources() -> Obj:
             }
         ],
     }
-
-
-# --- the HTTP layer ---------------------------------------------------------------------------
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    api: KubeApiServer
-    tls: ssl.SSLContext | None = None
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()
-        if self.tls is not None:
-            # the handshake happens on first read, in the handler thread, not in accept()
-            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, address
-
-    def track(self, sock: socket.socket, *, add: bool) -> None:
-        with self._connections_lock:
-            if add:
-                self._connections.add(sock)
-            else:
-                self._connections.discard(sock)
-
-    def close_connections(self) -> None:
-        """Hang up on idle keep-alive clients so their handler threads end with the server."""
-        with self._connections_lock:
-            conns = list(self._connections)
-        for sock in conns:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _HTTPServer
-    server_version = "rotator-kubeapi"
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self.connection, add=True)
-
-    def handle(self) -> None:
-        # a client hanging up (or failing the TLS handshake) is not a server error
-        with contextlib.suppress(OSError):
-            super().handle()
-
-    def finish(self) -> None:
-        self.server.track(self.connection, add=False)
-        with contextlib.suppress(OSError):
-            super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    def _dispatch(self) -> None:
-        split = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        try:
-            body = self._read_body()
-        except (ValueError, OSError):
-            self.close_connection = True
-            return
-        req = Request(self.command, split.path, query, headers, body, raw_query=split.query)
-        try:
-            result = self.server.api.handle(req)
-        except ApiError as exc:
-            self._send(_json_response(exc.code, exc.status()))
-            return
-        except Exception:
-            log.exception("kubeapi: unexpected error on %s %s", self.command, split.path)
-            error = ApiError(500, "InternalError", "an error on the server prevented the request")
-            self._send(_json_response(500, error.status()))
-            return
-        if isinstance(result, Response):
-            self._send(result)
-        else:
-            self._stream(result)
-
-    def _send(self, resp: Response) -> None:
-        self.send_response(resp.code)
-        self.send_header("Content-Type", resp.content_type)
-        self.send_header("Content-Length", str(len(resp.body)))
-        self.send_header("Cache-Control", "no-cache, private")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(resp.body)
-
-    def _stream(self, events: Iterator[Obj]) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", JSON)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Cache-Control", "no-cache, private")
-        self.end_headers()
-        try:
-            self.wfile.flush()
-            for event in events:
-                data = json.dumps(event, separators=(",", ":")).encode() + b"\n"
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True
-        finally:
-            close = getattr(events, "close", None)
-            if close is not None:
-                close()
-
-    do_GET = _dispatch
-    do_HEAD = _dispatch
-    do_POST = _dispatch
-    do_PUT = _dispatch
-    do_PATCH = _dispatch
-    do_DELETE = _dispatch
