@@ -54,8 +54,17 @@ def demo_command(args: argparse.Namespace) -> int:
         # Let the gateway send some events with the old key first, as in production.
         time.sleep(min(1.0, config.waits.ingestion_window_s / 4))
         report = run_once(config, RunSwitches(trigger="demo", force=True))
-        # Old-key events stop landing once the ingestion window closes; count after it.
-        report = with_event_counts(report, sandbox.posthog.counters())
+        # Count once the stand-in has settled every event still in its ingestion lag.
+        settle_by = time.monotonic() + 10 * max(
+            0.5, sandbox.timing.scaled(sandbox.timing.ingestion_lag_s)
+        )
+        if sandbox.gateway is not None:
+            sandbox.gateway.paused = True  # stop the traffic so the totals can settle
+        counters = sandbox.posthog.counters()
+        while any(c.pending for c in counters.keys.values()) and time.monotonic() < settle_by:
+            time.sleep(0.1)
+            counters = sandbox.posthog.counters()
+        report = with_event_counts(report, counters)
         print_report(report, as_json=args.json)
         if args.keep:
             print(
