@@ -223,7 +223,7 @@ class Sandbox:
         self.root.mkdir(parents=True, exist_ok=True)
         self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
 
-        kube = self.kube = KubeApiServer(rbac=self.rbac).start()
+        kube = self.kube = KubeApiServer(rbac=self.rbac, tls=True).start()
         self._stoppers.append(kube.stop)
         kube.write_kubeconfig(self.admin_kubeconfig_path)
         if self.rbac:
