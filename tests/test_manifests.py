@@ -463,3 +463,13 @@ def test_the_documented_manual_trigger_with_switches_creates_the_job(
     assert switches == RunSwitches(envs=("preview",), dry_run=True, trigger="manual")
     assert created["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
     assert ctr["securityContext"]["readOnlyRootFilesystem"] is True  # the template, unchanged
+
+
+def test_the_operations_guide_shows_the_pipeline_tested_above() -> None:
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    assert 'create job --from=cronjob/rotator "rotator-manual-$(date +%s)"' in guide
+    assert "--dry-run=client -o yaml" in guide
+    assert "kubectl set env --local -f - -c rotator -o yaml ROTATOR_TRIGGER=manual" in guide
+    assert "kubectl create -f -" in guide
+    for name in ("ROTATOR_DRY_RUN", "ROTATOR_NO_RESET", "ROTATOR_ENVS", "ROTATOR_FORCE"):
+        assert name in guide
