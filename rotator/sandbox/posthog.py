@@ -63,9 +63,16 @@ DEFAULT_HOGQL_LIMIT = 100
 INGEST_PREFIX = "/ingest"
 
 Route = Literal["project", "reset_token", "query", "capture"]
-FaultKind = Literal["5xx", "hang", "lose_response", "slow"]
+FaultKind = Literal["5xx", "hang", "lose_response", "slow", "acted_5xx", "no_api_token"]
 ROUTES: tuple[Route, ...] = ("project", "reset_token", "query", "capture")
-FAULT_KINDS: tuple[FaultKind, ...] = ("5xx", "hang", "lose_response", "slow")
+FAULT_KINDS: tuple[FaultKind, ...] = (
+    "5xx",
+    "hang",
+    "lose_response",
+    "slow",
+    "acted_5xx",
+    "no_api_token",
+)
 
 
 # --- values ----------------------------------------------------------------------------------
@@ -788,6 +795,9 @@ class PostHogStandIn:
         self._faults: dict[str, list[_Fault]] = {}
         self._requests: dict[str, int] = {}
         self._resets: dict[int, int] = {}
+        # Called (under the stand-in's lock) with the project id right after every key reset:
+        # lets a test flip another fault at the point of no return.
+        self.on_reset: Callable[[int], None] | None = None
         self._cache: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -910,7 +920,9 @@ class PostHogStandIn:
 
         ``5xx``: answer ``status`` without acting; ``hang``: hold the connection ``delay_s``
         without acting, then close it; ``lose_response``: act (the reset happens), then close
-        the connection without answering; ``slow``: act, then answer after ``delay_s``.
+        the connection without answering; ``slow``: act, then answer after ``delay_s``;
+        ``acted_5xx``: act (the reset happens), then answer ``status`` anyway; ``no_api_token``:
+        act, then answer the project JSON without its ``api_token`` field.
         """
         if route not in ROUTES or kind not in FAULT_KINDS:
             raise ValueError(f"route one of {ROUTES}, kind one of {FAULT_KINDS}")
@@ -985,6 +997,8 @@ class PostHogStandIn:
         project.token = generate_token("phc_")
         self._resets[project.id] = self._resets.get(project.id, 0) + 1
         log.info("stand-in: project %s key reset to %s", project.id, fingerprint(project.token))
+        if self.on_reset is not None:
+            self.on_reset(project.id)
         return project.token
 
     def _resolve(self, token: str, at: float) -> int | None:
@@ -1092,6 +1106,15 @@ class PostHogStandIn:
         reply = act()
         if fault.kind == "lose_response":
             raise _Lost
+        if fault.kind == "acted_5xx":
+            return _drf_error(fault.status, "server_error", "error", "A server error occurred.")
+        if fault.kind == "no_api_token":
+            if reply.content_type != "application/json":
+                return reply
+            data = json.loads(reply.body)
+            if isinstance(data, dict):
+                data.pop("api_token", None)
+            return _json_reply(reply.status, data, reply.headers)
         self._stopping.wait(fault.delay_s)  # slow: acted, answers late
         return reply
 
