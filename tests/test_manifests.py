@@ -473,3 +473,93 @@ def test_the_operations_guide_shows_the_pipeline_tested_above() -> None:
     assert "kubectl create -f -" in guide
     for name in ("ROTATOR_DRY_RUN", "ROTATOR_NO_RESET", "ROTATOR_ENVS", "ROTATOR_FORCE"):
         assert name in guide
+
+
+# --- the Roles against an API server that enforces RBAC: a whole rotation as the job ----------
+
+
+def _apply_rbac_as_admin(admin: Any) -> None:
+    """Replace the sandbox's own grants with this file's namespace, ServiceAccount and Roles."""
+    from kubernetes import client
+
+    rbac, core = client.RbacAuthorizationV1Api(admin), client.CoreV1Api(admin)
+    for ns in ("align-preview", "align-prod", "argocd", "kube-system"):
+        for binding in rbac.list_namespaced_role_binding(ns).items:
+            if binding.metadata.name.startswith("rotator-"):
+                rbac.delete_namespaced_role_binding(binding.metadata.name, ns)
+        for role in rbac.list_namespaced_role(ns).items:
+            if role.metadata.name.startswith("rotator-"):
+                rbac.delete_namespaced_role(role.metadata.name, ns)
+    core.create_namespace(one("Namespace", "rotator"))
+    core.create_namespaced_service_account("rotator", one("ServiceAccount", "rotator"))
+    for doc in documents():
+        ns = doc["metadata"].get("namespace", "")
+        if doc["kind"] == "Role":
+            rbac.create_namespaced_role(ns, doc)
+        elif doc["kind"] == "RoleBinding":
+            rbac.create_namespaced_role_binding(ns, doc)
+
+
+@pytest.mark.slow
+def test_a_whole_rotation_runs_as_the_jobs_service_account_and_nothing_else_is_allowed(
+    tmp_path: Path,
+) -> None:
+    import secrets
+
+    from kubernetes import client
+    from kubernetes import config as kube_config
+    from kubernetes.client.exceptions import ApiException
+
+    from rotator.config import load_config
+    from rotator.report import Outcome, to_text
+    from rotator.runner import run_once
+    from rotator.sandbox.world import FAST, Sandbox, cached_key_pair
+
+    user = f"system:serviceaccount:{SA[0]}:{SA[1]}"
+    with Sandbox(
+        tmp_path / "sandbox", timing=FAST, key_pair=cached_key_pair(2048), seed=1, rbac=True
+    ) as world:
+        assert world.kube is not None
+        admin = kube_config.new_client_from_config(str(world.admin_kubeconfig_path))
+        _apply_rbac_as_admin(admin)
+        token = secrets.token_urlsafe(24)
+        world.kube.add_token(token, user=user)
+        kubeconfig = world.kube.write_kubeconfig(
+            tmp_path / "rotator-sa.kubeconfig", token=token, user="rotator"
+        )
+        config = load_config(
+            world.config_path,
+            overrides=[f"kubernetes.kubeconfig={kubeconfig}"],
+            environ=world.environ(),
+        )
+        report = run_once(config, RunSwitches(trigger="test"))
+        assert report.outcome is Outcome.SUCCEEDED, to_text(report)
+        calls = [e for e in world.kube.audit_log() if e.user == user]
+        assert calls, "the run did not use the ServiceAccount"
+        assert [e for e in calls if not e.allowed] == []
+        used = {(e.namespace, e.api_group, e.resource, e.verb) for e in calls}
+        assert ("align-prod", "apps", "deployments", "patch") in used
+        assert ("kube-system", "", "services/proxy", "get") in used
+
+        # Outside the list: the unsealed Secret, exec into a pod, anything cluster-wide.
+        job = kube_config.new_client_from_config(str(kubeconfig))
+        core = client.CoreV1Api(job)
+        denied = [
+            lambda: core.read_namespaced_secret("align-posthog", "align-prod"),
+            core.list_secret_for_all_namespaces,
+            lambda: core.list_namespaced_pod("align-prod"),
+            lambda: core.create_namespace({"metadata": {"name": "x"}}),
+            lambda: client.AppsV1Api(job).delete_namespaced_deployment(
+                "align-prod-gateway", "align-prod"
+            ),
+            lambda: client.AppsV1Api(job).patch_namespaced_deployment(
+                "some-other-app", "align-prod", {"metadata": {"labels": {"x": "y"}}}
+            ),
+            lambda: core.connect_post_namespaced_pod_exec("any", "align-prod", command=["sh"]),
+        ]
+        for call in denied:
+            with pytest.raises(ApiException) as info:
+                call()
+            assert info.value.status == 403
+        admin.close()
+        job.close()
