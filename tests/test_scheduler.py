@@ -429,3 +429,36 @@ def test_a_signal_stops_the_scheduler_cleanly(tmp_path: Path, signum: signal.Sig
     assert code == 0, log
     assert f"{signum.name} received: stopping" in log
     assert "scheduler stopped after 0 run(s)" in log
+
+
+# --- a scheduled rotation in the sandbox --------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_scheduler_runs_a_whole_rotation_in_the_sandbox(tmp_path: Path) -> None:
+    from rotator.sandbox.world import FAST, Sandbox, cached_key_pair
+
+    with Sandbox(
+        tmp_path / "sandbox", timing=FAST, key_pair=cached_key_pair(2048), seed=1
+    ) as world:
+        metrics = tmp_path / "rotator.prom"
+        before = world.initial_keys["prod"].fingerprint
+        sched = Scheduler(
+            world.load_config(),
+            rotation_trigger=EVERY_SECOND,
+            max_runs=1,
+            metrics_file=metrics,
+        )
+        sched.start()
+        try:
+            assert sched.wait_until_done(timeout=90)
+        finally:
+            assert sched.stop(timeout=30)
+        report = sched.last_report
+        assert report is not None
+        assert report.outcome is Outcome.SUCCEEDED, report.error
+        assert report.trigger == "schedule"
+        (old, new), *_ = report.fingerprints.values()
+        assert old == before
+        assert new != before
+        assert 'rotator_last_run_outcome{outcome="succeeded"} 1' in metrics.read_text()
