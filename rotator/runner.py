@@ -253,8 +253,11 @@ class Run:
         except (PreflightError, ConfigError) as exc:
             outcome, error = Outcome.ABORTED, str(exc)
         except StepFailed as exc:
-            outcome = self._failure_outcome()
-            error = str(exc)
+            if isinstance(exc.cause, LockHeld):  # raised inside the lock step, so wrapped
+                outcome, error = Outcome.LOCKED, str(exc.cause)
+            else:
+                outcome = self._failure_outcome()
+                error = str(exc)
         except RotatorError as exc:
             outcome, error = self._failure_outcome(), str(exc)
         except Exception as exc:  # the report must always be written
