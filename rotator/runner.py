@@ -241,8 +241,12 @@ class Run:
         try:
             self._preflight()
             self._lock()
-            for group in self.groups:
-                self._run_group(group)
+            for i, group in enumerate(self.groups):
+                try:
+                    self._run_group(group)
+                except Exception:
+                    self._record_not_started(group, self.groups[i + 1 :])
+                    raise
             if self.dry_run:
                 outcome = Outcome.DRY_RUN
             elif self._inconclusive:
@@ -267,6 +271,18 @@ class Run:
             self._release()
             self._cleanup()
         return self._report(outcome, error)
+
+    def _record_not_started(self, failed: _GroupState, later: list[_GroupState]) -> None:
+        """Name the project groups a failure kept from starting: their keys were not reset."""
+        for group in later:
+            for env in group.envs:
+                self.record(
+                    Step.ROTATE,
+                    StepStatus.NOT_RUN,
+                    f"not started: {', '.join(failed.envs)} (project {failed.project_id}) "
+                    f"failed first; project {group.project_id}'s key was not reset",
+                    env=env,
+                )
 
     def _failure_outcome(self) -> Outcome:
         if self.reset_happened or any(g.plan and g.plan.resume for g in self.groups):
@@ -836,7 +852,12 @@ class Run:
                 "rotator-resume-$(date +%s)); it completes the rotation with PostHog's current "
                 "key and never resets again"
             )
-            new = ", ".join(g.key.fingerprint for g in self.groups if g.key)
+            # Only the projects whose key moved: a later project a failure kept from starting
+            # still runs its old key.
+            moved = [g for g in self.groups if g.reset_at or (g.plan and g.plan.resume)]
+            new = ", ".join(
+                f"{g.key.fingerprint} ({', '.join(g.envs)})" for g in moved or self.groups if g.key
+            )
             broken = (
                 f"PostHog's key is now {new}; until the gateways run it, their events are "
                 f"dropped once PostHog's {self.config.waits.ingestion_window_s:.0f}s token cache "
