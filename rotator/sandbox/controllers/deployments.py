@@ -494,6 +494,11 @@ class RolloutController(Controller):
                 if dkey in self.never_ready and not is_ready(pod):
                     timer.never_ready = True
                     timer.ready_at = None
+                elif timer.never_ready and dkey not in self.never_ready:
+                    # The fault was cleared: the readiness probe passes from now on.
+                    timer.never_ready = False
+                    if timer.running_at is not None:
+                        timer.ready_at = max(now, timer.running_at) + self.pod_ready_s
                 if timer.running_at is None:
                     resolved = self._resolve_env(namespace, pod.get("spec") or {}, cache)
                     if not isinstance(resolved, tuple):
