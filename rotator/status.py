@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from rotator.clock import SystemClock
 from rotator.config import Config, RunSwitches
@@ -27,6 +27,9 @@ from rotator.runner import (
     build_clients,
     verify_only,
 )
+
+if TYPE_CHECKING:
+    from rotator.clients.gitrepo import OpsRepo
 
 T = TypeVar("T")
 
@@ -57,8 +60,8 @@ def collect_status(config: Config, *, envs: tuple[str, ...] = ()) -> list[Status
     clients = build_clients(config, clock=clock)
     workdir = config.git.workdir or Path(tempfile.mkdtemp(prefix="rotator-status-"))
     rows: list[StatusRow] = []
+    repo: OpsRepo | None = None
     try:
-        repo = None
         repo_error = ""
         try:
             repo = clients.open_repo(workdir)
@@ -136,6 +139,8 @@ def collect_status(config: Config, *, envs: tuple[str, ...] = ()) -> list[Status
                 )
             )
     finally:
+        if repo is not None:
+            repo.close()  # releases the checkout's lock file
         if config.git.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     return rows
