@@ -1,0 +1,187 @@
+"""`rotator status`, `verify`, `run --dry-run` and `demo` through ``rotator.cli.main``.
+
+The sandbox's secrets and config path reach the CLI the way they reach the CronJob: through the
+process environment (``Sandbox.environ()``, set with ``monkeypatch.setenv``). None of these
+commands may change anything; each test checks that against the world's state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from rotator.cli import main
+from rotator.sandbox.controllers.base import LEASE
+from rotator.sandbox.unseal import ControllerKeyPair
+from rotator.sandbox.world import Sandbox
+from tests.e2e_fixtures import (
+    ENVS,
+    LEASE_NAMESPACE,
+    NOISY_LOGGERS,
+    WorldState,
+    e2e_key_pair,
+    lease,
+    start_sandbox,
+)
+
+FIXTURES = (e2e_key_pair,)  # used as pytest fixtures by name
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory, e2e_key_pair: ControllerKeyPair
+) -> Iterator[Sandbox]:
+    """One sandbox for the module: every command here only reads (and each test checks it)."""
+    sandbox = start_sandbox(tmp_path_factory.mktemp("commands") / "sandbox", e2e_key_pair)
+    try:
+        yield sandbox
+    finally:
+        sandbox.stop()
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """``main`` installs its log handler on the root logger: take it away afterwards."""
+    root = logging.getLogger()
+    level = root.level
+    noisy = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+    yield
+    for handler in list(root.handlers):
+        if handler.get_name() == "rotator":
+            root.removeHandler(handler)
+    root.setLevel(level)
+    for name, saved in noisy.items():
+        logging.getLogger(name).setLevel(saved)
+
+
+@pytest.fixture
+def cli_env(world: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
+    for name, value in world.environ().items():
+        monkeypatch.setenv(name, value)
+    for switch in ("ROTATOR_DRY_RUN", "ROTATOR_NO_RESET", "ROTATOR_FORCE", "ROTATOR_ENVS"):
+        monkeypatch.delenv(switch, raising=False)
+    return world
+
+
+def test_status_shows_each_environment_in_sync_with_fingerprints(
+    cli_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = cli_env
+    assert world.posthog is not None
+    key = world.posthog.current_key(1)
+    before = WorldState.of(world)
+
+    code = main(["--config", str(world.config_path), "status"])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for env in ENVS:
+        assert f"{env} (PostHog project 1): in sync" in out
+    assert out.count(key.fingerprint) >= 4 * len(ENVS)  # posthog, git, SealedSecret, rollout
+    assert key.reveal() not in out
+    assert WorldState.of(world) == before
+
+    code = main(["--config", str(world.config_path), "status", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [r["env"] for r in rows] == list(ENVS)
+    for row in rows:
+        assert row["posthog"] == key.fingerprint
+        assert row["git"] == key.fingerprint
+        assert row["sealed_secret"] == f"{key.fingerprint} (unsealed)"
+        assert row["rollout"] == f"{key.fingerprint}, rolled out"
+        assert row["argocd"].startswith(f"Synced/Healthy at {world.git.head()[:12]}")
+
+
+def test_verify_proves_the_current_key_and_changes_nothing(
+    cli_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = cli_env
+    assert world.posthog is not None
+    assert world.slack is not None
+    key = world.posthog.current_key(1)
+    before = WorldState.of(world)
+    slack_before = len(world.slack.payloads)
+
+    code = main(["--config", str(world.config_path), "verify", "--json"])
+
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report
+    assert report["outcome"] == "succeeded"
+    assert report["mode"] == "verify"
+    assert report["events"]["marker_seen_after_s"] is not None
+    assert all(report["events"]["gateway_events"].get(env, 0) > 0 for env in ENVS)
+    assert report["fingerprints"]["project 1"] == {
+        "old": key.fingerprint,
+        "new": key.fingerprint,
+    }
+    assert WorldState.of(world) == before
+    assert lease(world) is None
+    assert len(world.slack.payloads) == slack_before
+
+
+def test_a_dry_run_reads_everything_changes_nothing_and_prints_the_plan(
+    cli_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = cli_env
+    assert world.posthog is not None
+    assert world.slack is not None
+    assert world.kube is not None
+    before = WorldState.of(world)
+    project_reads = world.posthog.calls("project")
+    audit_from = len(world.kube.audit_log())
+    slack_before = len(world.slack.payloads)
+
+    code = main(["--config", str(world.config_path), "run", "--dry-run"])
+
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, out
+    assert "DRY-RUN" in out
+    assert "Dry run: nothing was changed" in out
+    # The plan: a reset and every step after it, as a real run would do them.
+    assert "plan:" in out
+    assert "project 1: rotate: do - every environment is on" in out
+    for step in ("seal", "push", "argocd", "unseal", "rollout", "verify"):
+        assert f"project 1: {step}: do" in out, step
+    assert "dry run: skipped the PostHog key reset" in out
+    assert "committed locally, push skipped" in out
+
+    # Every read happened: PostHog's project, the sealing cert through the service proxy,
+    # the Applications and Deployments.
+    assert world.posthog.calls("project") > project_reads
+    audit = world.kube.audit_log()[audit_from:]
+    seen = {(e.verb, e.resource) for e in audit}
+    assert ("get", "services/proxy") in seen
+    assert ("get", "applications") in seen
+    assert ("get", "deployments") in seen
+    # ... and nothing changed: no reset, no push, no Lease, no restart, no Slack message.
+    assert WorldState.of(world) == before
+    assert world.posthog.calls("reset_token") == 0
+    assert lease(world) is None
+    assert not any(e.verb in ("create", "update") and e.resource == "leases" for e in audit)
+    assert len(world.slack.payloads) == slack_before
+    assert world.kube is not None
+    assert world.client is not None
+    assert world.client.list(LEASE, LEASE_NAMESPACE)[0] == []
+
+
+def test_demo_rotates_the_key_in_a_fresh_sandbox_and_reports_the_dark_window(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["demo", "--json"])
+
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 0, captured.err[-3000:]
+    assert report["outcome"] == "succeeded"
+    assert report["trigger"] == "demo"
+    assert 0 < report["dark_window_s"] < report["ingestion_window_s"]
+    events = report["events"]
+    assert events["sent"] > 0
+    assert events["ingested"] > 0
+    assert events["dropped"] is not None
+    assert "demo finished in" in captured.err

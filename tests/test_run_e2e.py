@@ -1,0 +1,468 @@
+"""End to end in the sandbox: whole rotator runs against the real HTTP stand-ins (issue 5).
+
+Every run here is ``runner.run_once`` with the sandbox's config: a real reset in the PostHog
+stand-in, real sealing, GitPython pushing to a bare repo, the simulated ArgoCD, sealed-secrets
+and rollout controllers talking to the Kubernetes API stand-in, and the Live Events check
+reading events back through the query API. Faults come from the sandbox's hooks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from rotator.redact import Secret
+from rotator.report import Outcome, RunReport, StepStatus, to_json_text, to_text
+from rotator.sandbox import manifests
+from rotator.sandbox.controllers.base import APPLICATION, DEPLOYMENT, LEASE, SEALED_SECRET
+from rotator.sandbox.gitremote import git
+from rotator.sandbox.slack import blocks_error
+from rotator.sandbox.unseal import ControllerKeyPair
+from rotator.sandbox.world import Sandbox
+from rotator.steps import Step
+from tests.e2e_fixtures import (
+    ENVS,
+    LEASE_NAME,
+    LEASE_NAMESPACE,
+    MakeSandbox,
+    WorldState,
+    capture_logs,
+    config_for,
+    e2e_key_pair,
+    find_leaks,
+    lease,
+    make_sandbox,
+    resets,
+    rotate,
+    start_sandbox,
+)
+
+FIXTURES = (e2e_key_pair, make_sandbox)  # used as pytest fixtures by name
+
+TRAILER = re.compile(r"^(Rotator-[A-Za-z-]+): (.+)$", re.M)
+
+
+def trailers(sandbox: Sandbox, rev: str) -> dict[str, str]:
+    return dict(TRAILER.findall(git("show", "-s", "--format=%B", rev, cwd=sandbox.git.path)))
+
+
+def commits_since(sandbox: Sandbox, rev: str) -> list[str]:
+    out = git("rev-list", f"{rev}..{sandbox.git.branch}", cwd=sandbox.git.path)
+    return out.split()
+
+
+def step_results(report: RunReport, step: Step) -> list[str]:
+    return [r.status.value for r in report.steps if r.step is step]
+
+
+def send_event(sandbox: Sandbox, key: Secret, env: str) -> None:
+    """One gateway-style capture with ``key`` (a straggler pod that still has it)."""
+    assert sandbox.posthog is not None
+    body = {
+        "api_key": key.reveal(),
+        "event": "gateway_heartbeat",
+        "distinct_id": f"straggler-{env}",
+        "properties": {"environment": env, "source": "gateway", "pod": "straggler"},
+    }
+    response = requests.post(f"{sandbox.posthog.ingest_url}/i/v0/e/", json=body, timeout=5)
+    assert response.status_code == 200
+
+
+# --- one full rotation, shared by the tests that only read what it left ---------------------
+
+
+@dataclass(frozen=True)
+class Rotated:
+    sandbox: Sandbox
+    report: RunReport
+    logs: str
+    old_key: Secret
+    new_key: Secret
+    seed_head: str
+
+
+@pytest.fixture(scope="module")
+def rotated(
+    tmp_path_factory: pytest.TempPathFactory, e2e_key_pair: ControllerKeyPair
+) -> Iterator[Rotated]:
+    """A sandbox after one full rotation (with its logs captured). Tests only read it."""
+    world = start_sandbox(tmp_path_factory.mktemp("rotated") / "sandbox", e2e_key_pair)
+    try:
+        assert world.posthog is not None
+        old_key = world.posthog.current_key(world.project_id("prod"))
+        seed_head = world.git.head()
+        with capture_logs() as stream:
+            report = rotate(world)
+        yield Rotated(
+            sandbox=world,
+            report=report,
+            logs=stream.getvalue(),
+            old_key=old_key,
+            new_key=world.posthog.current_key(world.project_id("prod")),
+            seed_head=seed_head,
+        )
+    finally:
+        world.stop()
+
+
+def test_a_full_rotation_succeeds_and_the_gateways_send_with_the_new_key(
+    rotated: Rotated,
+) -> None:
+    world, report, new_key = rotated.sandbox, rotated.report, rotated.new_key
+    assert world.posthog is not None
+    assert (report.outcome, int(report.exit_code)) == (Outcome.SUCCEEDED, 0), to_text(report)
+    assert new_key != rotated.old_key
+
+    # PostHog: exactly one reset, through the API.
+    assert world.posthog.calls("reset_token") == 1
+    assert dict(world.posthog.counters().resets) == {world.project_id("prod"): 1}
+
+    # git: both sealed files in ONE new commit, with the run's trailers and no key.
+    new_commits = commits_since(world, rotated.seed_head)
+    assert new_commits == [report.commit]
+    assert sorted(world.git.files_changed(new_commits[0])) == sorted(
+        manifests.sealed_path(e) for e in ENVS
+    )
+    assert trailers(world, new_commits[0]) == {
+        "Rotator-Run-Id": report.run_id,
+        "Rotator-Trigger": "test",
+        "Rotator-Key-Fingerprint": new_key.fingerprint,
+    }
+    for env in ENVS:
+        sealed = world.git.read(manifests.sealed_path(env))
+        assert f"rotator.align.dev/key-fingerprint: {new_key.fingerprint}" in sealed
+
+    # The cluster: every Ready gateway pod started with the new key.
+    for env in ENVS:
+        assert world.pod_key_fingerprints(env) == {new_key.fingerprint}, env
+
+    # The gateways' events were counted under the new key, in the report and in PostHog.
+    for env in ENVS:
+        assert report.events.gateway_events.get(env, 0) > 0, env
+    assert world.posthog.counters().for_key(new_key).ingested > 0
+    envs_on_new_key = {
+        e.properties.get("environment")
+        for e in world.posthog.events()
+        if e.key_fingerprint == new_key.fingerprint
+        and e.properties.get("source") == "gateway"
+        and e.outcome == "ingested"
+    }
+    assert envs_on_new_key == set(ENVS)
+    assert report.events.marker_seen_after_s is not None
+
+    # The dark window (reset -> last pod Ready on the new key) is shorter than PostHog's window
+    # for old-key events, so no event was lost.
+    assert report.reset_at is not None
+    assert report.dark_window_s is not None
+    assert 0 < report.dark_window_s < world.posthog.window_s
+
+
+def test_old_key_events_after_the_ingestion_window_are_dropped_not_ingested(
+    rotated: Rotated,
+) -> None:
+    world, report = rotated.sandbox, rotated.report
+    assert world.posthog is not None
+    assert report.reset_at is not None
+    window_ends = report.reset_at.timestamp() + world.posthog.window_s
+    # The run counted gateway events only from the end of the window on.
+    verified = [r for r in report.steps if r.step is Step.VERIFY and r.env]
+    assert verified
+    assert all(r.status is StepStatus.OK for r in verified)
+    # A pod that still runs the old key now (the window is over: the run took longer) is
+    # dropped by PostHog, while the new key's events land.
+    assert time.time() > window_ends
+    send_event(world, rotated.old_key, "prod")
+    send_event(world, rotated.new_key, "prod")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if world.posthog.counters().for_key(rotated.old_key).pending == 0:
+            break
+        time.sleep(0.05)
+    old = world.posthog.counters().for_key(rotated.old_key)
+    assert old.dropped >= 1
+    late_ingested = [
+        e
+        for e in world.posthog.events()
+        if e.key_fingerprint == rotated.old_key.fingerprint
+        and e.outcome == "ingested"
+        and e.received_at + world.posthog.lag_s >= window_ends
+    ]
+    assert late_ingested == []
+
+
+def test_the_slack_report_arrived_once_as_valid_block_kit(rotated: Rotated) -> None:
+    world, report = rotated.sandbox, rotated.report
+    assert world.slack is not None
+    assert report.slack == "sent"
+    payloads = world.slack.payloads
+    assert len(payloads) == 1
+    payload = payloads[0]
+    assert blocks_error(payload["blocks"]) is None
+    assert payload["blocks"][0]["type"] == "header"
+    assert "succeeded" in payload["text"]
+    text = json.dumps(payload)
+    assert report.run_id in text
+    assert rotated.new_key.fingerprint in text
+
+
+def test_no_secret_appears_in_the_report_logs_slack_git_or_the_objects_the_run_wrote(
+    rotated: Rotated,
+) -> None:
+    world, report = rotated.sandbox, rotated.report
+    assert world.personal_key is not None
+    assert world.slack is not None
+    assert world.client is not None
+    secrets = {
+        "old project key": rotated.old_key.reveal(),
+        "new project key": rotated.new_key.reveal(),
+        "personal API key": world.personal_key.reveal(),
+        "Slack webhook URL": world.slack.url.reveal(),
+    }
+    # The checks below look at real output: make sure there is some.
+    assert "reset" in rotated.logs
+    assert "urllib3" in rotated.logs or "HTTP" in rotated.logs
+
+    outputs = {
+        "text report": to_text(report),
+        "JSON report": to_json_text(report),
+        "logs": rotated.logs,
+        "Slack payloads": json.dumps(world.slack.payloads),
+        "git history": git("log", "--all", "-p", "--format=%H%n%B", cwd=world.git.path),
+    }
+    objects = []
+    for env in ENVS:
+        ns = manifests.namespace(env)
+        objects += world.client.list(DEPLOYMENT, ns)[0]
+        objects += world.client.list(SEALED_SECRET, ns)[0]
+    objects += world.client.list(APPLICATION, manifests.ARGOCD_NAMESPACE)[0]
+    objects += world.client.list(LEASE, LEASE_NAMESPACE)[0]
+    assert len(objects) >= 7
+    outputs["Kubernetes objects"] = json.dumps(objects)
+    leaks = {where: find_leaks(text, secrets) for where, text in outputs.items()}
+    assert {where: found for where, found in leaks.items() if found} == {}
+    # Only fingerprints name the keys.
+    assert rotated.new_key.fingerprint in outputs["text report"]
+    assert rotated.new_key.fingerprint in outputs["logs"]
+
+
+# --- runs that change the world: each gets its own sandbox -----------------------------------
+
+
+def test_a_second_run_right_after_does_not_reset_but_a_forced_one_does(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    assert world.posthog is not None
+    config = config_for(world)
+    assert config.policy.min_interval_s >= 3600  # the guard is on in the sandbox's config
+
+    first = rotate(world, config=config)
+    assert first.outcome is Outcome.SUCCEEDED, to_text(first)
+    key = world.posthog.current_key(1)
+    head = world.git.head()
+    assert resets(world) == 1
+
+    second = rotate(world, config=config)
+    assert second.outcome is Outcome.SUCCEEDED, to_text(second)
+    assert resets(world) == 1
+    assert world.posthog.current_key(1) == key
+    assert world.git.head() == head
+    assert step_results(second, Step.ROTATE) == ["skipped"]
+    assert any("rotated recently" in r.detail for r in second.steps if r.step is Step.ROTATE)
+    for step in (Step.SEAL, Step.PUSH, Step.ARGOCD, Step.UNSEAL, Step.ROLLOUT):
+        assert step_results(second, step) == ["skipped"], step
+    assert set(step_results(second, Step.VERIFY)) == {"ok"}  # it verified, and only that
+    assert second.dark_window_s is None
+
+    forced = rotate(world, config=config, force=True)
+    assert forced.outcome is Outcome.SUCCEEDED, to_text(forced)
+    assert resets(world) == 2
+    newer = world.posthog.current_key(1)
+    assert newer != key
+    assert commits_since(world, head) == [forced.commit]
+    assert trailers(world, head + "~0")["Rotator-Key-Fingerprint"] == key.fingerprint
+    assert trailers(world, world.git.head())["Rotator-Key-Fingerprint"] == newer.fingerprint
+    for env in ENVS:
+        assert world.pod_key_fingerprints(env) == {newer.fingerprint}
+
+
+def test_adopt_mode_after_a_ui_reset_completes_with_the_ui_key_without_resetting(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    assert world.posthog is not None
+    ui_key = world.posthog.reset_key_out_of_band(1)
+    head = world.git.head()
+
+    report = rotate(world, no_reset=True)
+
+    assert (report.outcome, int(report.exit_code)) == (Outcome.SUCCEEDED, 0), to_text(report)
+    assert report.mode == "adopt"
+    assert resets(world) == 0
+    assert world.posthog.current_key(1) == ui_key
+    assert commits_since(world, head) == [report.commit]
+    assert trailers(world, world.git.head())["Rotator-Key-Fingerprint"] == ui_key.fingerprint
+    for env in ENVS:
+        assert world.pod_key_fingerprints(env) == {ui_key.fingerprint}
+        assert report.events.gateway_events.get(env, 0) > 0
+
+
+def test_a_run_that_finds_posthog_ahead_of_git_resumes_with_the_current_key_and_never_resets(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    assert world.posthog is not None
+    ui_key = world.posthog.reset_key_out_of_band(1)
+
+    report = rotate(world)  # a normal run: no --no-reset
+
+    assert report.outcome is Outcome.SUCCEEDED, to_text(report)
+    assert resets(world) == 0
+    assert world.posthog.current_key(1) == ui_key
+    assert step_results(report, Step.ROTATE) == ["skipped"]
+    assert any("in flight" in r.detail for r in report.steps if r.step is Step.ROTATE)
+    assert trailers(world, world.git.head())["Rotator-Key-Fingerprint"] == ui_key.fingerprint
+    for env in ENVS:
+        assert world.pod_key_fingerprints(env) == {ui_key.fingerprint}
+
+
+def test_a_run_that_died_after_its_push_is_finished_by_the_next_run_without_a_second_reset(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    assert world.posthog is not None
+    # What a run killed right after its push leaves: PostHog on a new key, git sealed for it,
+    # the cluster and the pods still on the old one.
+    key = world.posthog.reset_key_out_of_band(1)
+    pushed = world.push_sealed_key(ENVS, key)
+
+    report = rotate(world)
+
+    assert report.outcome is Outcome.SUCCEEDED, to_text(report)
+    assert resets(world) == 0
+    assert world.posthog.current_key(1) == key
+    assert world.git.head() == pushed  # git already had the key: nothing new to commit
+    assert step_results(report, Step.PUSH) == ["skipped"]
+    for env in ENVS:
+        assert world.pod_key_fingerprints(env) == {key.fingerprint}
+
+
+def test_a_run_stuck_at_argocd_fails_after_the_reset_and_the_next_run_finishes_with_that_key(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    assert world.posthog is not None
+    world.stick_argocd("prod")
+
+    failed = rotate(world, "waits.argocd_s=2")
+
+    assert (failed.outcome, int(failed.exit_code)) == (Outcome.FAILED_AFTER_RESET, 1), to_text(
+        failed
+    )
+    assert resets(world) == 1
+    key = world.posthog.current_key(1)
+    assert failed.resume_command is not None
+    assert "rotator run" in failed.resume_command
+    assert failed.broken_now is not None
+    assert key.fingerprint in failed.broken_now
+    assert "resume with: rotator run" in to_text(failed)
+    assert "argocd" in (failed.error or "")
+    assert world.slack is not None
+    assert "failed-after-reset" in world.slack.payloads[-1]["text"]
+    pushed = world.git.head()
+
+    world.clear_faults()
+    finished = rotate(world)
+
+    assert finished.outcome is Outcome.SUCCEEDED, to_text(finished)
+    assert resets(world) == 1  # no second reset
+    assert world.posthog.current_key(1) == key
+    assert world.git.head() == pushed
+    for env in ENVS:
+        assert world.pod_key_fingerprints(env) == {key.fingerprint}
+
+
+def test_a_rollout_that_never_becomes_ready_fails_after_the_reset_and_the_next_run_finishes_it(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    assert world.posthog is not None
+    world.never_ready("prod")
+
+    failed = rotate(world, "waits.rollout_s=2")
+
+    assert (failed.outcome, int(failed.exit_code)) == (Outcome.FAILED_AFTER_RESET, 1), to_text(
+        failed
+    )
+    assert failed.resume_command is not None
+    assert "rollout" in (failed.error or "")
+    assert resets(world) == 1
+    key = world.posthog.current_key(1)
+
+    world.clear_faults()
+    finished = rotate(world)
+
+    assert finished.outcome is Outcome.SUCCEEDED, to_text(finished)
+    assert resets(world) == 1
+    assert world.posthog.current_key(1) == key
+    for env in ENVS:
+        assert world.pod_key_fingerprints(env) == {key.fingerprint}
+
+
+def test_a_second_concurrent_run_is_refused_by_the_lock_and_changes_nothing(
+    make_sandbox: MakeSandbox,
+) -> None:
+    from rotator.clients.kube import Kube
+
+    world = make_sandbox()
+    config = config_for(world)
+    other = Kube.from_config(config)
+    try:
+        other.acquire_lease(LEASE_NAMESPACE, LEASE_NAME, holder="rot-other-run", duration_s=120)
+    finally:
+        other.close()
+    before = WorldState.of(world)
+
+    report = rotate(world, config=config)
+
+    assert (report.outcome, int(report.exit_code)) == (Outcome.LOCKED, 4), to_text(report)
+    assert "rot-other-run" in (report.error or "")
+    assert WorldState.of(world) == before  # no reset, no commit, the Lease still theirs
+    held = lease(world)
+    assert held is not None
+    assert held["spec"]["holderIdentity"] == "rot-other-run"
+    assert step_results(report, Step.ROTATE) == []
+
+
+def test_preview_failing_stops_prod_when_the_projects_are_separate(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox(separate_projects=True)
+    assert world.posthog is not None
+    prod_key = world.posthog.current_key(world.project_id("prod"))
+    world.inject_sync_error("preview", "admission webhook denied the request")
+
+    report = rotate(world, "waits.argocd_s=5")
+
+    assert report.outcome is Outcome.FAILED_AFTER_RESET, to_text(report)
+    resets_by_project = dict(world.posthog.counters().resets)
+    assert resets_by_project.get(world.project_id("preview")) == 1
+    assert resets_by_project.get(world.project_id("prod"), 0) == 0
+    assert world.posthog.current_key(world.project_id("prod")) == prod_key
+    assert world.pod_key_fingerprints("prod") == {prod_key.fingerprint}
+    # The report says prod was left alone.
+    prod_steps = [r for r in report.steps if r.env == "prod"]
+    assert prod_steps
+    assert all(r.status is StepStatus.NOT_RUN for r in prod_steps), prod_steps
+    assert "project 2's key was not reset" in to_text(report)
+    old, new = report.fingerprints[f"project {world.project_id('prod')}"]
+    assert old == new == prod_key.fingerprint
+    assert report.broken_now is not None
+    assert "(preview)" in report.broken_now
+    assert prod_key.fingerprint not in report.broken_now
