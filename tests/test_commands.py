@@ -10,24 +10,28 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from rotator.cli import main
 from rotator.sandbox.controllers.base import LEASE
+from rotator.sandbox.gitremote import git
 from rotator.sandbox.unseal import ControllerKeyPair
 from rotator.sandbox.world import Sandbox
 from tests.e2e_fixtures import (
     ENVS,
     LEASE_NAMESPACE,
     NOISY_LOGGERS,
+    MakeSandbox,
     WorldState,
     e2e_key_pair,
     lease,
+    make_sandbox,
     start_sandbox,
 )
 
-FIXTURES = (e2e_key_pair,)  # used as pytest fixtures by name
+FIXTURES = (e2e_key_pair, make_sandbox)  # used as pytest fixtures by name
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +61,23 @@ def restore_logging() -> Iterator[None]:
         logging.getLogger(name).setLevel(saved)
 
 
-@pytest.fixture
-def cli_env(world: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
+def set_environ(world: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process environment the CronJob would give rotator for this world."""
     for name, value in world.environ().items():
         monkeypatch.setenv(name, value)
-    for switch in ("ROTATOR_DRY_RUN", "ROTATOR_NO_RESET", "ROTATOR_FORCE", "ROTATOR_ENVS"):
+    for switch in (
+        "ROTATOR_DRY_RUN",
+        "ROTATOR_NO_RESET",
+        "ROTATOR_FORCE",
+        "ROTATOR_ENVS",
+        "ROTATOR_TRIGGER",
+    ):
         monkeypatch.delenv(switch, raising=False)
+
+
+@pytest.fixture
+def cli_env(world: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
+    set_environ(world, monkeypatch)
     return world
 
 
@@ -185,3 +200,47 @@ def test_demo_rotates_the_key_in_a_fresh_sandbox_and_reports_the_dark_window(
     assert events["ingested"] > 0
     assert events["dropped"] is not None
     assert "demo finished in" in captured.err
+
+
+def test_rotator_schedule_runs_one_scheduled_rotation_in_the_sandbox(
+    make_sandbox: MakeSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`rotator schedule --run-now --max-runs 1`: APScheduler fires the rotation job now, the
+    real run rotates the key, and the command exits with that run's outcome."""
+    world = make_sandbox()
+    assert world.posthog is not None
+    assert world.slack is not None
+    set_environ(world, monkeypatch)
+    old = world.posthog.current_key(1)
+    metrics = tmp_path / "rotator.prom"
+
+    code = main(
+        [
+            *("--config", str(world.config_path), "--log-format", "text", "schedule"),
+            *("--run-now", "--max-runs", "1", "--metrics-file", str(metrics)),
+        ]
+    )
+
+    err = capsys.readouterr().err
+    assert code == 0, err[-3000:]
+    assert world.posthog.calls("reset_token") == 1
+    new = world.posthog.current_key(1)
+    assert new != old
+    for env in ENVS:
+        assert world.pod_key_fingerprints(env) == {new.fingerprint}
+    message = git("show", "-s", "--format=%B", world.git.head(), cwd=world.git.path)
+    assert "Rotator-Trigger: schedule" in message
+    assert f"Rotator-Key-Fingerprint: {new.fingerprint}" in message
+    assert [p["text"] for p in world.slack.payloads] == [
+        "PostHog key rotated and verified (succeeded)"
+    ]
+    assert "rotation: run starting (rotate)" in err
+    assert "finished: succeeded (exit 0)" in err
+    assert "scheduler stopped after 1 run(s)" in err
+    text = metrics.read_text()
+    assert 'rotator_last_run_outcome{outcome="succeeded"} 1' in text
+    assert "rotator_last_success_timestamp_seconds " in text
+    assert "rotator_dark_window_seconds " in text
