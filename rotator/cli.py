@@ -247,6 +247,46 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list 
     )
     p.add_argument("--runs", type=int, default=5, help="runs per strategy")
     p.add_argument("--json-out", type=Path, default=None, help="write the results as JSON")
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=None,
+        help="multiply every simulated delay (default 0.1; figures are printed in real seconds)",
+    )
+    p.add_argument(
+        "--replicas",
+        type=int,
+        nargs="+",
+        default=None,
+        help="gateway replicas per environment, one sandbox each (default: 1 3)",
+    )
+    p.add_argument(
+        "--strategy",
+        dest="strategies",
+        action="append",
+        choices=("passive", "default"),
+        default=None,
+        help="only this strategy (repeatable; default: both)",
+    )
+    for flag, what, default in (
+        ("--argocd-poll", "ArgoCD's polling interval", "120"),
+        ("--argocd-jitter", "the most jitter added to it", "60"),
+        ("--sync", "an ArgoCD sync", "3"),
+        ("--unseal", "the sealed-secrets unseal", "1"),
+        ("--pod-start", "a pod's start-up", "10"),
+        ("--pod-ready", "a started pod's readiness", "5"),
+        ("--window", "PostHog's ingestion window for the old key", "150"),
+        ("--lag", "PostHog's ingestion lag", "3"),
+        ("--passive-poll", "how often the runbook's person checks", "10"),
+    ):
+        p.add_argument(
+            flag, type=float, default=None, metavar="S", help=f"{what}, real s (default {default})"
+        )
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 8)")
+    p.add_argument("--key-bits", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--no-cold-start", action="store_true", help="skip the start-up and memory figures"
+    )
     p.set_defaults(handler=_cmd_bench)
     return parser
 
