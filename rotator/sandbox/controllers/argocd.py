@@ -43,8 +43,10 @@ new commits), ``unstick(app)``; ``poll_s`` / ``sync_s`` are plain attributes.
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import random
+import re
 import subprocess
 import threading
 import time
@@ -72,6 +74,7 @@ REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 HEALTH_ORDER = ("Healthy", "Suspended", "Progressing", "Missing", "Degraded", "Unknown")
 GIT_TIMEOUT_S = 20.0
+_FULL_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 class RepoError(Exception):
@@ -130,7 +133,10 @@ def _git(repo: Path, *args: str) -> str:
 def resolve_revision(repo: Path, revision: str) -> str:
     """A branch, tag, HEAD or (abbreviated) sha -> the full commit sha."""
     rev = revision or "HEAD"
-    for candidate in (f"refs/heads/{rev}", f"refs/tags/{rev}", rev):
+    candidates: tuple[str, ...] = (f"refs/heads/{rev}", f"refs/tags/{rev}", rev)
+    if _FULL_SHA.fullmatch(rev):
+        candidates = (rev,)  # a full commit sha names that commit (git warns if a ref looks alike)
+    for candidate in candidates:
         try:
             return _git(repo, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}")[:40]
         except RepoError:
@@ -269,6 +275,7 @@ def worst(statuses: list[str]) -> str:
 
 class ArgoCDController(Controller):
     name = "argocd"
+    workers = 4  # applications are reconciled in parallel, as ArgoCD's processors do
 
     def __init__(
         self,
@@ -291,6 +298,7 @@ class ArgoCDController(Controller):
         self._lock = threading.Lock()
         self._apps: dict[tuple[str, str], _AppState] = {}
         self._destinations: dict[tuple[str, str], str] = {}
+        self._rendered: dict[tuple[str, str, str], list[Obj]] = {}
         self.sync_errors: dict[str, str] = {}
         self.degraded: dict[str, str] = {}
         self.syncs = 0
@@ -387,6 +395,20 @@ class ArgoCDController(Controller):
 
     # -- comparison ------------------------------------------------------------------------------
 
+    def _render(self, repo: Path, revision: str, source: Obj) -> list[Obj]:
+        """``render_manifests``, cached per commit and source like ArgoCD's repo-server caches
+        generated manifests per revision (a commit's content never changes)."""
+        key = (str(repo), revision, json.dumps(source, sort_keys=True, default=str))
+        with self._lock:
+            cached = self._rendered.get(key)
+        if cached is None:
+            cached = render_manifests(repo, revision, source)
+            with self._lock:
+                self._rendered[key] = cached
+                while len(self._rendered) > 64:
+                    self._rendered.pop(next(iter(self._rendered)))
+        return _deep_copy(cached)  # type: ignore[no-any-return]
+
     def _compare(self, app: Obj, state: _AppState, status: Obj, source: Obj) -> None:
         target = str(source.get("targetRevision") or "HEAD")
         try:
@@ -394,7 +416,7 @@ class ArgoCDController(Controller):
             revision = resolve_revision(repo, state.pinned or target)
             if state.pinned == "HEAD":
                 state.pinned = revision
-            manifests = render_manifests(repo, revision, source)
+            manifests = self._render(repo, revision, source)
         except RepoError as exc:
             state.comparison_error = (
                 "Failed to load target state: failed to generate manifest for source 1 of 1: "
@@ -538,7 +560,7 @@ class ArgoCDController(Controller):
             try:
                 repo = repo_path(str(source.get("repoURL") or ""))
                 revision = resolve_revision(repo, op.revision)
-                manifests = render_manifests(repo, revision, source)
+                manifests = self._render(repo, revision, source)
             except RepoError as exc:
                 phase = "Error"
                 message = f"ComparisonError: {exc}"

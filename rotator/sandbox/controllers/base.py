@@ -459,24 +459,37 @@ class Informer:
 
 
 class WorkQueue:
-    """De-duplicating work queue with delayed adds; keys are hashable tuples."""
+    """De-duplicating work queue with delayed adds; keys are hashable tuples.
+
+    Like client-go's workqueue, a key handed out by ``get`` is never handed out again until
+    ``done(key)``: an ``add`` meanwhile is kept and queued at ``done``, so several workers can
+    drain one queue without reconciling the same object twice at once.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Any]] = []
         self._due: dict[Any, float] = {}
+        self._processing: set[Any] = set()
+        self._deferred: dict[Any, float] = {}
         self._seq = 0
 
     def add(self, key: Any, after: float = 0.0) -> None:
         when = time.monotonic() + max(0.0, after)
         with self._cond:
-            current = self._due.get(key)
-            if current is not None and current <= when:
+            if key in self._processing:
+                self._deferred[key] = min(when, self._deferred.get(key, when))
                 return
-            self._due[key] = when
-            self._seq += 1
-            heapq.heappush(self._heap, (when, self._seq, key))
-            self._cond.notify()
+            self._push(key, when)
+
+    def _push(self, key: Any, when: float) -> None:
+        current = self._due.get(key)
+        if current is not None and current <= when:
+            return
+        self._due[key] = when
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, key))
+        self._cond.notify()
 
     def get(self, timeout: float) -> Any | None:
         """The next due key, or None after ``timeout`` seconds."""
@@ -489,6 +502,7 @@ class WorkQueue:
                 if self._heap and self._heap[0][0] <= now:
                     _, _, key = heapq.heappop(self._heap)
                     del self._due[key]
+                    self._processing.add(key)
                     return key
                 wait = deadline - now
                 if self._heap:
@@ -496,6 +510,14 @@ class WorkQueue:
                 if deadline <= now:
                     return None
                 self._cond.wait(max(0.001, wait))
+
+    def done(self, key: Any) -> None:
+        """The worker finished ``key``; an ``add`` that came meanwhile is queued now."""
+        with self._cond:
+            self._processing.discard(key)
+            when = self._deferred.pop(key, None)
+            if when is not None:
+                self._push(key, when)
 
     def wake(self) -> None:
         with self._cond:
@@ -506,6 +528,10 @@ class Controller:
     """A worker thread draining a WorkQueue, plus informers feeding it; clean ``stop()``."""
 
     name = "controller"
+    # Worker threads draining the queue (a key is never reconciled by two at once). Real
+    # controllers run several: kube-controller-manager --concurrent-deployment-syncs=5,
+    # ArgoCD --status-processors=20 / --operation-processors=10.
+    workers = 1
 
     def __init__(self, kubeconfig: Path) -> None:
         self.kubeconfig = kubeconfig
@@ -513,7 +539,7 @@ class Controller:
         self.stop_event = threading.Event()
         self.queue = WorkQueue()
         self.informers: list[Informer] = []
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self.errors = 0
 
     def informer(
@@ -546,8 +572,11 @@ class Controller:
         self.setup()
         for inf in self.informers:
             inf.start()
-        self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
-        self._thread.start()
+        for i in range(max(1, self.workers)):
+            name = self.name if i == 0 else f"{self.name}-{i}"
+            thread = threading.Thread(target=self._work, name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
 
     def wait_synced(self, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -561,8 +590,8 @@ class Controller:
 
     def stop(self, timeout: float = 5.0) -> None:
         self.request_stop()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
         for inf in self.informers:
             inf.join(timeout)
         self.kube.close()
@@ -584,3 +613,5 @@ class Controller:
                 log.warning("%s: reconcile %s failed (%d): %s", self.name, key, n, exc)
                 log.debug("traceback", exc_info=True)
                 self.queue.add(key, after=min(0.05 * 2**n, 2.0))
+            finally:
+                self.queue.done(key)

@@ -145,6 +145,7 @@ class RolloutSample:
 
 class RolloutController(Controller):
     name = "deployments"
+    workers = 4  # Deployments roll out in parallel (--concurrent-deployment-syncs)
 
     def __init__(
         self,
