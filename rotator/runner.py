@@ -522,11 +522,14 @@ class Run:
         )
         if plan.reset:
             self._ensure_healthy_before_reset(group)
+        sealing = plan.is_needed(Step.SEAL) or plan.reset
+        # Read the sealed files before the reset: after it, sealing is only the crypto.
+        prepared = self._read_sealed_texts(group) if sealing else {}
         self._rotate(group, plan)
         key = group.key
         assert key is not None
-        if plan.is_needed(Step.SEAL) or plan.reset:
-            files = self._seal(group, key)
+        if sealing:
+            files = self._seal(group, key, prepared)
             self._push(group, files, key)
         else:
             self.record(Step.SEAL, StepStatus.SKIPPED, plan.get(Step.SEAL).reason)
@@ -582,23 +585,44 @@ class Run:
                 "run again: the next run reads the key back and never resets twice"
             ) from exc
 
-    def _seal(self, group: _GroupState, key: Secret) -> dict[str, str]:
+    def _read_sealed_texts(self, group: _GroupState) -> dict[str, str | None]:
+        """Each environment's sealed file at the fetched tip (None: absent)."""
+        assert self.repo is not None
+        return {
+            self._env(env).sealed_file: self.repo.read_file(self._env(env).sealed_file)
+            for env in group.envs
+        }
+
+    def _seal(
+        self, group: _GroupState, key: Secret, prepared: Mapping[str, str | None]
+    ) -> dict[str, str]:
         with self.step(Step.SEAL, detail=key.fingerprint) as notes:
-            files = self._sealed_files(group, key)
+            files = self._sealed_files(group, key, prepared=prepared)
             notes.append(f"{len(files)} file(s) for {key.fingerprint}")
             if self.dry_run:
                 notes.insert(0, "dry-run")
             return files
 
-    def _sealed_files(self, group: _GroupState, key: Secret) -> dict[str, str]:
-        """Seal ``key`` into each environment's file at the repo's current tip (idempotent)."""
+    def _sealed_files(
+        self,
+        group: _GroupState,
+        key: Secret,
+        *,
+        prepared: Mapping[str, str | None] | None = None,
+    ) -> dict[str, str]:
+        """Seal ``key`` into each environment's file at the repo's current tip (idempotent).
+        ``prepared``: the files' texts already read at that tip (a re-apply after a rejected
+        push reads them again)."""
         from rotator.clients.sealing import read_sealed_file, update_sealed_file
 
         assert self.repo is not None
         files: dict[str, str] = {}
         for env in group.envs:
             cfg = self._env(env)
-            existing = self.repo.read_file(cfg.sealed_file)
+            if prepared is not None and cfg.sealed_file in prepared:
+                existing = prepared[cfg.sealed_file]
+            else:
+                existing = self.repo.read_file(cfg.sealed_file)
             if existing is not None:
                 info = read_sealed_file(existing, path=cfg.sealed_file)
                 if info.fingerprint == key.fingerprint:
