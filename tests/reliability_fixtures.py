@@ -164,8 +164,10 @@ class World:
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "rotator", "--config", str(self.sb.config_path), *args]
 
-    def popen(self, *args: str, log_format: str = "json") -> subprocess.Popen[str]:
-        env = {**os.environ, **self.environ()}
+    def popen(
+        self, *args: str, log_format: str = "json", extra_env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        env = {**os.environ, **self.environ(), **(extra_env or {})}
         env.pop("COVERAGE_PROCESS_START", None)
         return subprocess.Popen(
             self.command("--log-format", log_format, *args),
@@ -252,7 +254,9 @@ def run_and_kill(
         proc.wait(timeout=10)
     finally:
         timer.cancel()
-    reader.join(timeout=10)
+        reader.join(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
     return Finished(proc.returncode, "".join(out), "".join(lines), killed)
 
 
