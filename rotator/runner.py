@@ -400,6 +400,17 @@ class Run:
                 f"resume deploy/{cfg.deployment} -n {cfg.namespace}` first"
             )
 
+    def _ensure_whole_project(self, group: _GroupState) -> None:
+        """A reset revokes the key of every environment on the project, selected or not."""
+        sharing = dict(self.config.project_groups()).get(group.project_id, group.envs)
+        left_out = [e for e in sharing if e not in group.envs]
+        if left_out:
+            raise PreflightError(
+                f"PostHog project {group.project_id} also serves {', '.join(left_out)}: a reset "
+                "would revoke its key there too; select every environment on the project "
+                f"({' '.join(f'--env {e}' for e in sharing)}) or none, or use --no-reset"
+            )
+
     def _ensure_healthy_before_reset(self, group: _GroupState) -> None:
         """Everything the reset depends on must be green now; after it we only roll forward."""
         problems: list[str] = []
@@ -521,6 +532,7 @@ class Run:
             for p in plan.steps
         )
         if plan.reset:
+            self._ensure_whole_project(group)
             self._ensure_healthy_before_reset(group)
         sealing = plan.is_needed(Step.SEAL) or plan.reset
         # Read the sealed files before the reset: after it, sealing is only the crypto.
