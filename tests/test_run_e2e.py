@@ -12,7 +12,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import requests
@@ -472,3 +472,21 @@ def test_preview_failing_stops_prod_when_the_projects_are_separate(
     assert report.broken_now is not None
     assert "(preview)" in report.broken_now
     assert prod_key.fingerprint not in report.broken_now
+
+
+def test_a_reset_is_refused_when_the_selected_environments_leave_out_one_on_the_same_project(
+    make_sandbox: MakeSandbox,
+) -> None:
+    """One project serves preview and prod: `--env prod` alone must not revoke preview's key."""
+    world = make_sandbox()
+    before = WorldState.of(world)
+
+    report = rotate(world, envs=("prod",))
+
+    assert (report.outcome, int(report.exit_code)) == (Outcome.ABORTED, 3), to_text(report)
+    assert "also serves preview" in (report.error or "")
+    assert "--env preview --env prod" in (report.error or "")
+    after = WorldState.of(world)
+    assert replace(after, lease=None) == before  # no reset, no commit, no restart
+    assert after.lease is not None
+    assert after.lease.get("holderIdentity") is None  # the run's Lease, released
