@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list 
         "--time-scale",
         type=float,
         default=None,
-        help="multiply every simulated delay (default 0.1; figures are printed in real seconds)",
+        help="multiply every simulated delay (default 0.2; figures are printed in real seconds)",
     )
     p.add_argument(
         "--replicas",
