@@ -144,6 +144,20 @@ class RunReport:
         return totals
 
 
+def headline(report: RunReport) -> str:
+    """PURE: one line for the outcome; a success without a reset does not claim a rotation."""
+    if report.outcome is not Outcome.SUCCEEDED or report.reset_at is not None:
+        return _HEADLINES[report.outcome]
+    if report.mode == "verify":
+        return "PostHog key verified"
+    rolled = any(
+        r.step in (Step.PUSH, Step.ROLLOUT) and r.status is StepStatus.OK for r in report.steps
+    )
+    if rolled:
+        return "PostHog's current key rolled out and verified (no reset in this run)"
+    return "PostHog key verified; no reset in this run"
+
+
 def _fmt_s(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}s"
 
@@ -160,7 +174,7 @@ def to_text(report: RunReport) -> str:
     lines = [
         f"rotator run {report.run_id} ({report.trigger}, {report.mode}): "
         f"{report.outcome.value.upper()}",
-        f"  {_HEADLINES[report.outcome]}",
+        f"  {headline(report)}",
     ]
     if report.error:
         lines.append(f"  error: {report.error}")
@@ -229,7 +243,7 @@ def _mrkdwn(text: str, limit: int = 2900) -> str:
 
 def to_slack(report: RunReport, *, mention: str | None = None) -> dict[str, Any]:
     """PURE: one Block Kit message for the run (Slack incoming webhook payload)."""
-    headline = _HEADLINES[report.outcome]
+    title = headline(report)
     failed = report.outcome in (Outcome.FAILED_AFTER_RESET, Outcome.FAILED)
     prefix = f"{mention} " if mention and failed else ""
     fields = [
@@ -243,7 +257,7 @@ def to_slack(report: RunReport, *, mention: str | None = None) -> dict[str, Any]
     if report.fingerprints:
         fields.append("*Key*\n" + "\n".join(_fingerprint_lines(report)))
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}},
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
         {
             "type": "section",
             "fields": [{"type": "mrkdwn", "text": _mrkdwn(f, 1900)} for f in fields[:10]],
@@ -283,7 +297,7 @@ def to_slack(report: RunReport, *, mention: str | None = None) -> dict[str, Any]
             ],
         }
     )
-    return {"text": f"{prefix}{headline} ({report.outcome.value})", "blocks": blocks}
+    return {"text": f"{prefix}{title} ({report.outcome.value})", "blocks": blocks}
 
 
 def to_prometheus(report: RunReport, *, previous_success_ts: float | None = None) -> str:
