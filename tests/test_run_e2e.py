@@ -285,6 +285,7 @@ def test_a_second_run_right_after_does_not_reset_but_a_forced_one_does(
         assert step_results(second, step) == ["skipped"], step
     assert set(step_results(second, Step.VERIFY)) == {"ok"}  # it verified, and only that
     assert second.dark_window_s is None
+    assert "PostHog key verified; no reset in this run" in to_text(second)  # not "rotated"
 
     forced = rotate(world, config=config, force=True)
     assert forced.outcome is Outcome.SUCCEEDED, to_text(forced)
@@ -310,6 +311,7 @@ def test_adopt_mode_after_a_ui_reset_completes_with_the_ui_key_without_resetting
 
     assert (report.outcome, int(report.exit_code)) == (Outcome.SUCCEEDED, 0), to_text(report)
     assert report.mode == "adopt"
+    assert "current key rolled out and verified (no reset in this run)" in to_text(report)
     assert resets(world) == 0
     assert world.posthog.current_key(1) == ui_key
     assert commits_since(world, head) == [report.commit]
