@@ -16,6 +16,7 @@
     |   +-- KubeError
     |   +-- ArgoCDError
     |   +-- SlackError
+    |   +-- PushgatewayError
     +-- WaitTimeout(step, waited_s)
     +-- VerificationFailed
     +-- RotationIncomplete(report)   exit 1, raised once at the end of a run
@@ -127,6 +128,10 @@ class ArgoCDError(ClientError):
 
 class SlackError(ClientError):
     system = "slack"
+
+
+class PushgatewayError(ClientError):
+    system = "pushgateway"
 
 
 class WaitTimeout(RotatorError):

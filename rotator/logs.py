@@ -76,6 +76,6 @@ def setup_logging(
     root.addHandler(handler)
     root.setLevel(level)
     # urllib3 and kubernetes log request lines at DEBUG that may carry headers.
-    for noisy in ("urllib3", "kubernetes", "git"):
+    for noisy in ("urllib3", "kubernetes", "git", "apscheduler"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     return handler

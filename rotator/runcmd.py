@@ -55,6 +55,7 @@ def write_metrics(path: Path, report: RunReport) -> None:
 
 
 def run_command(args: argparse.Namespace, config: Config) -> int:
+    from rotator.clients.pushgateway import push_report
     from rotator.runner import run_once
 
     report = run_once(config, switches_from_args(args))
@@ -62,6 +63,7 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
     metrics = args.metrics_file or config.metrics.file
     if metrics is not None:
         write_metrics(metrics, report)
+    push_report(config, report)  # no-op unless metrics.pushgateway_url is set
     return int(report.exit_code)
 
 

@@ -241,12 +241,7 @@ class Run:
         try:
             self._preflight()
             self._lock()
-            for i, group in enumerate(self.groups):
-                try:
-                    self._run_group(group)
-                except Exception:
-                    self._record_not_started(group, self.groups[i + 1 :])
-                    raise
+            self._run_groups()
             if self.dry_run:
                 outcome = Outcome.DRY_RUN
             elif self._inconclusive:
@@ -272,7 +267,24 @@ class Run:
             self._cleanup()
         return self._report(outcome, error)
 
-    def _record_not_started(self, failed: _GroupState, later: list[_GroupState]) -> None:
+    def _run_groups(self) -> None:
+        """Project groups one after the other; a later group starts only if the earlier passed."""
+        for i, group in enumerate(self.groups):
+            inconclusive_before = len(self._inconclusive)
+            try:
+                self._run_group(group)
+            except Exception:
+                self._record_not_started(group, self.groups[i + 1 :])
+                raise
+            later = self.groups[i + 1 :]
+            if later and len(self._inconclusive) > inconclusive_before:
+                # Prod is rotated only after preview PASSED its check; unproven is not passed.
+                self._record_not_started(group, later, why="its check was inconclusive")
+                return
+
+    def _record_not_started(
+        self, failed: _GroupState, later: list[_GroupState], *, why: str = "failed first"
+    ) -> None:
         """Name the project groups a failure kept from starting: their keys were not reset."""
         for group in later:
             for env in group.envs:
@@ -280,7 +292,7 @@ class Run:
                     Step.ROTATE,
                     StepStatus.NOT_RUN,
                     f"not started: {', '.join(failed.envs)} (project {failed.project_id}) "
-                    f"failed first; project {group.project_id}'s key was not reset",
+                    f"{why}; project {group.project_id}'s key was not reset",
                     env=env,
                 )
 
@@ -533,6 +545,15 @@ class Run:
         )
         if plan.reset:
             self._ensure_whole_project(group)
+            self._ensure_healthy_before_reset(group)
+        elif (
+            plan.resume
+            and obs.last_rotation_at is None
+            and not any(e.drift(obs.posthog_fingerprint) for e in obs.envs)
+        ):
+            # Same key everywhere but not converged, and no rotator commit records this key:
+            # no run of ours is in flight, the world is just unhealthy (e.g. a rollout someone
+            # started is stuck). Touch nothing: abort like the checks before a reset.
             self._ensure_healthy_before_reset(group)
         sealing = plan.is_needed(Step.SEAL) or plan.reset
         # Read the sealed files before the reset: after it, sealing is only the crypto.
@@ -1001,6 +1022,10 @@ def send_report(report: RunReport, run: Run) -> RunReport:
         if run.dry_run:
             log.info("dry run: skipping the Slack report")
             return replace(report, slack="dry run: not sent")
+        if report.mode == "adopt" and report.outcome is Outcome.SUCCEEDED and not run.changed:
+            # The frequent adopt-mode check (scheduler) would otherwise post every 10 minutes.
+            log.info("adopt check changed nothing: no Slack report")
+            return replace(report, slack="not sent: adopt check changed nothing")
         try:
             slack.post(to_slack(report, mention=run.config.slack.mention_on_failure))
         except SlackError as exc:

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import requests
 
 from rotator.clients.http import RetryPolicy, request
-from rotator.errors import ClientError
+from rotator.errors import PushgatewayError
 
 if TYPE_CHECKING:
     from rotator.clock import Clock
@@ -36,11 +36,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_JOB = "rotator"
 PUSH_RETRY = RetryPolicy(attempts=3)
 _JOB = re.compile(r"^[A-Za-z0-9_.:-]+$")
-
-
-class PushgatewayError(ClientError):
-    # TODO(lead): move into rotator/errors.py beside the other ClientErrors (owned there).
-    system = "pushgateway"
 
 
 def push_metrics(
