@@ -8,6 +8,7 @@ reading events back through the query API. Faults come from the sandbox's hooks.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -17,10 +18,16 @@ from dataclasses import dataclass, replace
 import pytest
 import requests
 
-from rotator.redact import Secret
+from rotator.redact import Secret, fingerprint
 from rotator.report import Outcome, RunReport, StepStatus, to_json_text, to_text
 from rotator.sandbox import manifests
-from rotator.sandbox.controllers.base import APPLICATION, DEPLOYMENT, LEASE, SEALED_SECRET
+from rotator.sandbox.controllers.base import (
+    APPLICATION,
+    DEPLOYMENT,
+    LEASE,
+    SEALED_SECRET,
+    SECRET,
+)
 from rotator.sandbox.gitremote import git
 from rotator.sandbox.slack import blocks_error
 from rotator.sandbox.unseal import ControllerKeyPair
@@ -357,6 +364,60 @@ def test_a_run_that_died_after_its_push_is_finished_by_the_next_run_without_a_se
     assert world.posthog.current_key(1) == key
     assert world.git.head() == pushed  # git already had the key: nothing new to commit
     assert step_results(report, Step.PUSH) == ["skipped"]
+    for env in ENVS:
+        assert world.pod_key_fingerprints(env) == {key.fingerprint}
+
+
+def test_a_run_killed_during_the_rollout_is_finished_by_the_next_run_without_reset_or_restart(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    assert world.posthog is not None
+    assert world.client is not None
+    # What a run killed after its restart leaves: PostHog on a new key, rotator's commit (with
+    # its trailers) synced and unsealed, the gateways restarted for the new key.
+    key = world.posthog.reset_key_out_of_band(1)
+    pushed = world.push_sealed_key(
+        ENVS,
+        key,
+        message=(
+            f"Rotate the PostHog project key for preview, prod\n\n"
+            f"Rotator-Run-Id: rot-killed\nRotator-Trigger: cron\n"
+            f"Rotator-Key-Fingerprint: {key.fingerprint}"
+        ),
+    )
+    for env in ENVS:
+        world.refresh_app(env)
+
+    def unsealed(env: str) -> bool:
+        secret = world.client.get(SECRET, manifests.namespace(env), manifests.SECRET_NAME) or {}
+        raw = (secret.get("data") or {}).get(manifests.DATA_KEY, "")
+        return bool(raw) and fingerprint(base64.b64decode(raw).decode()) == key.fingerprint
+
+    world.wait_for(
+        lambda: all(world.is_converged(e, pushed) and unsealed(e) for e in ENVS),
+        timeout=30,
+        what="ArgoCD to sync and the controller to unseal the pushed key",
+    )
+    # New pods take 4 s to start, so the next run finds the rollout still going.
+    assert world.rollout is not None
+    world.rollout.pod_start_s = 4.0
+    for env in ENVS:
+        world.restart(env, key_fingerprint=key.fingerprint)
+    templates = [world.deployment(e)["spec"]["template"]["metadata"] for e in ENVS]
+
+    report = rotate(world)
+
+    assert report.outcome is Outcome.SUCCEEDED, to_text(report)
+    assert resets(world) == 0
+    assert world.posthog.current_key(1) == key
+    assert world.git.head() == pushed
+    assert any("not converged" in r.detail for r in report.steps if r.step is Step.ROTATE)
+    rollouts = [r.detail for r in report.steps if r.step is Step.ROLLOUT]
+    assert len(rollouts) == 2
+    assert all(d.startswith("already restarted for this key") for d in rollouts), rollouts
+    # Not restarted a second time: the pod template is the one the killed run wrote.
+    assert [world.deployment(e)["spec"]["template"]["metadata"] for e in ENVS] == templates
     for env in ENVS:
         assert world.pod_key_fingerprints(env) == {key.fingerprint}
 
