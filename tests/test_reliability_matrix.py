@@ -381,19 +381,15 @@ ROWS = [
         ("aborted", "Degraded"),
         ("Degraded",),
     ),
-    pytest.param(
-        Row(
-            "deployment-not-rolled-out",
-            _deployment_not_rolled_out,
-            ABORTED,
-            3,
-            0,
-            False,
-            ("aborted", "rolled out"),
-            ("not rolled out",),
-        ),
-        id="deployment-not-rolled-out",
-        marks=pytest.mark.xfail(strict=True, reason="TODO"),
+    Row(
+        "deployment-not-rolled-out",
+        _deployment_not_rolled_out,
+        ABORTED,
+        3,
+        0,
+        False,
+        ("aborted", "rolled out"),
+        ("not rolled out",),
     ),
     Row(
         "lock-held-by-live-run",
