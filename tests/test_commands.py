@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,12 +48,16 @@ def world(
 
 
 @pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """``main`` installs its log handler on the root logger: take it away afterwards."""
+def restore_process_state() -> Iterator[None]:
+    """``main`` installs its log handler on the root logger (and a command may install signal
+    handlers): put the process back as it was afterwards."""
     root = logging.getLogger()
     level = root.level
     noisy = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     yield
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
     for handler in list(root.handlers):
         if handler.get_name() == "rotator":
             root.removeHandler(handler)
