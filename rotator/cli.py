@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list 
         "Env: ROTATOR_DRY_RUN=true",
     )
     p.add_argument(
+        "--force",
+        action="store_true",
+        default=None,
+        help="reset even if the last rotation is younger than policy.min_interval_s. "
+        "Env: ROTATOR_FORCE=true",
+    )
+    p.add_argument(
         "--metrics-file",
         type=Path,
         default=None,

@@ -6,9 +6,12 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
+from types import FrameType
 
 from rotator.config import Config, RunSwitches
 from rotator.errors import ExitCode
@@ -54,10 +57,22 @@ def write_metrics(path: Path, report: RunReport) -> None:
     Path(tmp).replace(path)
 
 
+def _stop_on_sigterm() -> None:
+    """Kubernetes stops a Job's pod with SIGTERM: treat it like Ctrl-C, so the run releases its
+    Lease and reports instead of being killed mid-step 30 s later (as PID 1 it would ignore it)."""
+
+    def raise_interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_interrupt)
+
+
 def run_command(args: argparse.Namespace, config: Config) -> int:
     from rotator.clients.pushgateway import push_report
     from rotator.runner import run_once
 
+    _stop_on_sigterm()
     report = run_once(config, switches_from_args(args))
     print_report(report, as_json=args.json)
     metrics = args.metrics_file or config.metrics.file

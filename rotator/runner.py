@@ -19,7 +19,6 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -165,6 +164,8 @@ class Run:
         self._workdir: Path | None = None
         self._lease: _LeaseKeeper | None = None
         self.plan_lines: list[str] = []
+        # Sealed files git holds for PostHog's key that the controller failed to open.
+        self._reseal: set[str] = set()
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -262,6 +263,9 @@ class Run:
         except Exception as exc:  # the report must always be written
             log.exception("unexpected error")
             outcome, error = self._failure_outcome(), f"unexpected error: {type(exc).__name__}"
+        except KeyboardInterrupt:  # SIGINT, or SIGTERM from Kubernetes (runcmd maps it)
+            log.error("interrupted: stopping, releasing the Lease and reporting")
+            outcome, error = self._failure_outcome(), "interrupted (SIGTERM or SIGINT)"
         finally:
             self._release()
             self._cleanup()
@@ -483,6 +487,7 @@ class Run:
     # --- one project group -------------------------------------------------------------------
 
     def _observe(self, group: _GroupState) -> GroupObservation:
+        from rotator.clients.kube import unseal_status
         from rotator.clients.sealing import FINGERPRINT_ANNOTATION
 
         assert group.key is not None
@@ -493,10 +498,19 @@ class Run:
             sealed = self.clients.kube.get_sealed_secret(cfg.namespace, cfg.secret_name)
             dep = self.clients.kube.get_deployment(cfg.namespace, cfg.deployment)
             rolled, _ = self.clients.kube.is_rolled_out(dep) if dep else (False, "missing")
+            git_fingerprint = self._read_git_fingerprint(env)
+            phase, why = unseal_status(sealed, group.key.fingerprint)
+            if phase == "failed":
+                # The controller cannot open what git holds for this key (sealed with a cert
+                # it does not have, or it failed once and never retries the same spec):
+                # count git as stale so the file is sealed again with the current cert.
+                log.warning("%s: %s; sealing %s again", env, why, cfg.sealed_file)
+                self._reseal.add(cfg.sealed_file)
+                git_fingerprint = None
             envs.append(
                 EnvObservation(
                     env=env,
-                    git_fingerprint=self._read_git_fingerprint(env),
+                    git_fingerprint=git_fingerprint,
                     cluster_fingerprint=_fp(sealed.template_fingerprint if sealed else None),
                     unsealed=bool(
                         sealed and sealed.synced and sealed.observed_generation == sealed.generation
@@ -658,7 +672,7 @@ class Run:
                 existing = self.repo.read_file(cfg.sealed_file)
             if existing is not None:
                 info = read_sealed_file(existing, path=cfg.sealed_file)
-                if info.fingerprint == key.fingerprint:
+                if info.fingerprint == key.fingerprint and cfg.sealed_file not in self._reseal:
                     continue
             update = update_sealed_file(
                 existing,
@@ -731,17 +745,41 @@ class Run:
             raise errors[0]
 
     def _parallel(self, envs: list[EnvName], fn: Callable[[EnvName], None]) -> list[StepFailed]:
+        """Run ``fn`` per environment in daemon threads (each with the caller's log context).
+
+        Daemon threads, not a pool: on SIGTERM the main thread stops waiting at once, releases
+        the Lease and reports; a pool would first wait out every environment's deadline.
+        """
+        outcomes: dict[EnvName, BaseException | None] = {}
+
+        def work(env: EnvName, context: contextvars.Context) -> None:
+            try:
+                context.run(fn, env)
+                outcomes[env] = None
+            except BaseException as exc:  # handed to the main thread below
+                outcomes[env] = exc
+
+        threads = [
+            threading.Thread(
+                target=work,
+                args=(env, contextvars.copy_context()),
+                name=f"rotator-{env}",
+                daemon=True,
+            )
+            for env in envs
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.5)
         errors: list[StepFailed] = []
-        with ThreadPoolExecutor(
-            max_workers=max(1, len(envs)), thread_name_prefix="rotator-env"
-        ) as pool:
-            futures = [pool.submit(contextvars.copy_context().run, fn, env) for env in envs]
-            for future in futures:
-                exc = future.exception()
-                if isinstance(exc, StepFailed):
-                    errors.append(exc)
-                elif exc is not None:
-                    raise exc
+        for env in envs:
+            exc = outcomes.get(env)
+            if isinstance(exc, StepFailed):
+                errors.append(exc)
+            elif exc is not None:
+                raise exc
         return errors
 
     def _converge_env(
