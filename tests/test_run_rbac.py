@@ -59,7 +59,7 @@ def test_a_full_rotation_as_the_least_privilege_service_account_is_never_denied(
     assert world.posthog is not None
     start = len(world.kube.audit_log())
 
-    report = rotate(world)
+    report = rotate(world, product_clients=True)
 
     assert report.outcome is Outcome.SUCCEEDED, to_text(report)
     assert resets(world) == 1
