@@ -382,6 +382,10 @@ class ArgoCDController(Controller):
             self._auto_sync(app, state, status, top, automated)
         if state.op is None and "operation" not in top and app.get("operation") is None:
             _set_condition(status, "SyncError", _sync_error_message(state, status))
+        else:
+            # Upstream autoSync returns no condition while an operation is in progress
+            # ("Skipping auto-sync: another operation is in progress"), which clears SyncError.
+            _set_condition(status, "SyncError", "")
         patch = merge_patch_for(old_status, status)
         body = dict(top)
         if patch is not None:
