@@ -786,13 +786,13 @@ class Run:
         self, group: _GroupState, env: EnvName, plan: Plan, key: Secret, commit: str
     ) -> None:
         cfg = self._env(env)
-        with self.step(Step.ARGOCD, env=env) as notes:
-            app = cfg.argocd_app
-            self.clients.argocd.refresh(app.namespace, app.name)
-            state = self.clients.argocd.wait_for_revision(
-                app.namespace, app.name, revision=commit, deadline_s=self.config.waits.argocd_s
-            )
-            notes.append(f"{app.name} synced {commit[:12]}, {state.health}")
+        touched = (Step.ARGOCD, Step.SEAL)
+        if not plan.reset and not any(env in plan.get(s).envs for s in touched):
+            # Neither its file nor its cluster is behind: the commit may not touch this app,
+            # and ArgoCD runs no sync for a revision with nothing to apply (FACTS 4).
+            self.record(Step.ARGOCD, StepStatus.SKIPPED, "its SealedSecret has the key", env=env)
+        else:
+            self._sync_env(env, commit)
         with self.step(Step.UNSEAL, env=env) as notes:
             self.clients.kube.wait_for_unseal(
                 cfg.namespace,
@@ -803,6 +803,50 @@ class Run:
             notes.append(f"{cfg.namespace}/{cfg.secret_name} unsealed with {key.fingerprint}")
         with self.step(Step.ROLLOUT, env=env) as notes:
             self._restart_and_wait(group, env, key, notes)
+
+    def _sync_env(self, env: EnvName, commit: str) -> None:
+        cfg = self._env(env)
+        with self.step(Step.ARGOCD, env=env) as notes:
+            app = cfg.argocd_app
+            self.clients.argocd.refresh(app.namespace, app.name)
+            if self._retry_failed_sync(app.namespace, app.name, commit):
+                notes.append(f"retried the failed sync of {commit[:12]}")
+            state = self.clients.argocd.wait_for_revision(
+                app.namespace,
+                app.name,
+                revision=commit,
+                deadline_s=self.config.waits.argocd_s,
+                # A resealed file: the SealedSecret shows the old spec's failure (Degraded)
+                # until the controller has seen ours; the unseal wait below is the judge.
+                degraded_fails=cfg.sealed_file not in self._reseal,
+            )
+            notes.append(f"{app.name} synced {commit[:12]}, {state.health}")
+
+    def _retry_failed_sync(self, namespace: str, name: str, commit: str) -> bool:
+        """ArgoCD's auto-sync never tries a revision again once its sync failed
+        (alreadyAttemptedSync): a re-run starts that sync itself, once."""
+        from rotator.clients.argocd import FAILED_PHASES
+
+        state = self.clients.argocd.get_app(namespace, name)
+        if state is None or state.has_operation:
+            return False
+        if not (state.operation_phase in FAILED_PHASES and state.operation_is_for(commit)):
+            return False
+        log.info(
+            "application %s/%s: its sync of %s failed before; syncing again",
+            namespace,
+            name,
+            commit[:12],
+        )
+        started = self.clients.argocd.sync(namespace, name, revision=commit, username="rotator")
+        # Until ArgoCD takes the operation up, the failed attempt's SyncError is still shown.
+        deadline = self.clock.monotonic() + min(30.0, self.config.waits.argocd_s)
+        while self.clock.monotonic() < deadline:
+            now = self.clients.argocd.get_app(namespace, name)
+            if now is None or all(kind != "SyncError" for kind, _ in now.conditions):
+                break
+            self.clock.sleep(self.config.waits.poll_interval_s)
+        return started
 
     def _restart_and_wait(
         self, group: _GroupState, env: EnvName, key: Secret, notes: list[str]

@@ -117,7 +117,7 @@ def app_from(obj: Mapping[str, Any]) -> AppState:
 
 
 def app_status_for(  # noqa: PLR0911 - the FACTS 4 predicate, one reason per branch
-    state: AppState, revision: str
+    state: AppState, revision: str, *, degraded_fails: bool = True
 ) -> tuple[AppPhase, str]:
     """PURE. Is the Application done for commit ``revision`` (FACTS 4), still on its way, or
     failed so that waiting longer cannot help? Returns the phase and a human reason.
@@ -125,7 +125,9 @@ def app_status_for(  # noqa: PLR0911 - the FACTS 4 predicate, one reason per bra
     done: no top-level operation; operationState Succeeded with syncResult revision S; sync
     Synced at S; reconciledAt not before finishedAt (health is about the synced state); Healthy;
     no error conditions. failed: an error condition; the operation for S Failed/Error; Degraded
-    after a finished sync of S.
+    after a finished sync of S (unless ``degraded_fails`` is False: then Degraded is waited out,
+    e.g. while a SealedSecret still shows the failure of the spec the sync replaced; ArgoCD's
+    SealedSecret health ignores observedGeneration).
     """
     app = f"application {state.namespace}/{state.name}"
     short = revision[:12]
@@ -152,7 +154,7 @@ def app_status_for(  # noqa: PLR0911 - the FACTS 4 predicate, one reason per bra
         and state.sync_status == "Synced"
         and state.has_synced_revision(revision)
     )
-    if synced_s and reconciled_after_sync and state.health == "Degraded":
+    if synced_s and reconciled_after_sync and state.health == "Degraded" and degraded_fails:
         return "failed", (
             f"{app}: Degraded after syncing {short}: {state.health_message or 'no message'}"
         )
@@ -294,6 +296,7 @@ class ArgoCD:
         revision: str,
         deadline_s: float,
         sync_if_manual: bool = True,
+        degraded_fails: bool = True,
     ) -> AppState:
         """Wait until the Application is done for commit ``revision`` (``app_status_for``);
         fail fast (``ArgoCDError``) when it says failed; ``WaitTimeout("argocd")`` at the
@@ -307,7 +310,7 @@ class ArgoCD:
             if obj is None:
                 raise ArgoCDError(f"application {namespace}/{name} not found", status=404)
             state = app_from(obj)
-            phase, reason = app_status_for(state, revision)
+            phase, reason = app_status_for(state, revision, degraded_fails=degraded_fails)
             if phase == "failed":
                 raise ArgoCDError(f"{reason}; fix it in git or ArgoCD, then re-run")
             if phase == "done":
