@@ -607,6 +607,7 @@ class Run:
                 raise PreflightError(str(exc)) from exc
             except ResetOutcomeUnknown as exc:
                 log.warning("reset outcome unknown (%s); reading the key back", exc)
+                group.key = None  # unknown until read back: never report the old one as new
                 project = self._read_back(group.project_id)
                 if project.api_token.fingerprint == old.fingerprint:
                     group.reset_at = None
@@ -995,7 +996,9 @@ class Run:
             # still runs its old key.
             moved = [g for g in self.groups if g.reset_at or (g.plan and g.plan.resume)]
             new = ", ".join(
-                f"{g.key.fingerprint} ({', '.join(g.envs)})" for g in moved or self.groups if g.key
+                f"{g.key.fingerprint if g.key else 'unknown (`rotator status` reads it back)'} "
+                f"({', '.join(g.envs)})"
+                for g in moved or self.groups
             )
             broken = (
                 f"PostHog's key is now {new}; until the gateways run it, their events are "
