@@ -1139,6 +1139,7 @@ def verify_only(
             notes.append("PostHog readable")
         for group in run.groups:
             assert group.key is not None
+            _ensure_pods_on_key(run, group.envs, group.key.fingerprint)
             run._verify(group, group.key)
         if run._inconclusive:
             outcome, error = Outcome.INCONCLUSIVE, "; ".join(run._inconclusive)
@@ -1148,3 +1149,25 @@ def verify_only(
         outcome, error = Outcome.FAILED, str(exc)
     report = run._report(outcome, error)
     return replace(report, mode="verify", resume_command=None, broken_now=None)
+
+
+def _ensure_pods_on_key(run: Run, envs: list[EnvName], current: Fingerprint) -> None:
+    """Gateway events only prove the key when the pods run it: within PostHog's ingestion
+    window after a reset (e.g. in the UI) events of the revoked key still land."""
+    from rotator.clients.sealing import FINGERPRINT_ANNOTATION
+
+    with run.step(Step.VERIFY, detail=f"gateway pods started for {current}"):
+        behind = []
+        for env in envs:
+            cfg = run._env(env)
+            if cfg.restart is not RestartStrategy.ROLLOUT_RESTART:
+                continue  # pods restarted by something else: no record of their key
+            dep = run.clients.kube.get_deployment(cfg.namespace, cfg.deployment)
+            recorded = _template_annotation(dep, FINGERPRINT_ANNOTATION)
+            if recorded != current:
+                behind.append(f"{env} ({cfg.deployment} started for {recorded or 'unknown'})")
+        if behind:
+            raise VerificationFailed(
+                f"PostHog's key is {current}, but the gateway pods of {', '.join(behind)} run "
+                "another key (reset in PostHog's UI?): `rotator run` rolls the current key out"
+            )
