@@ -146,6 +146,8 @@ class RunReport:
 
 def headline(report: RunReport) -> str:
     """PURE: one line for the outcome; a success without a reset does not claim a rotation."""
+    if report.mode == "verify" and report.outcome is Outcome.FAILED:
+        return "PostHog key verification FAILED"
     if report.outcome is not Outcome.SUCCEEDED or report.reset_at is not None:
         return _HEADLINES[report.outcome]
     if report.mode == "verify":
