@@ -18,8 +18,10 @@ from dataclasses import dataclass, replace
 import pytest
 import requests
 
+from rotator.config import RunSwitches
 from rotator.redact import Secret, fingerprint
 from rotator.report import Outcome, RunReport, StepStatus, to_json_text, to_text
+from rotator.runner import verify_only
 from rotator.sandbox import manifests
 from rotator.sandbox.controllers.base import (
     APPLICATION,
@@ -47,6 +49,7 @@ from tests.e2e_fixtures import (
     make_sandbox,
     resets,
     rotate,
+    sandbox_clients,
     start_sandbox,
 )
 
@@ -543,3 +546,25 @@ def test_a_reset_is_refused_when_the_selected_environments_leave_out_one_on_the_
     assert replace(after, lease=None) == before  # no reset, no commit, no restart
     assert after.lease is not None
     assert after.lease.get("holderIdentity") is None  # the run's Lease, released
+
+
+def test_verify_fails_when_the_gateway_pods_run_another_key_than_posthog(
+    make_sandbox: MakeSandbox,
+) -> None:
+    """Right after a reset in PostHog's UI the revoked key's events still land for PostHog's
+    window: `rotator verify` must not count them as proof of the current key."""
+    world = make_sandbox()
+    assert world.posthog is not None
+    old = world.posthog.current_key(1)
+    new = world.posthog.reset_key_out_of_band(1)
+    config = config_for(world)
+
+    report = verify_only(config, RunSwitches(trigger="test"), clients=sandbox_clients(config))
+
+    assert (report.outcome, int(report.exit_code)) == (Outcome.FAILED, 1), to_text(report)
+    assert "PostHog key verification FAILED" in to_text(report)
+    assert f"PostHog's key is {new.fingerprint}" in (report.error or "")
+    assert f"started for {old.fingerprint}" in (report.error or "")
+    assert "rotator run" in (report.error or "")
+    assert report.events.gateway_events == {}
+    assert resets(world) == 0
