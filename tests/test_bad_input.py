@@ -201,10 +201,11 @@ def _missing(tmp: Path) -> Path:
 def test_a_bad_cert_file_aborts_with_exit_3_naming_the_file(
     make_cert: Callable[[Path], Path],
     words: tuple[str, ...],
+    monkeypatch: pytest.MonkeyPatch,
     make_world: Callable[..., World],  # noqa: F811
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # monkeypatch first: its env vars are undone only after the sandbox's threads have stopped.
     world = make_world()
     seed, old = world.head(), world.current_key()
     cert = make_cert(world.tmp)
@@ -287,10 +288,11 @@ def _two_documents(text: str) -> str:
 def test_a_broken_sealed_file_in_git_aborts_with_exit_3_naming_it(
     edit: Callable[[str], str],
     words: tuple[str, ...],
+    monkeypatch: pytest.MonkeyPatch,
     make_world: Callable[..., World],  # noqa: F811
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # monkeypatch first: its env vars are undone only after the sandbox's threads have stopped.
     world = make_world()
     old = world.current_key()
     broken = world.sb.git.commit_directly(
@@ -310,10 +312,11 @@ def test_a_broken_sealed_file_in_git_aborts_with_exit_3_naming_it(
 
 
 def test_a_posthog_answer_without_api_token_aborts_with_exit_3(
+    monkeypatch: pytest.MonkeyPatch,
     make_world: Callable[..., World],  # noqa: F811
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # monkeypatch first: its env vars are undone only after the sandbox's threads have stopped.
     world = make_world()
     seed, old = world.head(), world.current_key()
     assert world.sb.posthog is not None
