@@ -9,6 +9,7 @@ edge), exactly as the CronJob's Secret would set them.
 from __future__ import annotations
 
 import io
+import logging
 import textwrap
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -47,7 +48,14 @@ slack:
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    finally:
+        # main() installs its log handler on the root logger, writing to this test's captured
+        # stderr: take it away again so later tests do not write to a closed stream.
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if h.get_name() == "rotator"]:
+            root.removeHandler(handler)
     out, err = capsys.readouterr()
     return code, out + err
 
@@ -96,7 +104,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
             ("`secrets` cannot be set in the file",),
         ),
     ],
-    ids=lambda v: v if isinstance(v, str) and "\n" not in v and len(v) < 30 else "",
+    ids=lambda v: v if isinstance(v, str) and "\n" not in v and len(v) < 30 else None,
 )
 def test_a_bad_config_exits_2_naming_the_field(
     case: str,

@@ -24,7 +24,7 @@ from rotator.report import Outcome
 from rotator.sandbox.controllers.base import APPLICATION, DEPLOYMENT
 from rotator.sandbox.posthog import generate_token
 from rotator.sandbox.unseal import generate_key_pair
-from rotator.sandbox.world import PERSONAL_KEY_ENV
+from rotator.sandbox.world import FAST, PERSONAL_KEY_ENV
 from tests.reliability_fixtures import (  # noqa: F401 - fixtures
     World,
     assert_nothing_changed,
@@ -565,6 +565,8 @@ ROWS = [
         ("FAILED after the key reset", "progress deadline"),
         ("rollout [prod]", "exceeded its progress deadline"),
         heal=_clear,
+        # x0.005: the Deployment's 600 s progress deadline is 3 s.
+        sandbox={"timing": FAST.with_scale(0.005)},
     ),
     Row(
         "posthog-query-slow-ingestion-lag",
