@@ -392,9 +392,10 @@ def test_a_run_killed_during_the_rollout_is_finished_by_the_next_run_without_res
         timeout=30,
         what="ArgoCD to sync and the controller to unseal the pushed key",
     )
-    # New pods take 4 s to start, so the next run finds the rollout still going.
+    # New pods take 6 s to start, so the next run (preflight, lock, observe: ~1 s, a few on a
+    # loaded machine) finds the rollout still going.
     assert world.rollout is not None
-    world.rollout.pod_start_s = 4.0
+    world.rollout.pod_start_s = 6.0
     for env in ENVS:
         world.restart(env, key_fingerprint=key.fingerprint)
     templates = [world.deployment(e)["spec"]["template"]["metadata"] for e in ENVS]
