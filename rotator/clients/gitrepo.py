@@ -729,10 +729,21 @@ class OpsRepo:
         behind = ("non-fast-forward", "fetch first", "stale info")
         if line.startswith("!") and "[rejected]" in line and any(b in line for b in behind):
             return False
+        if line.startswith("!") and "[remote rejected]" in line and self._remote_moved():
+            # A server refuses a push that lost a race for the branch ("failed to update ref",
+            # "cannot lock ref", a hook seeing a new tip): the tip moved, so re-apply on it.
+            # A refusal with the tip where it was is a rule, and stays an error.
+            return False
         raise translate_git_error(
             git.exc.GitCommandError(["git", "push"], status, err, out),
             f"push {sha[:12]} to {self.branch} on {self._config.remote}",
         )
+
+    def _remote_moved(self) -> bool:
+        """Has the branch on the remote moved away from the tip we last fetched?"""
+        status, out, _err = self._execute(["ls-remote", "origin", f"refs/heads/{self.branch}"])
+        fields = out.split()
+        return status == 0 and bool(fields) and fields[0] != self.head()
 
     def _ensure_branch_name(self) -> None:
         status, _out, _err = self._execute(["check-ref-format", f"refs/heads/{self.branch}"])
