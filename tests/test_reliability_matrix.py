@@ -196,6 +196,11 @@ def _concurrent_commit(world: World) -> Setup:
     return Setup()
 
 
+def _concurrent_commit_hook(world: World) -> Setup:
+    world.sb.git.arm_concurrent_commit()
+    return Setup()
+
+
 def _push_refused_after_reset(world: World) -> Setup:
     assert world.sb.posthog is not None
     world.sb.posthog.on_reset = lambda _pid: world.sb.git.reject_pushes(
@@ -483,6 +488,17 @@ ROWS = [
     Row(
         "push-rejected-by-concurrent-commit",
         _concurrent_commit,
+        Outcome.SUCCEEDED,
+        0,
+        1,
+        True,
+        ("rotated and verified",),
+    ),
+    Row(
+        # The sandbox's hook: the colleague's commit lands inside the push, and the server
+        # answers `[remote rejected]` (as for a lost ref-lock race), not non-fast-forward.
+        "push-rejected-by-concurrent-commit-in-hook",
+        _concurrent_commit_hook,
         Outcome.SUCCEEDED,
         0,
         1,
