@@ -99,6 +99,7 @@ def sandbox_clients(config: Config) -> Clients:
     key = config.secrets.posthog_personal_api_key
     assert key is not None
     t = config.timeouts
+    clients.posthog.close()
     clients.posthog = PostHogClient(
         app_host=config.posthog.app_host,
         ingest_host=config.posthog.ingest_host,
