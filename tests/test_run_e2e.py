@@ -571,3 +571,27 @@ def test_verify_fails_when_the_gateway_pods_run_another_key_than_posthog(
     assert "rotator run" in (report.error or "")
     assert report.events.gateway_events == {}
     assert resets(world) == 0
+
+
+def test_a_dry_runs_local_commit_of_a_throwaway_key_is_never_pushed_by_the_next_run(
+    make_sandbox: MakeSandbox,
+) -> None:
+    """The dry run commits a throwaway key in the (persistent) checkout; the real run after it
+    must start from the remote's tip, or prod would get a key that does not exist."""
+    world = make_sandbox()
+    assert world.posthog is not None
+    seed = world.git.head()
+
+    dry = rotate(world, dry_run=True)
+    assert dry.outcome is Outcome.DRY_RUN, to_text(dry)
+    assert world.git.head() == seed
+    real = rotate(world)
+
+    assert real.outcome is Outcome.SUCCEEDED, to_text(real)
+    key = world.posthog.current_key(1)
+    assert commits_since(world, seed) == [real.commit]
+    assert trailers(world, world.git.head())["Rotator-Key-Fingerprint"] == key.fingerprint
+    for env in ENVS:
+        sealed = world.git.read(manifests.sealed_path(env))
+        assert f"rotator.align.dev/key-fingerprint: {key.fingerprint}" in sealed
+        assert world.pod_key_fingerprints(env) == {key.fingerprint}
