@@ -98,19 +98,20 @@ class SecretSource(_Model):
         return f"env {self.env}" if self.env else f"file {self.file}"
 
 
-def _check_url(value: str) -> str:
+def check_url(value: str) -> str:
     """https, or http to a loopback address (the sandbox); never credentials in the URL."""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {value!r}")
     if parts.username or parts.password:
         raise ValueError("URLs must not carry credentials; use a secret source instead")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError("use https (plain http is allowed only for loopback addresses)")
     return value.rstrip("/")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """localhost or a loopback address (127.0.0.0/8, ::1): where plain http is acceptable."""
     if host == "localhost":
         return True
     try:
@@ -127,7 +128,7 @@ class PostHogConfig(_Model):
     ingest_host: HttpUrl = "https://eu.i.posthog.com"
     personal_api_key: SecretSource = SecretSource(env="ROTATOR_POSTHOG_PERSONAL_API_KEY")
 
-    _urls = field_validator("app_host", "ingest_host")(classmethod(lambda cls, v: _check_url(v)))
+    _urls = field_validator("app_host", "ingest_host")(classmethod(lambda cls, v: check_url(v)))
 
 
 class ControllerRef(_Model):
@@ -151,7 +152,7 @@ class CertSource(_Model):
         if len(given) != 1:
             raise ValueError("give exactly one of `file`, `url` or `controller`")
         if self.url is not None:
-            _check_url(self.url)
+            check_url(self.url)
         return self
 
 
@@ -187,7 +188,7 @@ class EnvironmentConfig(_Model):
     @field_validator("trigger_url")
     @classmethod
     def _trigger_url(cls, value: str | None) -> str | None:
-        return None if value is None else _check_url(value)
+        return None if value is None else check_url(value)
 
 
 class GitConfig(_Model):

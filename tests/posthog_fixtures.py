@@ -20,6 +20,7 @@ from rotator.clients.posthog import PostHogClient
 from rotator.config import ProjectId
 from rotator.redact import Secret
 from rotator.sandbox.posthog import PostHogStandIn, generate_token
+from tests.git_fixtures import silent_server
 
 PROJECT = ProjectId(4242)
 FAST_RETRY = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.02)
@@ -117,33 +118,8 @@ def timed_world_fixture(fake_clock: FakeClock) -> Iterator[PostHogWorld]:
 @pytest.fixture(name="silent_server")
 def silent_server_fixture() -> Iterator[str]:
     """A loopback server that accepts connections and never answers: every read times out."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.settimeout(0.05)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            held.append(conn)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join(timeout=2)
-        for conn in held:
-            conn.close()
-        listener.close()
+    with silent_server() as url:
+        yield url
 
 
 def closed_port_url() -> str:

@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 import git
 
 from rotator.clients.http import truncate
-from rotator.config import GitConfig
+from rotator.config import GitConfig, is_loopback
 from rotator.errors import GitError
 from rotator.redact import Secret, register, scrub
 
@@ -332,10 +332,6 @@ def _is_ssh_remote(remote: str) -> bool:
     return not scheme and re.match(r"^[\w.-]+@[\w.-]+:", remote) is not None
 
 
-def _is_loopback_host(host: str) -> bool:
-    return host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
-
-
 def git_environment(config: GitConfig, *, token: Secret | None, timeout_s: float) -> dict[str, str]:
     """The environment every git command runs with (credentials included, never logged)."""
     env = {
@@ -363,7 +359,7 @@ def git_environment(config: GitConfig, *, token: Secret | None, timeout_s: float
     settings: list[tuple[str, str]] = []
     parts = urlsplit(config.remote)
     if token is not None and parts.scheme in ("http", "https"):
-        if parts.scheme == "http" and not _is_loopback_host(parts.hostname or ""):
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
             raise GitError(
                 f"refusing to send git.https_token over plain http to {parts.hostname}: "
                 "use an https remote"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import ipaddress
 import json
 import logging
 import os
@@ -33,7 +32,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import requests
 import yaml
@@ -43,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from rotator.clients import http
-from rotator.config import CertSource, ControllerRef, SealingScope
+from rotator.config import CertSource, ControllerRef, SealingScope, check_url
 from rotator.errors import CertError, SealingError
 from rotator.redact import Fingerprint, Secret, fingerprint
 
@@ -178,23 +176,10 @@ class ServiceProxy(Protocol):
 
 def ensure_cert_url(url: str) -> str:
     """https, or plain http to a loopback address only; never credentials in the URL."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CertError(f"cert URL {url!r} is not an http(s) URL")
-    if parts.username or parts.password:
-        raise CertError("the cert URL must not carry credentials")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise CertError(f"cert URL {url} must use https (plain http only for loopback)")
-    return url
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return check_url(url)
+    except ValueError as exc:
+        raise CertError(f"cert URL: {exc}") from None
 
 
 def fetch_cert(

@@ -26,6 +26,7 @@ import requests
 
 from rotator.clients.http import RetryPolicy, request, truncate
 from rotator.clock import Clock
+from rotator.config import is_loopback
 from rotator.errors import SlackError
 from rotator.redact import Secret, register, scrub
 
@@ -89,8 +90,7 @@ def _register_url_parts(url: str) -> None:
 
 def _check_webhook_url(webhook_url: Secret) -> None:
     parts = urlsplit(webhook_url.reveal())
-    host = parts.hostname or ""
-    loopback = host in ("localhost", "::1") or host.startswith("127.")
+    loopback = is_loopback(parts.hostname or "")
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
         raise SlackError(
             f"slack.webhook_url ({webhook_url.fingerprint}) is not an https URL: use the "
