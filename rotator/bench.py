@@ -830,17 +830,53 @@ class ColdStart:
     run_top_imports: tuple[tuple[str, float], ...]
 
 
-def _timed_child(argv: Sequence[str], *, env: Mapping[str, str]) -> tuple[int, float, int, str]:
-    """Run a child; (exit code, wall s, peak RSS KB, stderr)."""
-    with tempfile.TemporaryFile() as err:
-        began = time.monotonic()
-        proc = subprocess.Popen(argv, env=dict(env), stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - began
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        text = err.read().decode(errors="replace")
-    return proc.returncode, wall, int(usage.ru_maxrss), text
+# Measures a command from a small Python of its own: a child forked from the bench (whose
+# sandbox makes it large) would report the bench's RSS as its peak, since ru_maxrss keeps the
+# high-water mark from before exec.
+_CHILD_WRAPPER = """
+import json, resource, subprocess, sys, time
+out, argv = sys.argv[1], sys.argv[2:]
+spawned = time.time()
+began = time.monotonic()
+code = subprocess.run(argv, stdout=subprocess.DEVNULL, check=False).returncode
+wall = time.monotonic() - began
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+with open(out, "w") as f:
+    json.dump({"exit": code, "wall_s": wall, "spawned": spawned, "max_rss_kb": rss}, f)
+"""
+
+
+@dataclass(frozen=True)
+class _Child:
+    exit: int
+    wall_s: float
+    spawned: float  # wall clock, just before the command started
+    max_rss_kb: int
+    stderr: str
+
+
+def _timed_child(argv: Sequence[str], *, env: Mapping[str, str]) -> _Child:
+    """Run a command; its exit code, wall time, spawn time, peak RSS (KB) and stderr."""
+    with tempfile.TemporaryDirectory(prefix="rotator-bench-child-") as tmp:
+        out = Path(tmp) / "out.json"
+        err_path = Path(tmp) / "stderr"
+        with err_path.open("wb") as err:
+            subprocess.run(
+                [sys.executable, "-c", _CHILD_WRAPPER, str(out), *argv],
+                env=dict(env),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                timeout=WORKER_TIMEOUT_S,
+                check=False,
+            )
+        data = json.loads(out.read_text())
+        return _Child(
+            exit=int(data["exit"]),
+            wall_s=float(data["wall_s"]),
+            spawned=float(data["spawned"]),
+            max_rss_kb=int(data["max_rss_kb"]),
+            stderr=err_path.read_text(errors="replace"),
+        )
 
 
 def _import_times(stderr: str) -> dict[str, float]:
@@ -862,12 +898,9 @@ def measure_cold_start(sandbox: Sandbox) -> ColdStart:
     sandbox: time from spawn to its first request at the PostHog stand-in, peak RSS."""
     py = sys.executable
     base_env = dict(os.environ)
-    walls = []
-    for _ in range(3):
-        _, wall, rss, _ = _timed_child([py, "-m", "rotator", "--help"], env=base_env)
-        walls.append(wall)
-    _, _, _, err = _timed_child([py, "-X", "importtime", "-m", "rotator", "--help"], env=base_env)
-    help_import = sum(_import_times(err).values())
+    helps = [_timed_child([py, "-m", "rotator", "--help"], env=base_env) for _ in range(3)]
+    traced = _timed_child([py, "-X", "importtime", "-m", "rotator", "--help"], env=base_env)
+    help_import = sum(_import_times(traced.stderr).values())
 
     assert sandbox.posthog is not None
     env = {**base_env, **sandbox.environ(), "ROTATOR_FORCE": "true"}
@@ -879,28 +912,29 @@ def measure_cold_start(sandbox: Sandbox) -> ColdStart:
         assert sandbox.posthog is not None
         while not stop.is_set():
             if sandbox.posthog.calls("project") > before:
-                first.append(time.monotonic())
+                first.append(time.time())
                 return
             time.sleep(0.001)
 
     _settle(sandbox, timeout=60)
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    began = time.monotonic()
-    code, wall, run_rss, err = _timed_child(
-        [py, "-X", "importtime", "-m", "rotator", "--log-format", "text", "run"], env=env
-    )
+    run = _timed_child([py, "-m", "rotator", "--log-format", "text", "run"], env=env)
     stop.set()
     watcher.join(2)
-    imports = sorted(_import_times(err).items(), key=lambda kv: -kv[1])[:6]
+    _settle(sandbox, timeout=60)
+    traced_run = _timed_child(
+        [py, "-X", "importtime", "-m", "rotator", "--log-format", "text", "run"], env=env
+    )
+    imports = sorted(_import_times(traced_run.stderr).items(), key=lambda kv: -kv[1])[:6]
     return ColdStart(
-        help_wall_s=statistics.median(walls),
+        help_wall_s=statistics.median(h.wall_s for h in helps),
         help_import_s=help_import,
-        help_max_rss_kb=rss,
-        run_first_call_s=(first[0] - began) if first else None,
-        run_wall_s=wall,
-        run_max_rss_kb=run_rss,
-        run_exit=code,
+        help_max_rss_kb=max(h.max_rss_kb for h in helps),
+        run_first_call_s=(first[0] - run.spawned) if first else None,
+        run_wall_s=run.wall_s,
+        run_max_rss_kb=run.max_rss_kb,
+        run_exit=run.exit,
         run_top_imports=tuple(imports),
     )
 
