@@ -41,9 +41,9 @@ from rotator.sandbox.controllers.base import LEASE
 from rotator.sandbox.unseal import ControllerKeyPair
 from rotator.sandbox.world import FAST, Sandbox, cached_key_pair
 
-# Every simulated delay of the sandbox x 0.01: ArgoCD syncs in ~0.03 s, pods start in 0.1 s,
-# PostHog's token cache lasts 1.5 s, a Deployment's progress deadline (600 s) is 6 s.
-TIMING = FAST.with_scale(0.01)
+# Every simulated delay of the sandbox x 0.005: ArgoCD syncs in ~0.015 s, pods start in 0.05 s,
+# PostHog's token cache lasts 0.75 s, a Deployment's progress deadline (600 s) is 3 s.
+TIMING = FAST.with_scale(0.005)
 PROJECT = 1
 LOCK_NAMESPACE = "align-prod"
 LOCK_NAME = "rotator-posthog"
