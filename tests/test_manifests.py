@@ -403,7 +403,7 @@ def test_the_lease_and_proxy_roles_follow_the_config() -> None:
     assert sorted(rule["verbs"]) == ["create", "get"]  # GET cert.pem, POST /v1/verify
 
 
-# --- manual trigger (docs/operations.md), through kubectl against the API stand-in --------------
+# --- manual trigger (README, operations guide), through kubectl against the API stand-in --------------
 
 KUBECTL = shutil.which("kubectl")
 
@@ -441,7 +441,7 @@ def test_the_documented_manual_trigger_with_switches_creates_the_job(
     for ns in ("align-preview", "align-prod", "argocd"):
         _kubectl(kubeconfig, "create", "namespace", ns)
     _kubectl(kubeconfig, "apply", "-f", str(MANIFEST))
-    # docs/operations.md, "Trigger a run by hand", with switches:
+    # README, "Trigger a run by hand", with switches:
     job = _kubectl(
         kubeconfig,
         *("create", "job", "--from=cronjob/rotator", "rotator-manual-1", "-n", "rotator"),
