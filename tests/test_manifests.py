@@ -466,7 +466,7 @@ def test_the_documented_manual_trigger_with_switches_creates_the_job(
 
 
 def test_the_operations_guide_shows_the_pipeline_tested_above() -> None:
-    guide = (ROOT / "docs" / "operations.md").read_text()
+    guide = (ROOT / "README.md").read_text()
     assert 'create job --from=cronjob/rotator "rotator-manual-$(date +%s)"' in guide
     assert "--dry-run=client -o yaml" in guide
     assert "kubectl set env --local -f - -c rotator -o yaml ROTATOR_TRIGGER=manual" in guide
