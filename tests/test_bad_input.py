@@ -48,14 +48,19 @@ slack:
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    # main() sets up logging for a process: its handler on the root logger (writing to this
+    # test's captured stderr) and the levels of the root and the noisy libraries' loggers.
+    # Put all of it back, so later tests in this worker see logging as they left it.
+    names = ("", "urllib3", "kubernetes", "git")
+    levels = {name: logging.getLogger(name).level for name in names}
     try:
         code = main(list(argv))
     finally:
-        # main() installs its log handler on the root logger, writing to this test's captured
-        # stderr: take it away again so later tests do not write to a closed stream.
         root = logging.getLogger()
         for handler in [h for h in root.handlers if h.get_name() == "rotator"]:
             root.removeHandler(handler)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     out, err = capsys.readouterr()
     return code, out + err
 
