@@ -109,7 +109,17 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
             ("`secrets` cannot be set in the file",),
         ),
     ],
-    ids=lambda v: v if isinstance(v, str) and "\n" not in v and len(v) < 30 else None,
+    ids=[
+        "malformed-yaml",
+        "not-a-mapping",
+        "incomplete",
+        "missing-env-field",
+        "unknown-field",
+        "wrong-type",
+        "wrong-type-nested",
+        "bad-value",
+        "inline-secret",
+    ],
 )
 def test_a_bad_config_exits_2_naming_the_field(
     case: str,
