@@ -70,7 +70,7 @@ def _stop_on_sigterm() -> None:
 
 def run_command(args: argparse.Namespace, config: Config) -> int:
     from rotator.clients.pushgateway import push_report
-    from rotator.runner import run_once
+    from rotator.runner import INTERRUPTED, run_once
 
     _stop_on_sigterm()
     report = run_once(config, switches_from_args(args))
@@ -79,7 +79,22 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
     if metrics is not None:
         write_metrics(metrics, report)
     push_report(config, report)  # no-op unless metrics.pushgateway_url is set
+    if report.error == INTERRUPTED:
+        _exit_now_if_abandoned(int(report.exit_code))
     return int(report.exit_code)
+
+
+def _exit_now_if_abandoned(code: int) -> None:
+    """After an interrupt, per-environment waits may still run in daemon threads; a daemon
+    thread writing to stderr during interpreter shutdown aborts the process (SIGABRT) and loses
+    the exit code. The report is out and the Lease released, so leave at once."""
+    if any(
+        t.daemon and t.is_alive() and t.name.startswith("rotator-") for t in threading.enumerate()
+    ):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def status_command(args: argparse.Namespace, config: Config) -> int:

@@ -66,6 +66,7 @@ T = TypeVar("T")
 
 # Recorded on the gateway's pod template by our restart: which key the pods were started for.
 DEPLOYMENT_FINGERPRINT_ANNOTATION = "rotator.align.dev/key-fingerprint"
+INTERRUPTED = "interrupted (SIGTERM or SIGINT)"
 TRAILER_RUN_ID = "Rotator-Run-Id"
 TRAILER_TRIGGER = "Rotator-Trigger"
 TRAILER_FINGERPRINT = "Rotator-Key-Fingerprint"
@@ -265,7 +266,7 @@ class Run:
             outcome, error = self._failure_outcome(), f"unexpected error: {type(exc).__name__}"
         except KeyboardInterrupt:  # SIGINT, or SIGTERM from Kubernetes (runcmd maps it)
             log.error("interrupted: stopping, releasing the Lease and reporting")
-            outcome, error = self._failure_outcome(), "interrupted (SIGTERM or SIGINT)"
+            outcome, error = self._failure_outcome(), INTERRUPTED
         finally:
             self._release()
             self._cleanup()
