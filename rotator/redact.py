@@ -20,8 +20,10 @@ Fingerprint = NewType("Fingerprint", str)
 
 FINGERPRINT_HEX_CHARS = 12
 MASK = "[secure]"
-# Values shorter than this are not scrubbed from free text: "a" or "ok" would mangle every line.
-_MIN_SCRUB_LENGTH = 8
+# Values shorter than this are not scrubbed from free text or refused in commits: a short value
+# would match by chance (in base64 ciphertext, say). Every real secret here is far longer
+# (project and personal keys ~47 chars, tokens ~40, the webhook's path token 24).
+_MIN_SCRUB_LENGTH = 16
 
 
 def fingerprint(value: str | bytes) -> Fingerprint:
