@@ -403,7 +403,7 @@ def test_the_lease_and_proxy_roles_follow_the_config() -> None:
     assert sorted(rule["verbs"]) == ["create", "get"]  # GET cert.pem, POST /v1/verify
 
 
-# --- manual trigger (README, operations guide), through kubectl against the API stand-in --------------
+# --- manual trigger (README, operations guide), through kubectl against the API stand-in ---
 
 KUBECTL = shutil.which("kubectl")
 
