@@ -1,7 +1,7 @@
 """The benchmark's machinery: the floor's arithmetic, and one tiny run per strategy in the sandbox.
 
 No assertion here is about wall time: the performance targets live in the benchmark's printed
-figures (docs/performance.md), not in a test.
+figures (README, "Performance: the dark window"), not in a test.
 """
 
 from __future__ import annotations
