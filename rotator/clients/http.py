@@ -101,17 +101,29 @@ def request(
             if not transient:
                 raise last
         if attempt < attempts:
-            if wait is None:
-                wait = min(retry.max_backoff_s, retry.backoff_s * 2 ** (attempt - 1))
-                wait *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
-            log.warning(
-                "%s: attempt %d/%d failed (%s); retrying in %.1fs",
-                what,
-                attempt,
-                attempts,
-                last,
-                wait,
-            )
-            clock.sleep(wait)
+            sleep_before_retry(what, attempt, attempts, last, retry=retry, clock=clock, wait=wait)
     assert last is not None
     raise last
+
+
+def sleep_before_retry(
+    what: str,
+    attempt: int,
+    attempts: int,
+    error: Exception,
+    *,
+    retry: RetryPolicy,
+    clock: Clock,
+    wait: float | None = None,
+) -> None:
+    """Log ``attempt i/n failed; retrying`` and sleep: ``wait`` (Retry-After) or jittered backoff.
+
+    Shared by every client's request boundary so retries look and behave the same everywhere.
+    """
+    if wait is None:
+        wait = min(retry.max_backoff_s, retry.backoff_s * 2 ** (attempt - 1))
+        wait *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
+    log.warning(
+        "%s: attempt %d/%d failed (%s); retrying in %.1fs", what, attempt, attempts, error, wait
+    )
+    clock.sleep(wait)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import random
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException, OpenApiException
 from kubernetes.config.config_exception import ConfigException
 
-from rotator.clients.http import truncate
+from rotator.clients.http import RetryPolicy, sleep_before_retry, truncate
 from rotator.clients.sealing import FINGERPRINT_ANNOTATION
 from rotator.clock import Clock, Deadline, SystemClock, rfc3339
 from rotator.config import ControllerRef, LockConfig, Timeouts, Waits
@@ -72,6 +71,7 @@ RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 MESSAGE_LIMIT = 300
 MAX_BACKOFF_S = 8.0
+_RETRY = RetryPolicy(backoff_s=0.25, max_backoff_s=MAX_BACKOFF_S)  # attempts come from config
 
 
 # --- RBAC -----------------------------------------------------------------------------------
@@ -587,17 +587,9 @@ class Kube:
                 translated = translate_error(exc, what, error=error)
                 if not translated.retryable or attempt >= attempts:
                     raise translated from exc
-                wait = min(MAX_BACKOFF_S, 0.25 * 2 ** (attempt - 1))
-                wait *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
-                log.warning(
-                    "%s: attempt %d/%d failed (%s); retrying in %.1fs",
-                    what,
-                    attempt,
-                    attempts,
-                    translated,
-                    wait,
+                sleep_before_retry(
+                    what, attempt, attempts, translated, retry=_RETRY, clock=self.clock
                 )
-                self.clock.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def read_json(
