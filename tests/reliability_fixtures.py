@@ -12,6 +12,7 @@ Import the fixtures you use into your test module::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -59,6 +60,8 @@ class World:
     sb: Sandbox
     tmp: Path
     runs: list[RunReport] = field(default_factory=list)
+    # Extra servers a row starts (closed after the sandbox stops).
+    cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     # -- config and runs ---------------------------------------------------------------------
 
@@ -196,6 +199,7 @@ def make_world(
     tmp_path: Path, reliability_key_pair: ControllerKeyPair
 ) -> Iterator[Callable[..., World]]:
     started: list[Sandbox] = []
+    worlds: list[World] = []
 
     def make(**kwargs: Any) -> World:
         root = tmp_path / f"world{len(started)}"
@@ -208,13 +212,16 @@ def make_world(
         )
         started.append(sb)
         sb.start()
-        return World(sb=sb, tmp=root)
+        worlds.append(World(sb=sb, tmp=root))
+        return worlds[-1]
 
     try:
         yield make
     finally:
         for sb in reversed(started):
             sb.stop()
+        for world in worlds:
+            world.cleanup.close()
 
 
 # --- subprocess: read stderr line by line, kill at a marker --------------------------------

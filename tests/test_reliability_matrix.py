@@ -25,6 +25,7 @@ from rotator.sandbox.controllers.base import APPLICATION, DEPLOYMENT
 from rotator.sandbox.posthog import generate_token
 from rotator.sandbox.unseal import generate_key_pair
 from rotator.sandbox.world import FAST, PERSONAL_KEY_ENV
+from tests.git_fixtures import git_http_server
 from tests.reliability_fixtures import (  # noqa: F401 - fixtures
     World,
     assert_nothing_changed,
@@ -60,6 +61,8 @@ class Row:
 
 # --- arrangements ---------------------------------------------------------------------------
 
+READ_ONLY_TOKEN = "ghs_readonlytokenforthematrix0000000000"
+
 
 def _nothing(world: World) -> Setup | None:
     return None
@@ -87,6 +90,22 @@ def _git_unreachable(world: World) -> Setup:
 def _push_not_permitted(world: World) -> Setup:
     world.sb.git.reject_pushes("pre-receive: rotator may not push to main (sandbox policy)")
     return Setup()
+
+
+def _push_credentials_read_only(world: World) -> Setup:
+    # The usual case: a deploy key or token without write access. The remote is served over
+    # HTTP (git http-backend) with a token that may read but not push; preflight's
+    # `git push --dry-run` is refused before anything changes.
+    url, _state = world.cleanup.enter_context(
+        git_http_server(world.sb.git.path.parent, token=READ_ONLY_TOKEN, writable=False)
+    )
+    return Setup(
+        overrides=(
+            f"git.remote={url}/{world.sb.git.path.name}",
+            "git.https_token={env: ROTATOR_GIT_TOKEN}",
+        ),
+        environ=world.environ(ROTATOR_GIT_TOKEN=READ_ONLY_TOKEN),
+    )
 
 
 def _cert_unreachable(world: World) -> Setup:
@@ -335,6 +354,16 @@ ROWS = [
             "refusal shows only at the real push, after the reset. Credential-level denial is "
             "caught by the dry run; see push-refused-after-reset for the recovery",
         ),
+    ),
+    Row(
+        "git-push-not-permitted-read-only-credentials",
+        _push_credentials_read_only,
+        ABORTED,
+        3,
+        0,
+        False,
+        ("aborted", "push"),
+        ("push",),
     ),
     Row(
         "cert-unreachable-wrong-port-name",
