@@ -451,6 +451,19 @@ class Run:
 
     # --- lock --------------------------------------------------------------------------------
 
+    def _ensure_lease_held(self) -> None:
+        """Renew the Lease right before the reset: the background renewal only logs a loss, and
+        a run whose Lease another run has taken over would reset the same key a second time."""
+        if self._lease is None:  # dry run: no Lease taken, no reset made
+            return
+        lock = self.config.lock
+        try:
+            self.clients.kube.renew_lease(lock.namespace, lock.name, holder=self.run_id)
+        except ClientError as exc:
+            raise PreflightError(
+                f"lock {lock.namespace}/{lock.name}: {exc}; the key was not reset"
+            ) from exc
+
     def _lock(self) -> None:
         with self.step(Step.LOCK) as notes:
             if self._skip_dry(notes, "taking the Lease"):
@@ -561,6 +574,7 @@ class Run:
         if plan.reset:
             self._ensure_whole_project(group)
             self._ensure_healthy_before_reset(group)
+            self._ensure_lease_held()
         elif (
             plan.resume
             and obs.last_rotation_at is None

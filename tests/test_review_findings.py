@@ -1,0 +1,53 @@
+"""Bugs found in review of the run's critical path, each pinned by a whole run in the sandbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rotator.config import RunSwitches
+from rotator.report import Outcome, to_text
+from rotator.runner import run_once
+from rotator.sandbox.controllers.base import LEASE
+from tests.e2e_fixtures import (
+    LEASE_NAME,
+    LEASE_NAMESPACE,
+    MakeSandbox,
+    config_for,
+    e2e_key_pair,
+    lease,
+    make_sandbox,
+    resets,
+    sandbox_clients,
+)
+
+FIXTURES = (e2e_key_pair, make_sandbox)  # used as pytest fixtures by name
+
+
+def test_a_run_that_lost_its_lease_before_the_reset_does_not_reset(
+    make_sandbox: MakeSandbox,
+) -> None:
+    """The Lease is what stops two runs from resetting the same key: a run whose Lease was
+    taken over (renewals failed, it expired, another run took it) must not reset."""
+    world = make_sandbox()
+    assert world.client is not None
+    config = config_for(world)
+    clients = sandbox_clients(config)
+    read_project = clients.posthog.get_project
+    calls = [0]
+
+    def read_then_lose_the_lease(project_id: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 2:  # the re-read under the lock, just before the reset
+            held = lease(world)
+            assert held is not None
+            held["spec"]["holderIdentity"] = "rot-other-run"
+            world.client.replace(LEASE, LEASE_NAMESPACE, LEASE_NAME, held)
+        return read_project(project_id)
+
+    clients.posthog.get_project = read_then_lose_the_lease  # type: ignore[method-assign]
+
+    report = run_once(config, RunSwitches(trigger="test"), clients=clients)
+
+    assert resets(world) == 0, to_text(report)
+    assert report.outcome is Outcome.ABORTED, to_text(report)
+    assert "lost the lock" in (report.error or ""), to_text(report)
