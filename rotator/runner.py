@@ -927,6 +927,27 @@ class Run:
         errors = self._parallel(group.envs, lambda env: self._verify_gateway(group, env, since))
         if errors:
             raise errors[0]
+        self._ensure_key_unchanged(group, key)
+
+    def _ensure_key_unchanged(self, group: _GroupState, key: Secret) -> None:
+        """Read PostHog's key back after the checks. If it was reset during the run (e.g. in
+        the UI), the revoked key's events still landed inside PostHog's token-cache window
+        (FACTS 2): the checks prove nothing and the gateways run a dead key."""
+        try:
+            project = self.clients.posthog.get_project(group.project_id)
+        except ClientError as exc:
+            self._inconclusive.append(f"reading PostHog's key back after the checks failed: {exc}")
+            return
+        if project.api_token.fingerprint == key.fingerprint:
+            return
+        self.reset_happened = True  # by someone else: the key the gateways run is revoked
+        group.project, group.key = project, project.api_token
+        detail = (
+            f"PostHog's key changed during the run to {project.api_token.fingerprint}; the "
+            f"gateways run {key.fingerprint}, which is revoked: run again to roll it out"
+        )
+        self.record(Step.VERIFY, StepStatus.FAILED, detail)
+        raise VerificationFailed(detail)
 
     def _gateway_since(self, group: _GroupState) -> datetime:
         """Events after this moment can only have been ingested with the new key."""

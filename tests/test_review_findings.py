@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rotator.config import RunSwitches
+from rotator.redact import Secret
 from rotator.report import Outcome, to_text
 from rotator.runner import run_once
 from rotator.sandbox.controllers.base import LEASE
@@ -51,3 +52,31 @@ def test_a_run_that_lost_its_lease_before_the_reset_does_not_reset(
     assert resets(world) == 0, to_text(report)
     assert report.outcome is Outcome.ABORTED, to_text(report)
     assert "lost the lock" in (report.error or ""), to_text(report)
+
+
+def test_a_key_reset_in_posthog_during_verification_is_not_reported_as_success(
+    make_sandbox: MakeSandbox,
+) -> None:
+    """Right after a reset in PostHog's UI, events of the revoked key still land for PostHog's
+    token-cache window: the marker and gateway events prove nothing then, and production is on
+    a dead key. The run must fail after reset and name PostHog's current key."""
+    world = make_sandbox()
+    assert world.posthog is not None
+    posthog = world.posthog
+    config = config_for(world)
+    clients = sandbox_clients(config)
+    send_marker = clients.posthog.send_marker
+    out_of_band: list[Secret] = []
+
+    def send_then_reset_in_the_ui(key: Secret, **kwargs: Any) -> None:
+        send_marker(key, **kwargs)
+        out_of_band.append(posthog.reset_key_out_of_band(world.project_id("prod")))
+
+    clients.posthog.send_marker = send_then_reset_in_the_ui  # type: ignore[method-assign]
+
+    report = run_once(config, RunSwitches(trigger="test"), clients=clients)
+
+    assert out_of_band, to_text(report)
+    assert report.outcome is Outcome.FAILED_AFTER_RESET, to_text(report)
+    assert report.broken_now is not None
+    assert out_of_band[0].fingerprint in report.broken_now, to_text(report)
