@@ -620,6 +620,12 @@ class Run:
             except ResetForbidden as exc:
                 group.reset_at = None
                 raise PreflightError(str(exc)) from exc
+            except KeyboardInterrupt:
+                # SIGTERM/SIGINT while the PATCH was out: PostHog may have reset the key. Never
+                # report that as "nothing changed"; the next run reads the key back.
+                self.reset_happened = True
+                group.key = None
+                raise
             except ResetOutcomeUnknown as exc:
                 log.warning("reset outcome unknown (%s); reading the key back", exc)
                 group.key = None  # unknown until read back: never report the old one as new

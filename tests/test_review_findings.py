@@ -80,3 +80,27 @@ def test_a_key_reset_in_posthog_during_verification_is_not_reported_as_success(
     assert report.outcome is Outcome.FAILED_AFTER_RESET, to_text(report)
     assert report.broken_now is not None
     assert out_of_band[0].fingerprint in report.broken_now, to_text(report)
+
+
+def test_a_sigterm_while_the_reset_is_in_flight_is_reported_as_failed_after_reset(
+    make_sandbox: MakeSandbox,
+) -> None:
+    """SIGTERM (mapped to KeyboardInterrupt) can land while the PATCH is out: PostHog may have
+    reset the key already, so the report must not say aborted with nothing changed."""
+    world = make_sandbox()
+    config = config_for(world)
+    clients = sandbox_clients(config)
+    reset_key = clients.posthog.reset_key
+
+    def reset_then_sigterm(project_id: Any) -> Any:
+        reset_key(project_id)
+        raise KeyboardInterrupt
+
+    clients.posthog.reset_key = reset_then_sigterm  # type: ignore[method-assign]
+
+    report = run_once(config, RunSwitches(trigger="test"), clients=clients)
+
+    assert resets(world) == 1
+    assert report.outcome is Outcome.FAILED_AFTER_RESET, to_text(report)
+    assert report.broken_now is not None, to_text(report)
+    assert report.resume_command is not None, to_text(report)
