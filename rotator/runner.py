@@ -601,6 +601,33 @@ class Run:
             group.commit = self.repo.head()
         self._converge(group, plan, key)
         self._verify(group, key)
+        if not self.dry_run:
+            self._ensure_unselected_envs_on_key(group, key)
+
+    def _ensure_unselected_envs_on_key(self, group: _GroupState, key: Secret) -> None:
+        """An environment on the same project that --env left out keeps the key its
+        SealedSecret holds: if that is not PostHog's key, it is revoked and its gateway's
+        events are dropped. Say so instead of reporting success."""
+        sharing = dict(self.config.project_groups()).get(group.project_id, group.envs)
+        behind: list[str] = []
+        for env in (e for e in sharing if e not in group.envs):
+            cfg = self._env(env)
+            try:
+                sealed = self.clients.kube.get_sealed_secret(cfg.namespace, cfg.secret_name)
+            except ClientError as exc:
+                self._inconclusive.append(f"{env} (not selected): key not readable: {exc}")
+                continue
+            held = sealed.template_fingerprint if sealed else None
+            if held != key.fingerprint:
+                behind.append(f"{env} (its SealedSecret has {held or 'no fingerprint'})")
+        if behind:
+            detail = (
+                f"PostHog project {group.project_id}'s key is {key.fingerprint}, but "
+                f"{', '.join(behind)} was not selected and still runs a revoked key: "
+                f"run again with {' '.join(f'--env {e}' for e in sharing)}"
+            )
+            self.record(Step.VERIFY, StepStatus.FAILED, detail)
+            raise VerificationFailed(detail)
 
     def _rotate(self, group: _GroupState, plan: Plan) -> None:
         planned = plan.get(Step.ROTATE)

@@ -104,3 +104,24 @@ def test_a_sigterm_while_the_reset_is_in_flight_is_reported_as_failed_after_rese
     assert report.outcome is Outcome.FAILED_AFTER_RESET, to_text(report)
     assert report.broken_now is not None, to_text(report)
     assert report.resume_command is not None, to_text(report)
+
+
+def test_completing_a_rotation_for_one_environment_says_the_other_on_the_project_is_behind(
+    make_sandbox: MakeSandbox,
+) -> None:
+    """One project serves preview and prod. After a reset (a crashed run, or PostHog's UI),
+    `--env preview` completes preview only: prod still runs the revoked key, and the run must
+    say so instead of reporting success."""
+    world = make_sandbox()
+    assert world.posthog is not None
+    new = world.posthog.reset_key_out_of_band(world.project_id("prod"))
+    config = config_for(world)
+
+    report = run_once(
+        config, RunSwitches(envs=("preview",), trigger="test"), clients=sandbox_clients(config)
+    )
+
+    assert resets(world) == 0
+    assert world.pod_key_fingerprints("preview") == {new.fingerprint}, to_text(report)
+    assert report.outcome is Outcome.FAILED_AFTER_RESET, to_text(report)
+    assert "prod" in (report.error or ""), to_text(report)
