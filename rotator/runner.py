@@ -252,7 +252,10 @@ class Run:
         except LockHeld as exc:
             outcome, error = Outcome.LOCKED, str(exc)
         except (PreflightError, ConfigError) as exc:
-            outcome, error = Outcome.ABORTED, str(exc)
+            # "Nothing changed" only if nothing did: with separate projects, prod's checks may
+            # stop the run after preview's key was rotated.
+            outcome = Outcome.FAILED if self.changed else Outcome.ABORTED
+            error = str(exc)
         except StepFailed as exc:
             if isinstance(exc.cause, LockHeld):  # raised inside the lock step, so wrapped
                 outcome, error = Outcome.LOCKED, str(exc.cause)

@@ -534,6 +534,26 @@ def test_preview_failing_stops_prod_when_the_projects_are_separate(
     assert prod_key.fingerprint not in report.broken_now
 
 
+def test_prod_refusing_its_reset_after_preview_rotated_is_not_reported_as_nothing_changed(
+    make_sandbox: MakeSandbox,
+) -> None:
+    """Separate projects: preview rotates; prod's pre-reset check then fails. Preview's key did
+    change, so the run must not say "aborted, nothing changed" (exit 3)."""
+    world = make_sandbox(separate_projects=True)
+    assert world.posthog is not None
+    prod_key = world.posthog.current_key(world.project_id("prod"))
+    world.inject_degraded("prod", "injected: prod is degraded")
+
+    report = rotate(world)
+
+    assert (report.outcome, int(report.exit_code)) == (Outcome.FAILED, 1), to_text(report)
+    assert "Degraded" in (report.error or ""), report.error
+    resets_by_project = dict(world.posthog.counters().resets)
+    assert resets_by_project.get(world.project_id("preview")) == 1
+    assert resets_by_project.get(world.project_id("prod"), 0) == 0
+    assert world.posthog.current_key(world.project_id("prod")) == prod_key
+
+
 def test_a_reset_is_refused_when_the_selected_environments_leave_out_one_on_the_same_project(
     make_sandbox: MakeSandbox,
 ) -> None:
