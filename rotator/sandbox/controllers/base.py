@@ -208,22 +208,42 @@ class Kube:
         items = [dict(i, apiVersion=kind.api_version, kind=kind.kind) for i in out["items"]]
         return items, str((out.get("metadata") or {}).get("resourceVersion") or "")
 
+    def _object_call(
+        self,
+        kind: Kind,
+        verb: str,
+        namespace: str,
+        name: str | None = None,
+        body: Obj | None = None,
+        *,
+        suffix: str = "",
+        **kwargs: Any,
+    ) -> Obj:
+        """One object verb through the generated API that serves ``kind``.
+
+        The generated methods differ in name and argument order: custom objects take
+        (group, version, namespace, plural, [name], [body]); built-ins ([name], namespace,
+        [body]), or ([name], [body]) when cluster-scoped, and say ``read`` for ``get``.
+        """
+        named = [name] if name is not None else []
+        bodied = [body] if body is not None else []
+        if kind.custom:
+            fn = getattr(self.custom, f"{verb}_namespaced_custom_object{suffix}")
+            args = [kind.group, kind.version, namespace, kind.plural, *named, *bodied]
+        else:
+            typed_verb = "read" if verb == "get" else verb
+            if kind.namespaced:
+                fn = getattr(self._typed(kind), f"{typed_verb}_namespaced_{kind.snake}{suffix}")
+                args = [*named, namespace, *bodied]
+            else:
+                fn = getattr(self.core, f"{typed_verb}_{kind.snake}{suffix}")
+                args = [*named, *bodied]
+        return self._call(fn, *args, **kwargs)
+
     def get(self, kind: Kind, namespace: str, name: str) -> Obj | None:
         """The object, or None when it does not exist."""
         try:
-            if kind.custom:
-                return self._call(
-                    self.custom.get_namespaced_custom_object,
-                    kind.group,
-                    kind.version,
-                    namespace,
-                    kind.plural,
-                    name,
-                )
-            if not kind.namespaced:
-                return self._call(getattr(self.core, f"read_{kind.snake}"), name)
-            fn = getattr(self._typed(kind), f"read_namespaced_{kind.snake}")
-            return self._call(fn, name, namespace)
+            return self._object_call(kind, "get", namespace, name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -231,86 +251,35 @@ class Kube:
 
     def create(self, kind: Kind, namespace: str, body: Obj) -> Obj:
         body = dict(body, apiVersion=kind.api_version, kind=kind.kind)
-        if kind.custom:
-            return self._call(
-                self.custom.create_namespaced_custom_object,
-                kind.group,
-                kind.version,
-                namespace,
-                kind.plural,
-                body,
-            )
-        if not kind.namespaced:
-            return self._call(getattr(self.core, f"create_{kind.snake}"), body)
-        fn = getattr(self._typed(kind), f"create_namespaced_{kind.snake}")
-        return self._call(fn, namespace, body)
+        return self._object_call(kind, "create", namespace, body=body)
 
     def replace(self, kind: Kind, namespace: str, name: str, body: Obj) -> Obj:
         body = dict(body, apiVersion=kind.api_version, kind=kind.kind)
-        if kind.custom:
-            return self._call(
-                self.custom.replace_namespaced_custom_object,
-                kind.group,
-                kind.version,
-                namespace,
-                kind.plural,
-                name,
-                body,
-            )
-        fn = getattr(self._typed(kind), f"replace_namespaced_{kind.snake}")
-        return self._call(fn, name, namespace, body)
+        return self._object_call(kind, "replace", namespace, name, body)
 
     def patch(
         self, kind: Kind, namespace: str, name: str, body: Obj, *, strategic: bool = False
     ) -> Obj:
         """Merge patch (custom resources and by default) or strategic merge (built-ins)."""
         content_type = STRATEGIC if strategic and not kind.custom else MERGE
-        if kind.custom:
-            return self._call(
-                self.custom.patch_namespaced_custom_object,
-                kind.group,
-                kind.version,
-                namespace,
-                kind.plural,
-                name,
-                body,
-                _content_type=content_type,
-            )
-        fn = getattr(self._typed(kind), f"patch_namespaced_{kind.snake}")
-        return self._call(fn, name, namespace, body, _content_type=content_type)
+        return self._object_call(kind, "patch", namespace, name, body, _content_type=content_type)
 
     def patch_status(self, kind: Kind, namespace: str, name: str, status: Obj) -> Obj:
         """Merge-patch ``status`` through the status subresource."""
-        body = {"status": status}
-        if kind.custom:
-            return self._call(
-                self.custom.patch_namespaced_custom_object_status,
-                kind.group,
-                kind.version,
-                namespace,
-                kind.plural,
-                name,
-                body,
-                _content_type=MERGE,
-            )
-        fn = getattr(self._typed(kind), f"patch_namespaced_{kind.snake}_status")
-        return self._call(fn, name, namespace, body, _content_type=MERGE)
+        return self._object_call(
+            kind,
+            "patch",
+            namespace,
+            name,
+            {"status": status},
+            suffix="_status",
+            _content_type=MERGE,
+        )
 
     def delete(self, kind: Kind, namespace: str, name: str) -> bool:
         """Delete; False when it was already gone."""
         try:
-            if kind.custom:
-                self._call(
-                    self.custom.delete_namespaced_custom_object,
-                    kind.group,
-                    kind.version,
-                    namespace,
-                    kind.plural,
-                    name,
-                )
-            else:
-                fn = getattr(self._typed(kind), f"delete_namespaced_{kind.snake}")
-                self._call(fn, name, namespace)
+            self._object_call(kind, "delete", namespace, name)
         except ApiException as exc:
             if exc.status == 404:
                 return False
