@@ -232,15 +232,17 @@ class Scheduler:
             if not self._take_run_lock(kind):
                 return None
             try:
-                if self._stopping.is_set():
+                # _done too: a fire waiting for the run lock must not start a run past
+                # --max-runs (it was counted only after the lock was released: one extra run).
+                if self._stopping.is_set() or self._done.is_set():
                     log.info("%s: not started: the scheduler is stopping", kind.value)
                     return None
                 self._current = kind
                 report = self._run_one(kind)
+                self._count(report)  # under the run lock, before a waiting fire can start
             finally:
                 self._current = None
                 self._run_lock.release()
-            self._count(report)
             self.log_next_fire_times()
             return report
 
