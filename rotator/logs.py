@@ -7,6 +7,7 @@ import contextvars
 import json
 import logging
 import sys
+import threading
 from collections.abc import Iterator
 from typing import IO, Literal
 
@@ -14,14 +15,24 @@ from rotator.redact import RedactingFilter, scrub
 
 _step: contextvars.ContextVar[str] = contextvars.ContextVar("rotator_step", default="-")
 _env: contextvars.ContextVar[str] = contextvars.ContextVar("rotator_env", default="-")
+_run: contextvars.ContextVar[str] = contextvars.ContextVar("rotator_run", default="-")
+
+# ``log.warning(..., extra=IN_REPORT)``: the line says what the report already says (a step's
+# failure, the interrupt), so it is not an anomaly of its own.
+IN_REPORT = {"in_report": True}
+MAX_ANOMALIES = 20
 
 LogFormat = Literal["text", "json"]
 
 
 @contextlib.contextmanager
-def log_context(*, step: str | None = None, env: str | None = None) -> Iterator[None]:
-    """Tag every log line inside the block with the step and/or environment."""
+def log_context(
+    *, step: str | None = None, env: str | None = None, run: str | None = None
+) -> Iterator[None]:
+    """Tag every log line inside the block with the step and/or environment (and run id)."""
     tokens = []
+    if run is not None:
+        tokens.append((_run, _run.set(run)))
     if step is not None:
         tokens.append((_step, _step.set(step)))
     if env is not None:
@@ -40,6 +51,56 @@ class ContextFilter(logging.Filter):
         if not hasattr(record, "env"):
             record.env = _env.get()
         return True
+
+
+class AnomalyCollector(logging.Handler):
+    """Every warning or error one run logs, for its report: the report is complete when an
+    anomaly is logged anywhere (a retried request, a rejected push, a lost Lease), not only
+    where the runner thought of recording it. Only records logged in the run's context
+    (``log_context(run=...)``, which the run's threads copy) count, so runs sharing a process
+    keep apart. Identical lines are counted, not repeated; the list is capped."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(level=logging.WARNING)
+        self._run_id = run_id
+        self._seen: dict[str, int] = {}
+        self._guard = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _run.get() != self._run_id or getattr(record, "in_report", False):
+            return
+        step = getattr(record, "step", None) or _step.get()
+        env = getattr(record, "env", None) or _env.get()
+        where = step if env in ("-", "") else f"{step} [{env}]"
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a bad format string must not break the run
+            message = str(record.msg)
+        line = scrub(f"{where}: {message}" if where not in ("-", "") else message)
+        with self._guard:
+            self._seen[line] = self._seen.get(line, 0) + 1
+
+    def anomalies(self) -> tuple[str, ...]:
+        with self._guard:
+            items = list(self._seen.items())
+        lines = [f"{text} (x{count})" if count > 1 else text for text, count in items]
+        if len(lines) > MAX_ANOMALIES:
+            more = len(lines) - MAX_ANOMALIES + 1
+            lines = [*lines[: MAX_ANOMALIES - 1], f"... and {more} more (see the log)"]
+        return tuple(lines)
+
+
+@contextlib.contextmanager
+def collecting_anomalies(run_id: str) -> Iterator[AnomalyCollector]:
+    """Collect the run's warnings from every ``rotator`` logger while the block runs."""
+    collector = AnomalyCollector(run_id)
+    logger = logging.getLogger("rotator")
+    logger.addHandler(collector)
+    try:
+        with log_context(run=run_id):
+            yield collector
+    finally:
+        logger.removeHandler(collector)
 
 
 class JsonFormatter(logging.Formatter):

@@ -128,6 +128,9 @@ class RunReport:
     events: EventCounts = EventCounts()
     slack: str | None = None
     plan: tuple[str, ...] = ()
+    # Everything unusual the run saw and got past (a retried request or push, a lost Lease, a
+    # failed poll), in the order seen: the report is complete without the log.
+    anomalies: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> ExitCode:
@@ -202,6 +205,9 @@ def to_text(report: RunReport) -> str:
         lines.append(f"  gateway events on the new key ({env}): {count}")
     if ev.sent is not None:
         lines.append(f"  events sent {ev.sent}, ingested {ev.ingested}, dropped {ev.dropped}")
+    if report.anomalies:
+        lines.append("  anomalies:")
+        lines.extend(f"    {a}" for a in report.anomalies)
     if report.plan:
         lines.append("  plan:")
         lines.extend(f"    {p}" for p in report.plan)
@@ -276,6 +282,9 @@ def to_slack(report: RunReport, *, mention: str | None = None) -> dict[str, Any]
         blocks.append(
             {"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn("\n".join(problem))}}
         )
+    if report.anomalies:
+        text = "*Anomalies*\n" + "\n".join(f"• {a}" for a in report.anomalies)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn(text)}})
     step_lines = [
         f"{_SLACK_ICONS[r.status]} {STEP_TITLES[r.step]}{f' [{r.env}]' if r.env else ''} "
         f"({_fmt_s(r.duration_s)}) {r.detail}"

@@ -47,7 +47,7 @@ from rotator.errors import (
     VerificationFailed,
     WaitTimeout,
 )
-from rotator.logs import log_context
+from rotator.logs import IN_REPORT, AnomalyCollector, collecting_anomalies, log_context
 from rotator.redact import Fingerprint, Secret, scrub
 from rotator.report import EventCounts, Outcome, RunReport, StepResult, StepStatus, to_slack
 from rotator.steps import EnvObservation, GroupObservation, Plan, Step, dark_window_s, decide
@@ -165,6 +165,7 @@ class Run:
         self._workdir: Path | None = None
         self._lease: _LeaseKeeper | None = None
         self.plan_lines: list[str] = []
+        self._anomalies: AnomalyCollector | None = None
         # Sealed files git holds for PostHog's key that the controller failed to open.
         self._reseal: set[str] = set()
 
@@ -213,7 +214,13 @@ class Run:
             except Exception as exc:
                 elapsed = self.clock.monotonic() - start
                 self.record(step, StepStatus.FAILED, str(exc), env=env, duration_s=elapsed)
-                log.error("%s: failed after %.1fs: %s", step.value, elapsed, scrub(str(exc)))
+                log.error(
+                    "%s: failed after %.1fs: %s",
+                    step.value,
+                    elapsed,
+                    scrub(str(exc)),
+                    extra=IN_REPORT,
+                )
                 raise StepFailed(step, env, exc) from exc
             elapsed = self.clock.monotonic() - start
             status = (
@@ -238,6 +245,10 @@ class Run:
     # --- the run -----------------------------------------------------------------------------
 
     def execute(self) -> RunReport:
+        with collecting_anomalies(self.run_id) as self._anomalies:
+            return self._execute()
+
+    def _execute(self) -> RunReport:
         outcome = Outcome.SUCCEEDED
         error: str | None = None
         try:
@@ -265,10 +276,10 @@ class Run:
         except RotatorError as exc:
             outcome, error = self._failure_outcome(), str(exc)
         except Exception as exc:  # the report must always be written
-            log.exception("unexpected error")
+            log.exception("unexpected error", extra=IN_REPORT)
             outcome, error = self._failure_outcome(), f"unexpected error: {type(exc).__name__}"
         except KeyboardInterrupt:  # SIGINT, or SIGTERM from Kubernetes (runcmd maps it)
-            log.error("interrupted: stopping, releasing the Lease and reporting")
+            log.error("interrupted: stopping, releasing the Lease and reporting", extra=IN_REPORT)
             outcome, error = self._failure_outcome(), INTERRUPTED
         finally:
             self._release()
@@ -1108,6 +1119,7 @@ class Run:
                 gateway_events=dict(self._gateway_counts),
             ),
             plan=tuple(scrub(p) for p in self.plan_lines),
+            anomalies=self._anomalies.anomalies() if self._anomalies else (),
         )
 
 
@@ -1129,7 +1141,11 @@ class _LeaseKeeper:
         self._run = run
         self._interval = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="rotator-lease", daemon=True)
+        # In the run's log context, so that a failed renewal is one of the run's anomalies.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._loop,), name="rotator-lease", daemon=True
+        )
         self.lost = False
 
     def start(self) -> None:
@@ -1201,6 +1217,11 @@ def verify_only(
     """`rotator verify`: the Live Events check for PostHog's current key; changes nothing."""
     clock = clock or SystemClock()
     run = Run(config, switches, clock=clock, clients=clients)
+    with collecting_anomalies(run.run_id) as run._anomalies:
+        return _verify_only(run)
+
+
+def _verify_only(run: Run) -> RunReport:
     outcome, error = Outcome.SUCCEEDED, None
     try:
         with run.step(Step.PREFLIGHT) as notes:

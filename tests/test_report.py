@@ -111,3 +111,13 @@ def test_prometheus_metrics_carry_outcome_durations_and_last_success() -> None:
     failed = to_prometheus(report(Outcome.FAILED), previous_success_ts=123.0)
     assert "rotator_last_success_timestamp_seconds 123.000" in failed
     assert 'rotator_step_duration_seconds{step="verify"}' in text
+
+
+def test_anomalies_are_listed_in_text_json_and_slack_and_absent_when_there_were_none() -> None:
+    quiet = report()
+    assert "anomalies" not in to_text(quiet)
+    assert "Anomalies" not in json.dumps(to_slack(quiet))
+    r = report(anomalies=("push: push attempt 1/3 rejected: main moved on (x2)",))
+    assert "  anomalies:\n    push: push attempt 1/3 rejected" in to_text(r)
+    assert json.loads(to_json_text(r))["anomalies"] == list(r.anomalies)
+    assert "push attempt 1/3 rejected" in json.dumps(to_slack(r))

@@ -1028,7 +1028,15 @@ class Kube:
         RBAC: (coordination.k8s.io, leases, get, update)."""
         current = self.get_lease(namespace, name)
         if current is None or current.holder != holder:
-            log.info("lock %s/%s: not ours any more; nothing to release", namespace, name)
+            # Someone took the Lease over while we held it (it expired, or was edited): an
+            # anomaly the report must show, not a routine line.
+            who = "nobody" if current is None or not current.holder else current.holder
+            log.warning(
+                "lock %s/%s: not ours any more (now held by %s); nothing to release",
+                namespace,
+                name,
+                who,
+            )
             return
         now = self.clock.now()
         body = self._lease_body(
