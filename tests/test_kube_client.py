@@ -1063,7 +1063,35 @@ def test_a_410_gone_watch_reads_again_and_carries_on(
         deadline_s=10,
     )
     assert got["metadata"]["resourceVersion"] != stale["metadata"]["resourceVersion"]
-    assert "watch expired (410)" in caplog.text
+    assert "the watch history has expired (410 Gone)" in caplog.text
+
+
+def requests_for(api_server: KubeApiServer, name: str) -> list[tuple[str, str]]:
+    """(verb, resource) of every request the stand-in authorised that named ``name``."""
+    return [(e.verb, e.resource) for e in api_server.audit_log() if e.name == name]
+
+
+def test_waiting_on_an_unchanged_object_after_the_watch_history_expired_does_not_storm(
+    kubeconfig: Path, seed: Seed, api_server: KubeApiServer
+) -> None:
+    # FACTS 6 / client-go tools/cache/reflector.go: on 410 Gone a reflector re-LISTs and
+    # watches from the list's resourceVersion; an unchanged object keeps its old
+    # resourceVersion, so watching from it again gets 410 again, at full speed.
+    name = unique("posthog")
+    seed.sealed_secret("align-prod", name, OTHER_FP)  # never changes: the wait times out
+    seed.sealed_secret("align-prod", unique("other"), OTHER_FP)  # the cluster moves on
+    api_server.expire_watch_history()  # ... and compacts: name's resourceVersion is too old
+    kube = Kube.from_config(make_config(kubeconfig, poll_interval_s=0.5, watch_timeout_s=1))
+    try:
+        with pytest.raises(WaitTimeout):
+            kube.wait_for_unseal("align-prod", name, fingerprint=FP, deadline_s=2)
+    finally:
+        kube.close()
+    calls = requests_for(api_server, name)
+    # A GET, one watch that gets 410, one LIST, then watches from the list's resourceVersion
+    # (one per watch_timeout_s) and at most one pause per 410: a handful, not hundreds.
+    assert ("list", "sealedsecrets") in calls
+    assert len(calls) <= 12, calls
 
 
 # --- RBAC: REQUIRED_RBAC is enough, and nothing more is granted ------------------------------

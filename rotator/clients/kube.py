@@ -11,7 +11,9 @@ the caller's ``ClientError`` subclass) ``from`` it, with the HTTP status and a t
 
 Waiting (``Kube.wait``) follows FACTS section 6: GET and test first (a watch may never fire),
 then watch from that resourceVersion with a short ``timeout_seconds`` inside an overall
-deadline; 410 Gone or an ERROR event -> GET again; a forbidden watch -> poll.
+deadline; an ended watch -> GET again and watch from the newest resourceVersion it reported
+(a BOOKMARK's); 410 Gone -> LIST by name and watch from the list's resourceVersion after a
+pause; a forbidden watch -> poll.
 
 Reads use the generated API methods with ``_preload_content=False`` and parse the JSON body
 ourselves: the generated models round-trip ``MicroTime`` without its fraction, which a real API
@@ -1077,11 +1079,13 @@ class Kube:
         (fail fast), or the deadline passes (``WaitTimeout(step)`` with the last reason).
 
         The GET comes first because a watch may never fire for an object already in its final
-        state; 410 Gone or an ended watch -> GET again; a forbidden watch -> poll from then on.
+        state; an ended watch -> GET again; 410 Gone -> LIST by name, pause, watch from the list's
+        resourceVersion; a forbidden watch -> poll from then on.
         """
         deadline = Deadline(self.clock, deadline_s)
         progress = _Progress(step)
         obj = get()
+        watch_from = _resource_version(obj)
         while True:
             outcome = check(obj)
             if outcome.done:
@@ -1089,22 +1093,71 @@ class Kube:
             progress.note(outcome)
             if deadline.expired:
                 raise WaitTimeout(step, deadline.elapsed, f"{what} (last: {progress.last()})")
-            rv = dig(obj, "metadata", "resourceVersion")
             # timeout_seconds is whole seconds: with under one second left, a poll keeps the
             # deadline
             if (
                 watch is not None
-                and isinstance(rv, str)
-                and rv
+                and watch_from
                 and deadline.remaining >= 1
                 and watch.key not in self._forbidden()
             ):
-                done = self._watch_until(watch, rv, deadline, check, progress, error=error)
-                if done is not None:
-                    return done.value
+                end = self._watch_until(watch, watch_from, deadline, check, progress, error=error)
+                if end.outcome is not None:
+                    return end.outcome.value
+                if end.gone:
+                    obj, watch_from = self._relist(watch, obj, deadline, progress, error=error)
+                    continue
+                obj = self._reread(get, obj, deadline, progress)
+                # An unchanged object keeps its old resourceVersion: resume from the newest
+                # version the watch reported (a BOOKMARK's) instead, like a reflector.
+                watch_from = end.resume_from or _resource_version(obj)
             else:
                 self.clock.sleep(min(self.waits.poll_interval_s, deadline.remaining))
-            obj = self._reread(get, obj, deadline, progress)
+                obj = self._reread(get, obj, deadline, progress)
+                watch_from = _resource_version(obj)
+
+    def _relist(
+        self,
+        watch: WatchTarget,
+        last: Json | None,
+        deadline: Deadline,
+        progress: _Progress,
+        *,
+        error: type[ClientError],
+    ) -> tuple[Json | None, str]:
+        """After 410 Gone: LIST the one object (name field selector) and watch next from the
+        list's resourceVersion, after a pause (FACTS 6; client-go tools/cache/reflector.go
+        relists on "too old resource version"). Re-watching from an unchanged object's own
+        resourceVersion would get 410 again at once, in a loop at full speed."""
+        log.info(
+            "%s: the watch history has expired (410 Gone); listing %s to watch from the list",
+            progress.step,
+            watch.name,
+        )
+        try:
+            listed = self.read_json(
+                f"list {watch.name}",
+                lambda: watch.list_func(
+                    *watch.args,
+                    field_selector=f"metadata.name={watch.name}",
+                    _preload_content=False,
+                    _request_timeout=self.request_timeout,
+                ),
+                error=error,
+            )
+        except ClientError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("%s: listing failed (%s); trying again", progress.step, exc)
+            progress.error = str(exc)
+            listed = None
+        self.clock.sleep(min(self.waits.poll_interval_s, deadline.remaining))
+        if listed is None:
+            return last, ""  # poll once, then GET and watch from what it returns
+        progress.error = ""
+        items = [i for i in listed.get("items") or [] if isinstance(i, dict)]
+        obj = next((i for i in items if dig(i, "metadata", "name") == watch.name), None)
+        return obj, as_str(dig(listed, "metadata", "resourceVersion"))
 
     def _reread(
         self,
@@ -1138,30 +1191,34 @@ class Kube:
         progress: _Progress,
         *,
         error: type[ClientError],
-    ) -> WaitOutcome | None:
-        """One watch request, checking each new version; the done outcome, or None when the
-        watch ended (timeout, 410, forbidden, a transient failure) and the caller GETs again."""
+    ) -> _WatchEnd:
+        """One watch request, checking each new version: the done outcome, or how the watch
+        ended (timeout, 410, forbidden, a transient failure) so that the caller reads again."""
+        seen = _WatchEnd()
         try:
-            for obj in self._watch_events(watch, resource_version, deadline, error=error):
+            for obj in self._watch_events(watch, resource_version, deadline, seen, error=error):
                 outcome = check(obj)
                 if outcome.done:
-                    return outcome
+                    seen.outcome = outcome
+                    return seen
                 progress.note(outcome)
                 if deadline.expired:
                     break
         except _WatchGone:
-            log.debug("%s: watch expired (410); reading again", progress.step)
+            seen.gone = True
         except ClientError as exc:
             if exc.status in (403, 405):
                 log.info("%s: cannot watch (HTTP %s); polling instead", progress.step, exc.status)
                 with self._lock:
                     self._watch_forbidden.add(watch.key)
+            elif exc.status == 410:  # an API server that answers the watch itself with 410
+                seen.gone = True
             elif exc.retryable:
                 log.warning("%s: watch failed (%s); reading again", progress.step, exc)
                 self.clock.sleep(min(self.waits.poll_interval_s, deadline.remaining))
             else:
                 raise
-        return None
+        return seen
 
     def _forbidden(self) -> set[str]:
         with self._lock:
@@ -1172,11 +1229,13 @@ class Kube:
         target: WatchTarget,
         resource_version: str,
         deadline: Deadline,
+        seen: _WatchEnd,
         *,
         error: type[ClientError],
     ) -> Iterator[Json | None]:
         """One watch request: yields the object after each change (None after DELETED), ends
-        when the server closes it (``timeout_seconds``). ERROR 410 -> ``_WatchGone``."""
+        when the server closes it (``timeout_seconds``). ERROR 410 -> ``_WatchGone``. The
+        newest resourceVersion reported (an event's or a BOOKMARK's) goes to ``seen``."""
         timeout_s = max(1, int(min(self.waits.watch_timeout_s, deadline.remaining)))
         what = f"watch {target.name}"
         response = self.request(
@@ -1205,23 +1264,12 @@ class Kube:
                     raise translate_error(exc, what, error=error) from exc
                 if not line.strip():
                     continue
-                try:
-                    event = json.loads(line)
-                except ValueError as exc:
-                    raise translate_error(exc, what, error=error) from exc
-                kind = event.get("type") if isinstance(event, Mapping) else None
-                obj = event.get("object") if isinstance(event, Mapping) else None
-                if kind == "ERROR":
-                    code = _int(dig(obj, "code"))
-                    if code == 410:
-                        raise _WatchGone
-                    raise error(
-                        f"{what}: HTTP {code}: {_status_message(json.dumps(obj))}",
-                        retryable=code >= 500 or code == 429,
-                        status=code or None,
-                    )
+                kind, obj = _watch_event(line, what, error=error)
+                rv = as_str(dig(obj, "metadata", "resourceVersion"))
+                if kind == "BOOKMARK" or dig(obj, "metadata", "name") == target.name:
+                    seen.resume_from = rv or seen.resume_from
                 if dig(obj, "metadata", "name") != target.name:
-                    pass  # BOOKMARK, or a server that ignored the field selector
+                    pass  # a BOOKMARK, or a server that ignored the field selector
                 elif kind in ("ADDED", "MODIFIED") and isinstance(obj, dict):
                     yield obj
                 elif kind == "DELETED":
@@ -1233,6 +1281,26 @@ class Kube:
             response.release_conn()
 
 
+def _watch_event(line: str, what: str, *, error: type[ClientError]) -> tuple[object, Any]:
+    """One watch line -> (type, object). ERROR 410 -> ``_WatchGone``; another ERROR raises."""
+    try:
+        event = json.loads(line)
+    except ValueError as exc:
+        raise translate_error(exc, what, error=error) from exc
+    kind = event.get("type") if isinstance(event, Mapping) else None
+    obj = event.get("object") if isinstance(event, Mapping) else None
+    if kind == "ERROR":
+        code = _int(dig(obj, "code"))
+        if code == 410:
+            raise _WatchGone
+        raise error(
+            f"{what}: HTTP {code}: {_status_message(json.dumps(obj))}",
+            retryable=code >= 500 or code == 429,
+            status=code or None,
+        )
+    return kind, obj
+
+
 def is_conflict_or_lost(exc: ClientError) -> bool:
     """A guarded write that must be decided again from a fresh read: 409 Conflict (someone else
     wrote first), or a transport failure after which we cannot know whether it was applied."""
@@ -1240,7 +1308,21 @@ def is_conflict_or_lost(exc: ClientError) -> bool:
 
 
 class _WatchGone(Exception):
-    """The watch's resourceVersion is too old (410): GET again."""
+    """The watch's resourceVersion is too old (410): LIST again."""
+
+
+@dataclass
+class _WatchEnd:
+    """How one watch request ended: done (``outcome``), 410 Gone, or else with the newest
+    resourceVersion it reported (to resume from)."""
+
+    outcome: WaitOutcome | None = None
+    gone: bool = False
+    resume_from: str = ""
+
+
+def _resource_version(obj: Json | None) -> str:
+    return as_str(dig(obj, "metadata", "resourceVersion"))
 
 
 def _response_error(what: str, response: urllib3.BaseHTTPResponse, hint: str = "") -> KubeError:

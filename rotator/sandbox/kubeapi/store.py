@@ -17,7 +17,8 @@ Semantics mirrored from the real API server (k8s.io/apiserver ``registry/generic
   whose ownerReferences name the deleted uid are deleted too (background cascade), unless
   ``propagationPolicy: Orphan``; deleting a Namespace deletes its contents.
 - watch: from a resourceVersion (events after it) or from "now" with synthetic ADDED events for
-  the current state; an expired resourceVersion -> ERROR event with a 410 Expired Status.
+  the current state; an expired resourceVersion -> ERROR event with a 410 Expired Status
+  (apiserver pkg/storage/cacher/watch_cache.go: "too old resource version").
 """
 
 from __future__ import annotations
