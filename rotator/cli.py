@@ -244,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list 
         default=None,
         help="multiply the simulated delays (default: fast)",
     )
+    s.add_argument(
+        "--argocd-version",
+        default="3.6",
+        help="the ArgoCD version the stand-in behaves as, e.g. 2.14 or 3.6 (default: 3.6)",
+    )
     s.set_defaults(handler=_cmd_sandbox_up)
     s = ssub.add_parser("posthog", help="run only the PostHog stand-in")
     s.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any)")

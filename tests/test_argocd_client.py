@@ -299,6 +299,28 @@ def test_app_from_reads_an_application() -> None:
     assert state.repo_url == "file:///r.git"
 
 
+@pytest.mark.parametrize(
+    ("automated", "auto"),
+    [
+        ({"prune": True}, True),
+        ({}, True),
+        ({"enabled": True}, True),
+        ({"enabled": False, "prune": True}, False),  # ArgoCD 3.1+: auto-sync OFF
+        (None, False),
+    ],
+)
+def test_auto_sync_is_on_only_when_automated_is_present_and_not_disabled(
+    automated: Any, auto: bool
+) -> None:
+    state = app_from(
+        {
+            "metadata": {"name": "x", "namespace": "argocd"},
+            "spec": {"syncPolicy": {"automated": automated}},
+        }
+    )
+    assert state.auto_sync is auto
+
+
 def test_app_from_handles_a_bare_application() -> None:
     state = app_from({"metadata": {"name": "x", "namespace": "argocd"}, "operation": {"sync": {}}})
     assert state.has_operation

@@ -108,12 +108,21 @@ def app_from(obj: Mapping[str, Any]) -> AppState:
         has_operation=dig(obj, "operation") is not None,
         conditions=conditions,
         resource_version=as_str(dig(obj, "metadata", "resourceVersion")),
-        auto_sync=isinstance(dig(spec, "syncPolicy", "automated"), Mapping),
+        auto_sync=is_auto_sync_enabled(spec),
         repo_url=as_str(all_sources[0].get("repoURL")) if all_sources else "",
         paths=tuple(as_str(s.get("path")) for s in all_sources if s.get("path")),
         target_revision=as_str(all_sources[0].get("targetRevision")) if all_sources else "",
         multi_source=bool(sources),
     )
+
+
+def is_auto_sync_enabled(spec: Mapping[str, Any]) -> bool:
+    """PURE. argo-cd pkg/apis/application/v1alpha1/types.go ``IsAutomatedSyncEnabled`` (3.1+):
+    ``syncPolicy.automated`` present and its ``enabled`` unset or true. ``automated: {enabled:
+    false}`` means auto-sync is OFF, so nobody but us will sync. (Before 3.1 the CRD has no
+    ``enabled`` field, so the API server prunes it and this reads the same as upstream.)"""
+    automated = dig(spec, "syncPolicy", "automated")
+    return isinstance(automated, Mapping) and automated.get("enabled") is not False
 
 
 def app_status_for(  # noqa: PLR0911 - the FACTS 4 predicate, one reason per branch

@@ -30,8 +30,10 @@ Fault hooks (for the reliability suite), all reversible with ``clear_faults()``:
 
 - git: ``git.arm_concurrent_commit()`` (next push rejected after a colleague's commit),
   ``git.reject_pushes()``, ``git.unreachable()`` / ``make_unreachable()``, ``commit_directly()``;
-- ArgoCD: ``inject_sync_error(env, msg)``, ``inject_degraded(env, msg)``, ``stick_argocd(env)``
-  (never picks up new commits), ``argocd.poll_s`` / ``sync_s``;
+- ArgoCD (``argocd_version="3.6"``, a constructor setting: the upstream version whose
+  behaviour the stand-in follows where 2.x and 3.x differ): ``inject_sync_error(env, msg)``,
+  ``inject_degraded(env, msg)``, ``stick_argocd(env)`` (never picks up new commits),
+  ``argocd.poll_s`` / ``sync_s``;
 - sealed-secrets: ``sealed.fail_unseal = msg``, ``sealed.unseal_delay_s``,
   ``sealed.rotate_key(pair)``;
 - rollout: ``never_ready(env)`` (new pods never Ready -> ProgressDeadlineExceeded after the
@@ -65,7 +67,11 @@ from rotator.clients.sealing import FINGERPRINT_ANNOTATION, SealingCert, load_ce
 from rotator.config import Config, load_config
 from rotator.redact import Secret
 from rotator.sandbox import manifests
-from rotator.sandbox.controllers.argocd import REFRESH_ANNOTATION, ArgoCDController
+from rotator.sandbox.controllers.argocd import (
+    REFRESH_ANNOTATION,
+    ArgoCDController,
+    parse_version,
+)
 from rotator.sandbox.controllers.base import (
     APPLICATION,
     DEPLOYMENT,
@@ -112,8 +118,8 @@ class SandboxTiming:
     """Real-world delays (seconds) and the factor every one of them is multiplied by."""
 
     time_scale: float = 1.0
-    argocd_poll_s: float = 120.0
-    argocd_jitter_s: float = 60.0
+    argocd_poll_s: float | None = None  # None: the ArgoCD version's default (180 s / 120 s)
+    argocd_jitter_s: float | None = None  # None: the version's default (0 s / 60 s)
     sync_s: float = 3.0
     unseal_s: float = 1.0
     pod_start_s: float = 10.0
@@ -161,9 +167,11 @@ class Sandbox:
         key_pair: ControllerKeyPair | None = None,
         seed: int | None = None,
         previous_rotation: bool = True,
+        argocd_version: str = "3.6",
     ) -> None:
         self.root = Path(root).absolute()
         self.previous_rotation = previous_rotation
+        self.argocd_version = argocd_version
         self.timing = timing
         self.replicas = replicas
         self.separate_projects = separate_projects
@@ -272,6 +280,7 @@ class Sandbox:
         )
         self.argocd = ArgoCDController(
             self.admin_kubeconfig_path,
+            version=self.argocd_version,
             poll_s=t.argocd_poll_s,
             jitter_s=t.argocd_jitter_s,
             sync_s=t.sync_s,
@@ -670,8 +679,15 @@ def describe(sandbox: Sandbox) -> str:
 
 
 def up_command(args: argparse.Namespace) -> int:
-    """``rotator sandbox up [--dir D] [--time-scale X]``: start, print, run until a signal."""
+    """``rotator sandbox up [--dir D] [--time-scale X] [--argocd-version V]``: start, print, run
+    until a signal."""
     scale = args.time_scale if args.time_scale is not None else FAST.time_scale
+    argocd_version = getattr(args, "argocd_version", None) or "3.6"
+    try:
+        parse_version(argocd_version)
+    except ValueError as exc:
+        print(f"rotator: --argocd-version: {exc}", file=sys.stderr)
+        return 2
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="rotator-sandbox-"))
     if (root / "ops.git").exists():
         print(
@@ -686,7 +702,7 @@ def up_command(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        sandbox = Sandbox(root, timing=FAST.with_scale(scale))
+        sandbox = Sandbox(root, timing=FAST.with_scale(scale), argocd_version=argocd_version)
         # Start-up runs a sync, an unseal and two rollouts: ~40 s of real-world delays.
         sandbox.start(wait_s=max(60.0, 120.0 * scale))
         try:

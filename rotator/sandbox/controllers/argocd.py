@@ -6,7 +6,8 @@ Field names follow argoproj/argo-cd ``pkg/apis/application/v1alpha1/types.go``
 Behaviour, as FACTS section 4 describes it:
 
 - Each Application is compared with git when first seen, every poll interval
-  (``(poll_s + uniform(0, jitter_s)) * time_scale``, ArgoCD's 120 s + 60 s jitter by default),
+  (``(poll_s + uniform(0, jitter_s)) * time_scale``; by default 3.x's 120 s + up to 60 s
+  jitter, 2.x's 180 s),
   and at once when the annotation ``argocd.argoproj.io/refresh`` appears (removed afterwards).
   A comparison resolves ``spec.source.targetRevision`` to a commit in the repository
   (``spec.source.repoURL``: a path or ``file://`` URL of a bare repo), renders the manifests
@@ -14,9 +15,10 @@ Behaviour, as FACTS section 4 describes it:
   diffs them against the live objects: ``status.sync`` = Synced/OutOfSync at that revision,
   ``reconciledAt`` = now. A repo that cannot be read gives the ``ComparisonError`` condition
   and sync status Unknown.
-- Auto-sync (``spec.syncPolicy.automated``) runs inside that comparison when OutOfSync, at most
-  once per revision (``alreadyAttemptedSync``; ``selfHeal`` re-syncs the same revision); a failed
-  attempt leaves the ``SyncError`` condition "Failed sync attempt to <rev>: <message>".
+- Auto-sync (``spec.syncPolicy.automated``; from 3.1 ``automated: {enabled: false}`` turns it
+  off) runs inside that comparison when OutOfSync, at most once per revision
+  (``alreadyAttemptedSync``; ``selfHeal`` re-syncs the same revision); a failed attempt
+  leaves the ``SyncError`` condition "Failed sync attempt to <rev>: <message>".
 - A manual ``operation: {sync: {revision}}`` is run when no operation is running.
 - An operation is Running for ``sync_s * time_scale``, then applies every manifest like
   ``kubectl apply`` (create, or patch only the fields in the manifest: strategic merge for
@@ -30,6 +32,10 @@ Behaviour, as FACTS section 4 describes it:
   Degraded, ``spec.paused`` Suspended), a SealedSecret from its Synced condition (ArgoCD's
   bundled ``bitnami.com/SealedSecret`` health check), anything else Healthy when present,
   Missing when absent. Re-evaluated whenever a Deployment or SealedSecret changes.
+
+Versions (``version="3.6"``, a setting per sandbox): what differs between ArgoCD 2.x and 3.x
+is selected by it (auto-sync's ``enabled``, the default polling interval); each such place cites
+the upstream file at the version it follows.
 
 Status is written with merge patches on the main resource: the Application CRD has no status
 subresource. Differences from upstream: one source only (``spec.source``), no pruning, no sync
@@ -75,6 +81,40 @@ INSTANCE_LABEL = "app.kubernetes.io/instance"
 HEALTH_ORDER = ("Healthy", "Suspended", "Progressing", "Missing", "Degraded", "Unknown")
 GIT_TIMEOUT_S = 20.0
 _FULL_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    """``"3.6"`` / ``"v2.14.1"`` -> (3, 6); a clear error for anything else."""
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?", text.strip())
+    if match is None:
+        raise ValueError(f"ArgoCD version {text!r}: give MAJOR.MINOR, e.g. 3.6 or 2.14")
+    return int(match.group(1)), int(match.group(2))
+
+
+def default_polling(version: tuple[int, int]) -> tuple[float, float]:
+    """The application controller's ``--app-resync`` and ``--app-resync-jitter`` defaults.
+
+    argo-cd cmd/argocd-application-controller/commands/argocd_application_controller.go:
+    v2.14 ``defaultAppResyncPeriod = 180`` with jitter 0; from v3.0 120 s + up to 60 s jitter.
+    """
+    return (180.0, 0.0) if version < (3, 0) else (120.0, 60.0)
+
+
+def is_auto_sync_enabled(spec: Obj, version: tuple[int, int]) -> bool:
+    """Whether auto-sync runs for this Application spec at this ArgoCD version.
+
+    argo-cd pkg/apis/application/v1alpha1/types.go ``SyncPolicy.IsAutomatedSyncEnabled``
+    (v3.1+): ``automated`` present and ``automated.enabled`` unset or true; controller/
+    appcontroller.go ``autoSync`` checks it. Before v3.1 ``SyncPolicyAutomated`` has no
+    ``enabled`` field (v3.0.0 appcontroller.go: ``SyncPolicy.Automated == nil`` is the only
+    test), so ``enabled: false`` is ignored and auto-sync stays on.
+    """
+    automated = (spec.get("syncPolicy") or {}).get("automated")
+    if not isinstance(automated, dict):
+        return False
+    if version < (3, 1):
+        return True
+    return automated.get("enabled") is not False
 
 
 class RepoError(Exception):
@@ -282,16 +322,19 @@ class ArgoCDController(Controller):
         kubeconfig: Path,
         *,
         namespace: str = "argocd",
-        poll_s: float = 120.0,
-        jitter_s: float = 60.0,
+        version: str = "3.6",
+        poll_s: float | None = None,
+        jitter_s: float | None = None,
         sync_s: float = 3.0,
         time_scale: float = 1.0,
         seed: int | None = None,
     ) -> None:
+        self.version = parse_version(version)  # a bad setting fails before any connection
         super().__init__(kubeconfig)
         self.namespace = namespace
-        self.poll_s = poll_s
-        self.jitter_s = jitter_s
+        default_poll, default_jitter = default_polling(self.version)
+        self.poll_s = default_poll if poll_s is None else poll_s
+        self.jitter_s = default_jitter if jitter_s is None else jitter_s
         self.sync_s = sync_s
         self.time_scale = time_scale
         self._random = random.Random(seed)  # noqa: S311 - jitter, not crypto
@@ -377,8 +420,9 @@ class ArgoCDController(Controller):
             self._compare(app, state, status, source)
             state.next_poll = now + self._poll_interval()
         self._diff_live(app, state, status)
-        automated = (spec.get("syncPolicy") or {}).get("automated")
-        if compare and automated is not None and state.op is None and not app.get("operation"):
+        automated = (spec.get("syncPolicy") or {}).get("automated") or {}
+        auto = is_auto_sync_enabled(spec, self.version)
+        if compare and auto and state.op is None and not app.get("operation"):
             self._auto_sync(app, state, status, top, automated)
         if state.op is None and "operation" not in top and app.get("operation") is None:
             _set_condition(status, "SyncError", _sync_error_message(state, status))
