@@ -223,7 +223,8 @@ class KubernetesConfig(_Model):
 
 
 class LockConfig(_Model):
-    namespace: DnsLabel = "align-prod"
+    # The job's own namespace: the app namespaces then grant no Lease rights.
+    namespace: DnsLabel = "rotator"
     name: DnsName = "rotator-posthog"
     duration_s: Annotated[int, Field(ge=15, le=3600)] = 120
 

@@ -43,7 +43,7 @@ from rotator.sandbox.unseal import ControllerKeyPair
 from rotator.sandbox.world import FAST, Sandbox, cached_key_pair
 
 ENVS = tuple(manifests.ENVS)
-LEASE_NAMESPACE = "align-prod"
+LEASE_NAMESPACE = "rotator"
 LEASE_NAME = "rotator-posthog"
 NOISY_LOGGERS = ("urllib3", "kubernetes", "git", "requests")
 

@@ -46,7 +46,7 @@ from rotator.sandbox.world import FAST, Sandbox, cached_key_pair
 # PostHog's token cache lasts 0.75 s, a Deployment's progress deadline (600 s) is 3 s.
 TIMING = FAST.with_scale(0.005)
 PROJECT = 1
-LOCK_NAMESPACE = "align-prod"
+LOCK_NAMESPACE = "rotator"
 LOCK_NAME = "rotator-posthog"
 # The reliability rows change no deadline the success path needs; failure rows shorten theirs.
 DEFAULT_OVERRIDES: tuple[str, ...] = ("timeouts.attempts=2", "timeouts.read_s=5")

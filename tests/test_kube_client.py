@@ -951,23 +951,73 @@ def test_lease_acquire_refuse_renew_release(kube: Kube, seed: Seed) -> None:
     assert second.transitions == 1
 
 
-def test_an_expired_lease_is_taken_over(kubeconfig: Path, seed: Seed) -> None:
+class ObservingClock:
+    """Another machine's clock: its wall clock ``offset`` from ours, its monotonic clock moved
+    only by its sleeps; ``on_sleep`` runs after each sleep (e.g. the holder renewing)."""
+
+    def __init__(self, offset: timedelta, on_sleep: Callable[[float], None] | None = None):
+        self.offset = offset
+        self.t = 0.0
+        self.on_sleep = on_sleep
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.t += max(seconds, 0)
+        if self.on_sleep is not None:
+            self.on_sleep(self.t)
+
+
+def test_a_clock_one_hour_ahead_does_not_take_over_a_live_lease(
+    kubeconfig: Path, seed: Seed
+) -> None:
+    # client-go tools/leaderelection/leaderelection.go tryAcquireOrRenew: a candidate never
+    # compares the holder's renewTime with its own wall clock; it takes over only a record it
+    # has itself seen unchanged for the lease duration.
     seed.namespace("align-prod")
     name = unique("lock")
-    kube = Kube.from_config(make_config(kubeconfig))
-    kube.acquire_lease("align-prod", name, holder="crashed-run", duration_s=30)
-    future = Kube.from_config(make_config(kubeconfig), clock=ShiftedClock(timedelta(seconds=31)))
-    with pytest.raises(LockHeld):  # 30 s is not yet past 30 s + a little
-        Kube.from_config(
-            make_config(kubeconfig), clock=ShiftedClock(timedelta(seconds=20))
-        ).acquire_lease("align-prod", name, holder="run-2", duration_s=30)
-    taken = future.acquire_lease("align-prod", name, holder="run-2", duration_s=30)
+    holder = Kube.from_config(make_config(kubeconfig))
+    holder.acquire_lease("align-prod", name, holder="live-run", duration_s=30)
+    renewed_at = [0.0]
+
+    def holder_renews(t: float) -> None:  # the live run renews every duration / 3
+        if t - renewed_at[0] >= 10:
+            renewed_at[0] = t
+            holder.renew_lease("align-prod", name, holder="live-run")
+
+    clock = ObservingClock(timedelta(hours=1), holder_renews)
+    ahead = Kube.from_config(make_config(kubeconfig, poll_interval_s=2), clock=clock)
+    with pytest.raises(LockHeld) as info:
+        ahead.acquire_lease("align-prod", name, holder="run-2", duration_s=30)
+    assert info.value.holder == "live-run"
+    assert kube_holder(holder, name) == "live-run"
+    holder.close()
+    ahead.close()
+
+
+def test_an_expired_lease_is_taken_over_only_after_watching_it_unchanged_for_its_duration(
+    kubeconfig: Path, seed: Seed, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed.namespace("align-prod")
+    name = unique("lock")
+    crashed = Kube.from_config(make_config(kubeconfig), clock=ShiftedClock(-timedelta(hours=1)))
+    crashed.acquire_lease("align-prod", name, holder="crashed-run", duration_s=30)
+    clock = ObservingClock(timedelta(0))
+    kube = Kube.from_config(make_config(kubeconfig, poll_interval_s=2), clock=clock)
+    caplog.set_level(logging.INFO, logger="rotator.clients.kube")
+    taken = kube.acquire_lease("align-prod", name, holder="run-2", duration_s=30)
     assert taken.holder == "run-2"
     assert taken.transitions == 1
+    assert clock.t >= 30  # watched the record for the whole lease duration first
+    assert "crashed-run" in caplog.text
     with pytest.raises(KubeError, match="lost the lock"):
-        kube.renew_lease("align-prod", name, holder="crashed-run")
+        crashed.renew_lease("align-prod", name, holder="crashed-run")
+    crashed.close()
     kube.close()
-    future.close()
 
 
 def test_re_acquiring_our_own_lease_keeps_it(kube: Kube, seed: Seed) -> None:

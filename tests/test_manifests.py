@@ -20,7 +20,7 @@ import yaml
 
 from rotator.cli import build_parser
 from rotator.clients.kube import REQUIRED_RBAC, RbacRule, required_rbac
-from rotator.config import Config, RunSwitches
+from rotator.config import Config, LockConfig, RunSwitches
 from rotator.errors import ExitCode
 from tests.test_dockerfile import env_of, read_dockerfile, stages, tool
 
@@ -147,7 +147,7 @@ def test_the_file_holds_exactly_the_expected_objects_and_no_secret() -> None:
                 for ns, name in [
                     ("align-preview", "rotator-app"),
                     ("align-prod", "rotator-app"),
-                    ("align-prod", "rotator-lock"),
+                    ("rotator", "rotator-lock"),
                     ("argocd", "rotator-argocd"),
                     ("kube-system", "rotator-sealing"),
                 ]
@@ -389,6 +389,15 @@ def test_nothing_touches_secrets_exec_or_the_whole_cluster() -> None:
         assert verb not in ("escalate", "bind", "impersonate", "deletecollection", "delete")
 
 
+def test_the_lease_lives_in_the_jobs_own_namespace_and_no_app_namespace_grants_leases() -> None:
+    config = job_config()
+    assert config.lock.namespace == one("CronJob", "rotator")["metadata"]["namespace"]
+    assert LockConfig().namespace == "rotator"  # the default, too
+    app_namespaces = {env.namespace for env in config.environments.values()}
+    for ns, _group, resource, verb, _name in granted():
+        assert not (ns in app_namespaces and resource == "leases"), (ns, verb)
+
+
 def test_the_lease_and_proxy_roles_follow_the_config() -> None:
     config = job_config()
     lock = one("Role", "rotator-lock")
@@ -483,14 +492,14 @@ def _apply_rbac_as_admin(admin: Any) -> None:
     from kubernetes import client
 
     rbac, core = client.RbacAuthorizationV1Api(admin), client.CoreV1Api(admin)
-    for ns in ("align-preview", "align-prod", "argocd", "kube-system"):
+    for ns in ("align-preview", "align-prod", "argocd", "kube-system", "rotator"):
         for binding in rbac.list_namespaced_role_binding(ns).items:
             if binding.metadata.name.startswith("rotator-"):
                 rbac.delete_namespaced_role_binding(binding.metadata.name, ns)
         for role in rbac.list_namespaced_role(ns).items:
             if role.metadata.name.startswith("rotator-"):
                 rbac.delete_namespaced_role(role.metadata.name, ns)
-    core.create_namespace(one("Namespace", "rotator"))
+    core.replace_namespace("rotator", one("Namespace", "rotator"))  # the sandbox made it
     core.create_namespaced_service_account("rotator", one("ServiceAccount", "rotator"))
     for doc in documents():
         ns = doc["metadata"].get("namespace", "")

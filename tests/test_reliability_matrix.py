@@ -172,7 +172,7 @@ def _deployment_not_rolled_out(world: World) -> Setup:
 def _lock_held(world: World) -> Setup:
     config = world.config()
     kube = Kube.from_config(config)
-    kube.acquire_lease("align-prod", "rotator-posthog", holder="rot-colleague", duration_s=600)
+    kube.acquire_lease("rotator", "rotator-posthog", holder="rot-colleague", duration_s=600)
     return Setup()
 
 

@@ -117,9 +117,10 @@ def required_rbac(
     """Every (apiGroup, resource, verb) the run needs, per kind of namespace.
 
     ``app``: each environment namespace (align-preview, align-prod); ``lock``: the Lease's
-    namespace (align-prod); ``argocd``: the Applications' namespace; ``controller``: the
-    sealed-secrets controller's namespace (kube-system). No Secrets, no pods/exec, nothing
-    cluster-wide. Names given narrow ``get``/``patch``/``update`` to those objects.
+    namespace (``rotator``, the job's own: no app namespace grants Lease rights); ``argocd``:
+    the Applications' namespace; ``controller``: the sealed-secrets controller's namespace
+    (kube-system). No Secrets, no pods/exec, nothing cluster-wide. Names given narrow
+    ``get``/``patch``/``update`` to those objects.
     """
     controller = controller or ControllerRef()
     lease = (lease_name or LockConfig().name,)
@@ -207,6 +208,16 @@ class RolloutDone:
     state: DeploymentState
 
 
+class LeaseRecord(NamedTuple):
+    """client-go's ``LeaderElectionRecord``: the part of a Lease that a live holder changes."""
+
+    holder: str
+    acquired_at: datetime | None
+    renewed_at: datetime | None
+    duration_s: int
+    transitions: int
+
+
 @dataclass(frozen=True)
 class LeaseState:
     namespace: str
@@ -217,6 +228,13 @@ class LeaseState:
     duration_s: int
     transitions: int
     resource_version: str
+
+    @property
+    def record(self) -> LeaseRecord:
+        """What client-go's leader election compares between two reads of the Lease."""
+        return LeaseRecord(
+            self.holder, self.acquired_at, self.renewed_at, self.duration_s, self.transitions
+        )
 
     def expires_at(self) -> datetime | None:
         if self.renewed_at is None:
@@ -937,63 +955,97 @@ class Kube:
     def acquire_lease(
         self, namespace: str, name: str, *, holder: str, duration_s: int
     ) -> LeaseState:
-        """Take the run lock: create the Lease, or take over an expired or released one with a
-        resourceVersion-guarded replace (leaseTransitions + 1). Held by another live holder ->
-        ``LockHeld(holder, since)``. A create that gets 409 (someone was faster) re-reads.
+        """Take the run lock like client-go's leader election (tools/leaderelection/
+        leaderelection.go ``tryAcquireOrRenew``): create the Lease, renew our own, take a
+        released one, or take over another holder's only after observing its record unchanged
+        for the lease duration on our own monotonic clock, with a resourceVersion-guarded
+        replace (leaseTransitions + 1). The holder's renewTime is never compared with our wall
+        clock to take over (a clock an hour ahead would take a live Lease); it only makes a
+        Lease that looks live by our clock refused at once, so a locked run exits without
+        waiting. A record that changes while we watch (renewed, taken) -> ``LockHeld``.
+        A create that gets 409 (someone was faster) re-reads.
         RBAC: (coordination.k8s.io, leases, get, create, update).
         """
-        for _attempt in range(5):
-            now = self.clock.now()
+        observed: LeaseRecord | None = None
+        observed_at = 0.0
+        conflicts = 0
+        while conflicts < 5:
             current = self.get_lease(namespace, name)
             if current is None:
-                body = self._lease_body(
-                    namespace,
-                    name,
-                    holder=holder,
-                    duration_s=duration_s,
-                    acquired=now,
-                    renewed=now,
-                    transitions=0,
-                    resource_version=None,
-                )
                 try:
-                    obj = self._write_lease(
-                        "POST", namespace, name, body, f"create lease {namespace}/{name}"
-                    )
+                    return self._create_lease(namespace, name, holder, duration_s)
                 except KubeError as exc:
-                    if is_conflict_or_lost(exc):
-                        continue  # someone else created it, or our answer was lost: re-read
-                    raise
-                log.info("lock %s/%s acquired by %s", namespace, name, holder)
-                return lease_from(obj)
-            if current.holder and current.holder != holder and not current.is_expired(now):
-                since = current.acquired_at or current.renewed_at
-                raise LockHeld(current.holder, rfc3339(since) if since else "unknown")
-            taking_over = current.holder != holder
-            body = self._lease_body(
-                namespace,
-                name,
-                holder=holder,
-                duration_s=duration_s,
-                acquired=now if taking_over else (current.acquired_at or now),
-                renewed=now,
-                transitions=current.transitions + (1 if taking_over else 0),
-                resource_version=current.resource_version,
-            )
+                    if not is_conflict_or_lost(exc):
+                        raise
+                    conflicts += 1  # someone else created it, or our answer was lost: re-read
+                    continue
+            if current.holder and current.holder != holder:
+                if observed is not None and current.record != observed:
+                    raise _lock_held(current)  # renewed or taken while we watched: alive
+                if observed is None:
+                    if not current.is_expired(self.clock.now()):
+                        raise _lock_held(current)
+                    observed, observed_at = current.record, self.clock.monotonic()
+                    wait_s = max(current.duration_s, duration_s)
+                    log.info(
+                        "lock %s/%s: the lease of %s looks expired; taking it over once its "
+                        "record has stayed unchanged for %ss (client-go leader election)",
+                        namespace,
+                        name,
+                        current.holder,
+                        wait_s,
+                    )
+                remaining = max(current.duration_s, duration_s) - (
+                    self.clock.monotonic() - observed_at
+                )
+                if remaining > 0:
+                    self.clock.sleep(min(self.waits.poll_interval_s, remaining))
+                    continue
             try:
-                obj = self._write_lease(
-                    "PUT", namespace, name, body, f"take over lease {namespace}/{name}"
-                )
+                return self._take_lease(current, holder, duration_s)
             except KubeError as exc:
-                if is_conflict_or_lost(exc):
-                    continue  # changed under us (or our answer was lost): read again, decide
-                raise
-            if taking_over and current.holder:
-                log.warning(
-                    "lock %s/%s: took over the expired lease of %s", namespace, name, current.holder
-                )
-            return lease_from(obj)
+                if not is_conflict_or_lost(exc):
+                    raise
+                conflicts += 1  # changed under us (or our answer was lost): read again, decide
         raise KubeError(f"lease {namespace}/{name}: kept changing while acquiring; try again")
+
+    def _create_lease(self, namespace: str, name: str, holder: str, duration_s: int) -> LeaseState:
+        now = self.clock.now()
+        body = self._lease_body(
+            namespace,
+            name,
+            holder=holder,
+            duration_s=duration_s,
+            acquired=now,
+            renewed=now,
+            transitions=0,
+            resource_version=None,
+        )
+        obj = self._write_lease("POST", namespace, name, body, f"create lease {namespace}/{name}")
+        log.info("lock %s/%s acquired by %s", namespace, name, holder)
+        return lease_from(obj)
+
+    def _take_lease(self, current: LeaseState, holder: str, duration_s: int) -> LeaseState:
+        """Renew our own Lease or take another's (resourceVersion-guarded replace)."""
+        namespace, name = current.namespace, current.name
+        now = self.clock.now()
+        taking_over = current.holder != holder
+        body = self._lease_body(
+            namespace,
+            name,
+            holder=holder,
+            duration_s=duration_s,
+            acquired=now if taking_over else (current.acquired_at or now),
+            renewed=now,
+            transitions=current.transitions + (1 if taking_over else 0),
+            resource_version=current.resource_version,
+        )
+        obj = self._write_lease("PUT", namespace, name, body, f"take over lease {namespace}/{name}")
+        if taking_over and current.holder:
+            log.warning(
+                "lock %s/%s: took over the expired lease of %s", namespace, name, current.holder
+            )
+        return lease_from(obj)
 
     def renew_lease(self, namespace: str, name: str, *, holder: str) -> LeaseState:
         """Move renewTime to now, resourceVersion-guarded. Lost lease -> KubeError.
@@ -1299,6 +1351,11 @@ def _watch_event(line: str, what: str, *, error: type[ClientError]) -> tuple[obj
             status=code or None,
         )
     return kind, obj
+
+
+def _lock_held(lease: LeaseState) -> LockHeld:
+    since = lease.acquired_at or lease.renewed_at
+    return LockHeld(lease.holder, rfc3339(since) if since else "unknown")
 
 
 def is_conflict_or_lost(exc: ClientError) -> bool:

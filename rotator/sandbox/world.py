@@ -108,6 +108,8 @@ MIN_GATEWAY_INTERVAL_S = 0.1
 PERSONAL_KEY_ENV = "ROTATOR_POSTHOG_PERSONAL_API_KEY"
 SLACK_URL_ENV = "ROTATOR_SLACK_WEBHOOK_URL"
 CONFIG_ENV = "ROTATOR_CONFIG"
+# The job's own namespace (cronjob.yaml): the run's Lease lives there.
+LOCK_NAMESPACE = "rotator"
 SHARED_PROJECT = 1
 PREVIEW_PROJECT = 1
 PROD_PROJECT = 2
@@ -263,6 +265,7 @@ class Sandbox:
         for ns in (
             SERVICE_NAMESPACE,
             manifests.ARGOCD_NAMESPACE,
+            LOCK_NAMESPACE,
             *map(manifests.namespace, manifests.ENVS),
         ):
             client.ensure_namespace(ns)
@@ -326,7 +329,7 @@ class Sandbox:
         )
         where: dict[str, tuple[str, ...]] = {
             "app": tuple(manifests.namespace(e) for e in manifests.ENVS),
-            "lock": ("align-prod",),
+            "lock": (LOCK_NAMESPACE,),
             "argocd": (manifests.ARGOCD_NAMESPACE,),
             "controller": (SERVICE_NAMESPACE,),
         }
@@ -464,7 +467,7 @@ class Sandbox:
             },
             "slack": {"enabled": True, "webhook_url": {"env": SLACK_URL_ENV}},
             "kubernetes": {"kubeconfig": str(self.kubeconfig_path)},
-            "lock": {"namespace": "align-prod", "name": "rotator-posthog", "duration_s": 15},
+            "lock": {"namespace": LOCK_NAMESPACE, "name": "rotator-posthog", "duration_s": 15},
             "waits": {
                 "argocd_s": t.wait(600, 20),
                 "unseal_s": t.wait(180, 10),
