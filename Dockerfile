@@ -49,13 +49,14 @@ RUN apt-get update \
 COPY --from=builder /opt/venv /opt/venv
 # The root filesystem is read-only in the cluster: the only writable place is /tmp (an
 # emptyDir), so HOME (ssh, git) and TMPDIR (the ops checkout) point there, and Python never
-# writes bytecode (pip compiled it at install time).
+# writes bytecode (pip compiled it at install time). `rotator --version` prints ROTATOR_REVISION.
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     TMPDIR=/tmp \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    ROTATOR_CONFIG=/etc/rotator/config.yaml
+    ROTATOR_CONFIG=/etc/rotator/config.yaml \
+    ROTATOR_REVISION=${REVISION}
 USER 10001:10001
 # A Job, not a service: there is nothing to probe while it runs, and it exits when done.
 HEALTHCHECK NONE

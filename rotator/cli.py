@@ -2,6 +2,13 @@
 
 The only place that catches every exception. Heavy modules are imported inside the command
 that needs them, so ``rotator --help`` and start-up stay fast.
+
+Built on click, like kubectl's cobra: the global flags (``--config``, ``--set``,
+``--log-format``, ``-v``) are accepted before or after the subcommand (a later one wins;
+``--set`` adds up), a mistyped command or flag gets a "Did you mean" suggestion, and
+``rotator completion bash|zsh|fish`` prints the shell completion script. Each command hands
+its handler an ``argparse.Namespace`` with the same attribute names as before, so the command
+modules (``runcmd``, ``sealcmd``, ``scheduler``, ``bench`` ...) are unchanged by the parser.
 """
 
 from __future__ import annotations
@@ -10,10 +17,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from rotator import __version__
+import click
+
 from rotator.errors import ConfigError, ExitCode, RotatorError
 from rotator.logs import setup_logging
 from rotator.redact import scrub
@@ -24,6 +33,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Handler = Callable[[argparse.Namespace], int]
+F = TypeVar("F", bound=Callable[..., Any])
+
+OUTPUT_FORMATS = ("text", "json", "yaml")
+# Commands a person runs at a terminal: their logs are text even when piped. The others (run,
+# schedule: the CronJob's) log JSON when stderr is not a terminal.
+_INTERACTIVE = frozenset(
+    {"demo", "seal", "config", "status", "verify", "bench", "sandbox", "completion"}
+)
+_GLOBALS = ("config", "set", "log_format", "verbose")
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What the command line asked for: the handler and its arguments, not yet run."""
+
+    command: str
+    handler: Handler
+    args: argparse.Namespace
 
 
 def _load_config(args: argparse.Namespace) -> Config:
@@ -36,15 +63,22 @@ def _load_config(args: argparse.Namespace) -> Config:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    from rotator.config import effective_config_text
+    from rotator.config import effective_config_output
 
     config = _load_config(args)
-    sys.stdout.write(effective_config_text(config))
-    if config.secrets.missing:
-        for path, why in sorted(config.secrets.missing.items()):
-            print(f"warning: {path}: {why}", file=sys.stderr)
+    sys.stdout.write(effective_config_output(config, output=args.output))
+    missing = sorted(config.secrets.missing.items())
+    for path, why in missing:
+        print(f"error: {path}: {why}", file=sys.stderr)
+    if missing:
+        # A config that cannot run is not OK: a CI gate or an init container must see it.
+        print(
+            f"config NOT OK: {len(missing)} secret(s) missing; set them and run again",
+            file=sys.stderr,
+        )
+        return int(ExitCode.CONFIG)
     print("config OK", file=sys.stderr)
-    return ExitCode.OK
+    return int(ExitCode.OK)
 
 
 def _cmd_seal(args: argparse.Namespace) -> int:
@@ -101,218 +135,436 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench_command(args)
 
 
-# --- parser ----------------------------------------------------------------------------------
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from click.shell_completion import get_completion_class
+
+    shell_class = get_completion_class(args.shell)
+    if shell_class is None:  # click.Choice already refused anything else
+        raise ConfigError(f"no completion for shell {args.shell!r}")
+    source = shell_class(cli, {}, "rotator", "_ROTATOR_COMPLETE").source()
+    sys.stdout.write(source if source.endswith("\n") else source + "\n")
+    return int(ExitCode.OK)
 
 
-def _run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--env",
-        action="append",
-        dest="envs",
-        metavar="ENV",
-        help="only this environment (repeatable; default: all). Env: ROTATOR_ENVS",
-    )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+# --- flags -----------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat list of commands
-    parser = argparse.ArgumentParser(
-        prog="rotator",
-        description="Rotate the PostHog project API key through sealed-secrets, git, ArgoCD and "
-        "a gateway rollout, and prove that events arrive with the new key.",
-    )
-    parser.add_argument("--version", action="version", version=f"rotator {__version__}")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="config file (default: $ROTATOR_CONFIG or config/align.yaml)",
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        metavar="PATH=VALUE",
-        help="override one setting, e.g. --set git.branch=main (repeatable)",
-    )
-    parser.add_argument(
+def global_options(f: F) -> F:
+    """The flags every command accepts, before or after its name (cobra's persistent flags)."""
+    f = click.option("-v", "--verbose", is_flag=True, default=None, help="debug logging")(f)
+    f = click.option(
         "--log-format",
-        choices=("text", "json"),
+        type=click.Choice(["text", "json"]),
         default=None,
         help="log format (default: json when not on a terminal)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    )(f)
+    f = click.option(
+        "--set",
+        "set",
+        multiple=True,
+        metavar="PATH=VALUE",
+        help="override one setting, e.g. --set git.branch=main (repeatable)",
+    )(f)
+    return click.option(
+        "--config",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="config file (default: $ROTATOR_CONFIG or config/align.yaml)",
+    )(f)
 
-    p = sub.add_parser("run", help="rotate the key (the CronJob's command)")
-    _run_flags(p)
-    p.add_argument(
-        "--no-reset",
-        action="store_true",
-        default=None,
-        help="adopt mode: make git and the cluster match PostHog's current key "
-        "without resetting it. Env: ROTATOR_NO_RESET=true",
-    )
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        default=None,
-        help="do every read, seal a throwaway value, commit locally, push nothing. "
-        "Env: ROTATOR_DRY_RUN=true",
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        default=None,
-        help="reset even if the last rotation is younger than policy.min_interval_s. "
-        "Env: ROTATOR_FORCE=true",
-    )
-    p.add_argument(
-        "--metrics-file",
-        type=Path,
-        default=None,
-        help="write Prometheus metrics of this run to this file",
-    )
-    p.set_defaults(handler=_cmd_run)
 
-    p = sub.add_parser("status", help="where each environment stands, changing nothing")
-    _run_flags(p)
-    p.set_defaults(handler=_cmd_status)
+def output_options(f: F) -> F:
+    f = click.option("--json", "json_flag", is_flag=True, hidden=True, help="same as -o json")(f)
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Choice(OUTPUT_FORMATS),
+        default=None,
+        help="output format of the report (default: text)",
+    )(f)
 
-    p = sub.add_parser("verify", help="the Live Events check for the current key, no changes")
-    _run_flags(p)
-    p.set_defaults(handler=_cmd_verify)
 
-    p = sub.add_parser("demo", help="start the sandbox, rotate the key in it, print the report")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--keep", action="store_true", help="leave the sandbox running afterwards")
-    p.set_defaults(handler=_cmd_demo)
+def env_option(f: F) -> F:
+    return click.option(
+        "--env",
+        "envs",
+        multiple=True,
+        metavar="ENV",
+        help="only this environment (repeatable; default: all). Env: ROTATOR_ENVS",
+    )(f)
 
-    p = sub.add_parser("seal", help="seal a project key into sealedsecrets/<env>/posthog.yaml")
-    p.add_argument("--env", required=True, help="environment name from the config")
-    p.add_argument("--repo", type=Path, default=Path(), help="ops repo checkout (default: .)")
-    p.add_argument(
-        "--cert",
-        default=None,
-        help="PEM file or https URL of the sealing cert (default: from config)",
-    )
-    p.add_argument(
-        "--from-stdin",
-        action="store_true",
-        help="read the key from standard input instead of a hidden prompt",
-    )
-    p.add_argument(
-        "--verify",
-        action="store_true",
-        help="ask the controller's /v1/verify whether it can decrypt the result",
-    )
-    p.set_defaults(handler=_cmd_seal)
 
-    p = sub.add_parser("config", help="configuration commands")
-    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
-    c = csub.add_parser("check", help="validate and print the effective config, secrets masked")
-    c.set_defaults(handler=_cmd_config_check)
+def _merged_globals(ctx: click.Context) -> dict[str, Any]:
+    """The global flags from the root to this command: a later one wins, ``--set`` adds up."""
+    chain: list[click.Context] = []
+    current: click.Context | None = ctx
+    while current is not None:
+        chain.append(current)
+        current = current.parent
+    merged: dict[str, Any] = {"config": None, "set": [], "log_format": None, "verbose": False}
+    for level in reversed(chain):
+        params = level.params
+        if params.get("config") is not None:
+            merged["config"] = params["config"]
+        merged["set"].extend(params.get("set") or ())
+        if params.get("log_format") is not None:
+            merged["log_format"] = params["log_format"]
+        merged["verbose"] = merged["verbose"] or bool(params.get("verbose"))
+    return merged
 
-    p = sub.add_parser("schedule", help="run rotations on a cron schedule (APScheduler)")
-    p.add_argument(
-        "--adopt-check",
-        default=None,
-        metavar="CRON",
-        help="also run an adopt-mode (--no-reset) check on this cron schedule",
-    )
-    p.add_argument("--run-now", action="store_true", help="run once at start-up too")
-    p.add_argument("--max-runs", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument(
-        "--metrics-file",
-        type=Path,
-        default=None,
-        help="write Prometheus metrics after each run to this file",
-    )
-    p.set_defaults(handler=_cmd_schedule)
 
-    p = sub.add_parser("sandbox", help="the embedded stand-ins for PostHog, Kubernetes, git, Slack")
-    ssub = p.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND", required=True)
-    s = ssub.add_parser("up", help="start the whole sandbox and run until interrupted")
-    s.add_argument(
-        "--dir",
-        type=Path,
-        default=None,
-        help="where to write the config, kubeconfig and git remote (default: temp)",
-    )
-    s.add_argument(
-        "--time-scale",
-        type=float,
-        default=None,
-        help="multiply the simulated delays (default: fast)",
-    )
-    s.add_argument(
-        "--argocd-version",
-        default="3.6",
-        help="the ArgoCD version the stand-in behaves as, e.g. 2.14 or 3.6 (default: 3.6)",
-    )
-    s.set_defaults(handler=_cmd_sandbox_up)
-    s = ssub.add_parser("posthog", help="run only the PostHog stand-in")
-    s.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any)")
-    s.set_defaults(handler=_cmd_sandbox_posthog)
+def _invocation(handler: Handler) -> Callable[..., Invocation]:
+    """A command callback that returns what to run instead of running it (see ``parse``)."""
 
-    p = sub.add_parser(
-        "bench", help="measure the dark window of rotation strategies in the sandbox"
+    @click.pass_context
+    def callback(ctx: click.Context, /, **params: Any) -> Invocation:
+        values = {k: v for k, v in params.items() if k not in _GLOBALS}
+        if "json_flag" in values:
+            json_flag = values.pop("json_flag")
+            values["output"] = values.get("output") or ("json" if json_flag else "text")
+        if "output" in values:
+            values["json"] = values["output"] == "json"
+        for key in ("envs", "strategies", "replicas"):
+            if key in values:  # argparse's append gave None when the flag was absent
+                values[key] = list(values[key]) or None
+        values.update(_merged_globals(ctx))
+        values["set"] = values["set"] or None
+        path = ctx.command_path.split(" ", 1)[1] if " " in ctx.command_path else ""
+        values["command"] = path.split(" ", 1)[0]
+        return Invocation(command=path, handler=handler, args=argparse.Namespace(**values))
+
+    return callback
+
+
+def _command(
+    group: click.Group,
+    name: str,
+    handler: Handler,
+    *,
+    help: str,
+    options: Sequence[Callable[[F], F]] = (),
+) -> None:
+    fn: Any = _invocation(handler)
+    for option in reversed(options):
+        fn = option(fn)
+    group.add_command(click.command(name, help=help, short_help=help)(global_options(fn)))
+
+
+def _float_option(flag: str, what: str, default: str) -> Callable[[F], F]:
+    return click.option(
+        flag, type=float, default=None, metavar="S", help=f"{what}, real s (default {default})"
     )
-    p.add_argument("--runs", type=int, default=5, help="runs per strategy")
-    p.add_argument("--json-out", type=Path, default=None, help="write the results as JSON")
-    p.add_argument(
-        "--time-scale",
-        type=float,
-        default=None,
-        help="multiply every simulated delay (default 0.2; figures are printed in real seconds)",
-    )
-    p.add_argument(
-        "--replicas",
-        type=int,
-        nargs="+",
-        default=None,
-        help="gateway replicas per environment, one sandbox each (default: 1 3)",
-    )
-    p.add_argument(
-        "--strategy",
-        dest="strategies",
-        action="append",
-        choices=("passive", "default"),
-        default=None,
-        help="only this strategy (repeatable; default: both)",
-    )
-    for flag, what, default in (
-        ("--argocd-poll", "ArgoCD's polling interval", "120"),
-        ("--argocd-jitter", "the most jitter added to it", "60"),
-        ("--sync", "an ArgoCD sync", "3"),
-        ("--unseal", "the sealed-secrets unseal", "1"),
-        ("--pod-start", "a pod's start-up", "10"),
-        ("--pod-ready", "a started pod's readiness", "5"),
-        ("--window", "PostHog's ingestion window for the old key", "150"),
-        ("--lag", "PostHog's ingestion lag", "3"),
-        ("--passive-poll", "how often the runbook's person checks", "10"),
-    ):
-        p.add_argument(
-            flag, type=float, default=None, metavar="S", help=f"{what}, real s (default {default})"
-        )
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 8)")
-    p.add_argument("--key-bits", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument(
-        "--no-cold-start", action="store_true", help="skip the start-up and memory figures"
-    )
-    p.set_defaults(handler=_cmd_bench)
-    return parser
+
+
+def _split_ints(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[int]:
+    try:
+        return [int(part) for item in value for part in item.replace(",", " ").split()]
+    except ValueError as exc:
+        raise click.BadParameter("give whole numbers, e.g. --replicas 1,3") from exc
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(
+    name="rotator",
+    context_settings=CONTEXT,
+    help="Rotate the PostHog project API key through sealed-secrets, git, ArgoCD and a gateway "
+    "rollout, and prove that events arrive with the new key.",
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, param, value: _print_version(ctx, value),
+    help="print the version and the git revision, then exit",
+)
+@global_options
+def cli(**_: Any) -> None:
+    """The root group; the flags are read by ``_merged_globals``."""
+
+
+def _print_version(ctx: click.Context, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from rotator.version import version_text
+
+    click.echo(version_text())
+    ctx.exit(0)
+
+
+_RUN_FLAGS: list[Callable[[F], F]] = [
+    env_option,
+    output_options,
+]
+
+_command(
+    cli,
+    "run",
+    _cmd_run,
+    help="rotate the key (the CronJob's command)",
+    options=[
+        *_RUN_FLAGS,
+        click.option(
+            "--no-reset",
+            is_flag=True,
+            default=None,
+            help="adopt mode: make git and the cluster match PostHog's current key without "
+            "resetting it. Env: ROTATOR_NO_RESET=true",
+        ),
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            default=None,
+            help="do every read, seal a throwaway value, commit locally, push nothing. "
+            "Env: ROTATOR_DRY_RUN=true",
+        ),
+        click.option(
+            "--force",
+            is_flag=True,
+            default=None,
+            help="reset even if the last rotation is younger than policy.min_interval_s. "
+            "Env: ROTATOR_FORCE=true",
+        ),
+        click.option(
+            "--metrics-file",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            help="write Prometheus metrics of this run to this file",
+        ),
+    ],
+)
+_command(
+    cli,
+    "status",
+    _cmd_status,
+    help="where each environment stands, changing nothing",
+    options=_RUN_FLAGS,
+)
+_command(
+    cli,
+    "verify",
+    _cmd_verify,
+    help="the Live Events check for the current key, no changes",
+    options=_RUN_FLAGS,
+)
+_command(
+    cli,
+    "demo",
+    _cmd_demo,
+    help="start the sandbox, rotate the key in it, print the report",
+    options=[
+        output_options,
+        click.option("--keep", is_flag=True, help="leave the sandbox running afterwards"),
+    ],
+)
+_command(
+    cli,
+    "seal",
+    _cmd_seal,
+    help="seal a project key into sealedsecrets/<env>/posthog.yaml",
+    options=[
+        click.option("--env", required=True, help="environment name from the config"),
+        click.option(
+            "--repo",
+            type=click.Path(path_type=Path),
+            default=Path(),
+            help="ops repo checkout (default: .)",
+        ),
+        click.option(
+            "--cert",
+            default=None,
+            help="PEM file or https URL of the sealing cert (default: from config)",
+        ),
+        click.option(
+            "--from-stdin",
+            is_flag=True,
+            help="read the key from standard input instead of a hidden prompt",
+        ),
+        click.option(
+            "--verify",
+            is_flag=True,
+            help="ask the controller's /v1/verify whether it can decrypt the result",
+        ),
+    ],
+)
+
+
+@cli.group("config", context_settings=CONTEXT, help="configuration commands")
+@global_options
+def config_group(**_: Any) -> None:
+    """``rotator config ...``"""
+
+
+_command(
+    config_group,
+    "check",
+    _cmd_config_check,
+    help="validate and print the effective config, secrets masked (exit 2 when one is missing)",
+    options=[output_options],
+)
+_command(
+    cli,
+    "schedule",
+    _cmd_schedule,
+    help="run rotations on a cron schedule (APScheduler)",
+    options=[
+        click.option(
+            "--adopt-check",
+            default=None,
+            metavar="CRON",
+            help="also run an adopt-mode (--no-reset) check on this cron schedule",
+        ),
+        click.option("--run-now", is_flag=True, help="run once at start-up too"),
+        click.option("--max-runs", type=int, default=None, hidden=True),
+        click.option(
+            "--metrics-file",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            help="write Prometheus metrics after each run to this file",
+        ),
+    ],
+)
+
+
+@cli.group(
+    "sandbox",
+    context_settings=CONTEXT,
+    help="the embedded stand-ins for PostHog, Kubernetes, git, Slack",
+)
+@global_options
+def sandbox_group(**_: Any) -> None:
+    """``rotator sandbox ...``"""
+
+
+_command(
+    sandbox_group,
+    "up",
+    _cmd_sandbox_up,
+    help="start the whole sandbox and run until interrupted",
+    options=[
+        click.option(
+            "--dir",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="where to write the config, kubeconfig and git remote (default: temp)",
+        ),
+        click.option(
+            "--time-scale",
+            type=float,
+            default=None,
+            help="multiply the simulated delays (default: fast)",
+        ),
+        click.option(
+            "--argocd-version",
+            default="3.6",
+            help="the ArgoCD version the stand-in behaves as, e.g. 2.14 or 3.6 (default: 3.6)",
+        ),
+    ],
+)
+_command(
+    sandbox_group,
+    "posthog",
+    _cmd_sandbox_posthog,
+    help="run only the PostHog stand-in",
+    options=[
+        click.option("--port", type=int, default=0, help="port on 127.0.0.1 (default: any)"),
+    ],
+)
+_command(
+    cli,
+    "bench",
+    _cmd_bench,
+    help="measure the dark window of rotation strategies in the sandbox",
+    options=[
+        click.option("--runs", type=int, default=5, help="runs per strategy"),
+        click.option(
+            "--json-out",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            help="write the results as JSON",
+        ),
+        click.option(
+            "--time-scale",
+            type=float,
+            default=None,
+            help="multiply every simulated delay (default 0.2; figures are printed in real "
+            "seconds)",
+        ),
+        click.option(
+            "--replicas",
+            multiple=True,
+            callback=_split_ints,
+            metavar="N[,N...]",
+            help="gateway replicas per environment, one sandbox each (default: 1,3)",
+        ),
+        click.option(
+            "--strategy",
+            "strategies",
+            multiple=True,
+            type=click.Choice(["passive", "default"]),
+            help="only this strategy (repeatable; default: both)",
+        ),
+        _float_option("--argocd-poll", "ArgoCD's polling interval", "120"),
+        _float_option("--argocd-jitter", "the most jitter added to it", "60"),
+        _float_option("--sync", "an ArgoCD sync", "3"),
+        _float_option("--unseal", "the sealed-secrets unseal", "1"),
+        _float_option("--pod-start", "a pod's start-up", "10"),
+        _float_option("--pod-ready", "a started pod's readiness", "5"),
+        _float_option("--window", "PostHog's ingestion window for the old key", "150"),
+        _float_option("--lag", "PostHog's ingestion lag", "3"),
+        _float_option("--passive-poll", "how often the runbook's person checks", "10"),
+        click.option("--seed", type=int, default=None, help="random seed (default 8)"),
+        click.option("--key-bits", type=int, default=None, hidden=True),
+        click.option("--no-cold-start", is_flag=True, help="skip the start-up and memory figures"),
+    ],
+)
+_command(
+    cli,
+    "completion",
+    _cmd_completion,
+    help="print the shell completion script: source <(rotator completion bash)",
+    options=[click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))],
+)
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+
+def parse(argv: Sequence[str]) -> Invocation | int:
+    """Parse ``argv``: the invocation to run, or an exit code (``--help``, a usage error)."""
+    try:
+        result = cli.main(args=list(argv), prog_name="rotator", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return int(ExitCode.CONFIG) if isinstance(exc, click.UsageError) else exc.exit_code
+    except click.exceptions.Abort:
+        print("rotator: interrupted", file=sys.stderr)
+        return 130
+    if isinstance(result, Invocation):
+        return result
+    return int(result or 0)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The arguments a command's handler gets for ``argv`` (for tests and embedding)."""
+    parsed = parse(argv)
+    if not isinstance(parsed, Invocation):
+        raise ConfigError(f"not a command: {' '.join(argv)}")
+    return parsed.args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    interactive = args.command in ("demo", "seal", "config", "status", "verify", "bench", "sandbox")
-    default_fmt = "text" if interactive or sys.stderr.isatty() else "json"
+    parsed = parse(sys.argv[1:] if argv is None else argv)
+    if not isinstance(parsed, Invocation):
+        return parsed
+    args = parsed.args
+    default_fmt = "text" if args.command in _INTERACTIVE or sys.stderr.isatty() else "json"
     fmt = cast(Literal["text", "json"], args.log_format or default_fmt)
     setup_logging(fmt=fmt, level=logging.DEBUG if args.verbose else logging.INFO)
-    handler = cast(Handler, args.handler)
     try:
-        return int(handler(args))
+        return int(parsed.handler(args))
     except RotatorError as exc:
         # The class decides what the user sees: one line naming the step and the fix.
         print(f"rotator: {scrub(str(exc))}", file=sys.stderr)
@@ -326,4 +578,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.FAILED)
 
 
-__all__ = ["ConfigError", "build_parser", "main"]
+__all__ = ["ConfigError", "Invocation", "cli", "main", "parse", "parse_args"]

@@ -10,6 +10,7 @@ a ``Secret``. A bad value is reported with its path and the fix, e.g.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -516,6 +517,18 @@ class RunSwitches(_Model):
 
 def effective_config_text(config: Config) -> str:
     """The effective config as YAML, with every secret masked by its fingerprint."""
+    return yaml.safe_dump(effective_config_tree(config), sort_keys=False)
+
+
+def effective_config_output(config: Config, *, output: str = "text") -> str:
+    """``rotator config check -o text|json|yaml``: text and yaml are the same YAML."""
+    if output == "json":
+        return json.dumps(effective_config_tree(config), indent=2) + "\n"
+    return effective_config_text(config)
+
+
+def effective_config_tree(config: Config) -> dict[str, Any]:
+    """The effective config as plain data, with every secret masked by its fingerprint."""
     tree = config.model_dump(mode="json", exclude={"secrets"})
     secrets = config.secrets
     resolved = {
@@ -530,4 +543,4 @@ def effective_config_text(config: Config) -> str:
         elif path in secrets.missing:
             status[path] = f"MISSING: {secrets.missing[path]}"
     tree["secrets (resolved, masked)"] = status
-    return yaml.safe_dump(tree, sort_keys=False)
+    return tree

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rotator.config import RunSwitches
 from rotator.report import RunReport
-from rotator.runcmd import print_report
+from rotator.runcmd import output_of, print_report
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def demo_command(args: argparse.Namespace) -> int:
             time.sleep(0.1)
             counters = sandbox.posthog.counters()
         report = with_event_counts(report, counters)
-        print_report(report, as_json=args.json)
+        print_report(report, output=output_of(args))
         if args.keep:
             print(
                 f"sandbox kept running; kubeconfig: {sandbox.kubeconfig_path}; "

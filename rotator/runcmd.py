@@ -15,7 +15,7 @@ from types import FrameType
 
 from rotator.config import Config, RunSwitches
 from rotator.errors import ExitCode
-from rotator.report import RunReport, to_json_text, to_prometheus, to_text
+from rotator.report import RunReport, to_json, to_json_text, to_prometheus, to_text
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,28 @@ def switches_from_args(args: argparse.Namespace, *, trigger: str | None = None) 
     )
 
 
-def print_report(report: RunReport, *, as_json: bool) -> None:
-    sys.stdout.write((to_json_text(report) if as_json else to_text(report)) + "\n")
+def render_report(report: RunReport, *, output: str = "text") -> str:
+    """The report as ``-o text|json|yaml`` asks."""
+    if output == "json":
+        return to_json_text(report)
+    if output == "yaml":
+        import yaml
+
+        return yaml.safe_dump(to_json(report), sort_keys=False).rstrip("\n")
+    return to_text(report)
+
+
+def output_of(args: argparse.Namespace) -> str:
+    """``-o`` (or the old ``--json``) of a parsed command line; text when neither."""
+    output = getattr(args, "output", None)
+    if output:
+        return str(output)
+    return "json" if getattr(args, "json", False) else "text"
+
+
+def print_report(report: RunReport, *, as_json: bool = False, output: str | None = None) -> None:
+    text = render_report(report, output=output or ("json" if as_json else "text"))
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
@@ -74,7 +94,7 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
 
     _stop_on_sigterm()
     report = run_once(config, switches_from_args(args))
-    print_report(report, as_json=args.json)
+    print_report(report, output=output_of(args))
     metrics = args.metrics_file or config.metrics.file
     if metrics is not None:
         write_metrics(metrics, report)
@@ -101,7 +121,7 @@ def status_command(args: argparse.Namespace, config: Config) -> int:
     from rotator.status import collect_status, status_table
 
     rows = collect_status(config, envs=tuple(args.envs or ()))
-    sys.stdout.write(status_table(rows, as_json=args.json) + "\n")
+    sys.stdout.write(status_table(rows, as_json=output_of(args) == "json") + "\n")
     return int(ExitCode.OK)
 
 
@@ -109,5 +129,5 @@ def verify_command(args: argparse.Namespace, config: Config) -> int:
     from rotator.status import verify_current_key
 
     report = verify_current_key(config, switches_from_args(args, trigger="cli"))
-    print_report(report, as_json=args.json)
+    print_report(report, output=output_of(args))
     return int(report.exit_code)

@@ -143,6 +143,20 @@ def test_verify_proves_the_current_key_and_changes_nothing(
     assert len(world.slack.payloads) == slack_before
 
 
+def test_verify_prints_yaml_with_the_config_flag_after_the_subcommand(
+    cli_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    world = cli_env
+    code = main(["verify", "-o", "yaml", "--config", str(world.config_path)])
+
+    report = yaml.safe_load(capsys.readouterr().out)
+    assert code == 0
+    assert report["mode"] == "verify"
+    assert report["outcome"] == "succeeded"
+
+
 def test_a_dry_run_reads_everything_changes_nothing_and_prints_the_plan(
     cli_env: Sandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:

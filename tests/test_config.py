@@ -137,11 +137,30 @@ def test_run_switches_come_from_env_for_the_cronjob() -> None:
 
 
 def test_config_check_prints_the_effective_config_and_exits_zero(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    assert main(["--config", str(REPO_CONFIG), "config", "check"]) == 0
-    out = capsys.readouterr().out
-    assert "align-preview-gateway" in out
+    webhook = tmp_path / "webhook-url"
+    webhook.write_text("https://hooks.slack.test/services/FAKE/TEST/fixture")
+    monkeypatch.setenv("ROTATOR_POSTHOG_PERSONAL_API_KEY", "phx_fake_test_fixture")
+    argv = ["--config", str(REPO_CONFIG), "config", "check"]
+    assert main([*argv, "--set", f"slack.webhook_url.file={webhook}"]) == 0
+    captured = capsys.readouterr()
+    assert "align-preview-gateway" in captured.out
+    assert "config OK" in captured.err
+
+
+def test_config_check_reports_every_missing_secret_and_exits_two(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ROTATOR_POSTHOG_PERSONAL_API_KEY", raising=False)
+    monkeypatch.delenv("ROTATOR_SLACK_WEBHOOK_URL", raising=False)
+    assert main(["--config", str(REPO_CONFIG), "config", "check"]) == 2
+    captured = capsys.readouterr()
+    assert "align-preview-gateway" in captured.out  # still printed: it shows what is missing
+    assert "error: posthog.personal_api_key:" in captured.err
+    assert "error: slack.webhook_url:" in captured.err
+    assert "config NOT OK: 2 secret(s) missing" in captured.err
+    assert "config OK" not in captured.err
 
 
 def test_config_check_exits_two_on_a_bad_file(

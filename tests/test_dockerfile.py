@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import rotator
-from rotator.cli import build_parser
+from rotator.cli import parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -235,7 +235,7 @@ def test_the_runtime_runs_rotator_run_as_uid_10001_with_tmp_as_home() -> None:
     # The entry point is the console script, and `run` is a real command.
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["rotator"] == "rotator.cli:main"
-    assert build_parser().parse_args(["run"]).command == "run"
+    assert parse_args(["run"]).command == "run"
 
 
 def test_the_runtime_installs_git_and_ssh_pinned_without_recommends() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rotator.cli import build_parser
+from rotator.cli import parse_args
 from rotator.clients.kube import REQUIRED_RBAC, RbacRule, required_rbac
 from rotator.config import Config, LockConfig, RunSwitches
 from rotator.errors import ExitCode
@@ -290,7 +290,7 @@ def test_no_secret_value_travels_in_the_environment() -> None:
 
 
 def test_the_container_runs_rotator_run() -> None:
-    args = build_parser().parse_args(container()["args"])
+    args = parse_args(container()["args"])
     assert args.command == "run"
     assert args.log_format == "json"
     assert "command" not in container(), "the image's ENTRYPOINT is rotator"

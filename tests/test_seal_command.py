@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rotator.cli import build_parser, main
+from rotator.cli import main, parse_args
 from rotator.clients.sealing import (
     FINGERPRINT_ANNOTATION,
     load_cert,
@@ -220,8 +220,7 @@ def test_an_unknown_environment_is_a_config_error(
 
 
 def seal_args(repo: Path, env: str, *extra: str) -> argparse.Namespace:
-    parser = build_parser()
-    return parser.parse_args(
+    return parse_args(
         ["--config", str(REPO_CONFIG), "seal", "--env", env, "--repo", str(repo), *extra]
     )
 

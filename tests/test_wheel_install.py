@@ -158,7 +158,7 @@ def test_rotator_help_runs_from_the_fresh_venv(
 ) -> None:
     venv, env, _ = installed
     out = _run(["rotator", "--help"], cwd=Path(env["HOME"]), env=env, timeout=60)
-    assert "usage: rotator" in out
+    assert "Usage: rotator" in out
     for command in ("run", "schedule", "demo", "seal", "status", "verify"):
         assert command in out
     # The package came from the venv, not from the source tree.
