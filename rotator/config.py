@@ -242,6 +242,8 @@ class Waits(_Model):
     ingestion_window_s: Annotated[float, Field(ge=0)] = 150
     poll_interval_s: Annotated[float, Field(gt=0)] = 2
     watch_timeout_s: Annotated[int, Field(ge=1, le=300)] = 30
+    # While a wait lasts, a "still waiting" line with the last observed state every this often.
+    heartbeat_s: Annotated[float, Field(gt=0)] = 15
 
 
 class Timeouts(_Model):

@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import shutil
 import sys
 import threading
 from collections.abc import Iterator
@@ -118,6 +119,55 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, sort_keys=True)
 
 
+class LiveLines(logging.StreamHandler):  # type: ignore[type-arg]
+    """Text logs on a terminal, with one live status line kept below them: each log line
+    clears it, is written, and the status line is drawn again (``rotator.progress``)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__(stream)
+        self._lines: dict[str, str] = {}
+        self._drawn = False
+
+    def show(self, key: str, text: str | None) -> None:
+        """Set (or with None remove) one wait's part of the status line, and redraw it."""
+        with self.lock or contextlib.nullcontext():
+            if text is None:
+                self._lines.pop(key, None)
+            else:
+                self._lines[key] = text
+            self._clear()
+            self._draw()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._clear()
+        super().emit(record)
+        self._draw()
+
+    def _clear(self) -> None:
+        if self._drawn:
+            self.stream.write("\r\x1b[K")
+            self._drawn = False
+
+    def _draw(self) -> None:
+        if not self._lines:
+            self.stream.flush()
+            return
+        width = max(20, shutil.get_terminal_size().columns - 1)
+        text = "  |  ".join(self._lines.values())
+        text = text if len(text) <= width else text[: width - 3] + "..."
+        self.stream.write(text)
+        self.stream.flush()
+        self._drawn = True
+
+
+def live_lines() -> LiveLines | None:
+    """The terminal's live status line, if logging goes to one (else None)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, LiveLines) and handler.get_name() == "rotator":
+            return handler
+    return None
+
+
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(step)s/%(env)s] %(message)s"
 
 
@@ -125,7 +175,9 @@ def setup_logging(
     *, fmt: LogFormat = "text", level: int = logging.INFO, stream: IO[str] | None = None
 ) -> logging.Handler:
     """Install one handler on the root logger (replacing an earlier one of ours)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    out = stream or sys.stderr
+    on_terminal = fmt == "text" and hasattr(out, "isatty") and out.isatty()
+    handler = LiveLines(out) if on_terminal else logging.StreamHandler(out)
     handler.addFilter(ContextFilter())
     handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))

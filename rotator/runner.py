@@ -48,6 +48,7 @@ from rotator.errors import (
     WaitTimeout,
 )
 from rotator.logs import IN_REPORT, AnomalyCollector, collecting_anomalies, log_context
+from rotator.progress import waiting
 from rotator.redact import Fingerprint, Secret, scrub
 from rotator.report import EventCounts, Outcome, RunReport, StepResult, StepStatus, to_slack
 from rotator.steps import EnvObservation, GroupObservation, Plan, Step, dark_window_s, decide
@@ -903,12 +904,22 @@ class Run:
         )
         started = self.clients.argocd.sync(namespace, name, revision=commit, username="rotator")
         # Until ArgoCD takes the operation up, the failed attempt's SyncError is still shown.
-        deadline = self.clock.monotonic() + min(30.0, self.config.waits.argocd_s)
-        while self.clock.monotonic() < deadline:
-            now = self.clients.argocd.get_app(namespace, name)
-            if now is None or all(kind != "SyncError" for kind, _ in now.conditions):
-                break
-            self.clock.sleep(self.config.waits.poll_interval_s)
+        limit = min(30.0, self.config.waits.argocd_s)
+        deadline = self.clock.monotonic() + limit
+        what = f"application {namespace}/{name} to take up the new sync"
+        with waiting(
+            "argocd",
+            what,
+            clock=self.clock,
+            deadline_s=limit,
+            interval_s=self.config.waits.heartbeat_s,
+        ) as heartbeat:
+            while self.clock.monotonic() < deadline:
+                now = self.clients.argocd.get_app(namespace, name)
+                if now is None or all(kind != "SyncError" for kind, _ in now.conditions):
+                    break
+                heartbeat.observe("the failed attempt's SyncError is still shown")
+                self.clock.sleep(self.config.waits.poll_interval_s)
         return started
 
     def _restart_and_wait(
@@ -962,6 +973,7 @@ class Run:
                 check_id=check_id,
                 deadline_s=waits.marker_s,
                 poll_s=waits.poll_interval_s,
+                heartbeat_s=waits.heartbeat_s,
             )
             if hit is None:
                 raise VerificationFailed(
@@ -1008,7 +1020,17 @@ class Run:
         cfg = self._env(env)
         waits = self.config.waits
         start = self.clock.monotonic()
-        with log_context(step=Step.VERIFY.value, env=env):
+        what = f"gateway events on the new key since {since.isoformat(timespec='seconds')}"
+        with (
+            log_context(step=Step.VERIFY.value, env=env),
+            waiting(
+                Step.VERIFY.value,
+                what,
+                clock=self.clock,
+                deadline_s=waits.gateway_events_s,
+                interval_s=waits.heartbeat_s,
+            ) as heartbeat,
+        ):
             if cfg.gateway_event_filter is None:
                 detail = "gateway events not checked: no gateway_event_filter configured"
                 self._inconclusive.append(f"{env}: {detail}")
@@ -1028,6 +1050,7 @@ class Run:
                 except ClientError as exc:
                     log.warning("counting gateway events failed: %s", exc)
                     count = 0
+                heartbeat.observe(f"{count} event(s) after {polls} queries")
                 if count > 0:
                     with self._results_lock:
                         self._gateway_counts[env] = count

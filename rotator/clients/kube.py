@@ -53,6 +53,7 @@ from rotator.errors import (
     RotatorError,
     WaitTimeout,
 )
+from rotator.progress import WaitProgress, waiting
 
 if TYPE_CHECKING:
     from rotator.config import Config
@@ -496,20 +497,22 @@ class WatchTarget:
 
 
 class _Progress:
-    """The last reason a wait gave, logged once each time it changes."""
+    """The last reason a wait gave, logged once each time it changes; the heartbeat
+    (``rotator.progress``) repeats it at a steady interval while the wait lasts."""
 
-    def __init__(self, step: str) -> None:
+    def __init__(self, step: str, heartbeat: WaitProgress) -> None:
         self.step = step
         self.reason = ""
         self.error = ""
+        self.heartbeat = heartbeat
 
     def last(self) -> str:
         return self.reason + (f"; the last read failed: {self.error}" if self.error else "")
 
     def note(self, outcome: WaitOutcome) -> None:
-        if outcome.reason and outcome.reason != self.reason:
-            log.info("%s: %s", self.step, outcome.reason)
+        if outcome.reason:
             self.reason = outcome.reason
+        self.heartbeat.observe(self.last())
 
 
 class Kube:
@@ -1126,6 +1129,33 @@ class Kube:
         deadline_s: float,
         error: type[ClientError] = KubeError,
     ) -> Any:
+        """``_wait_loop`` with its heartbeat (``rotator.progress.waiting``)."""
+        with waiting(
+            step, what, clock=self.clock, deadline_s=deadline_s, interval_s=self.waits.heartbeat_s
+        ) as heartbeat:
+            return self._wait_loop(
+                step=step,
+                what=what,
+                get=get,
+                watch=watch,
+                check=check,
+                deadline_s=deadline_s,
+                error=error,
+                progress=_Progress(step, heartbeat),
+            )
+
+    def _wait_loop(
+        self,
+        *,
+        step: str,
+        what: str,
+        get: Callable[[], Json | None],
+        watch: WatchTarget | None,
+        check: Callable[[Json | None], WaitOutcome],
+        deadline_s: float,
+        error: type[ClientError],
+        progress: _Progress,
+    ) -> Any:
         """GET, test; then watch from that resourceVersion (short ``timeout_seconds``) or poll,
         testing every new version, until ``check`` says done (its value is returned) or raises
         (fail fast), or the deadline passes (``WaitTimeout(step)`` with the last reason).
@@ -1135,7 +1165,6 @@ class Kube:
         resourceVersion; a forbidden watch -> poll from then on.
         """
         deadline = Deadline(self.clock, deadline_s)
-        progress = _Progress(step)
         obj = get()
         watch_from = _resource_version(obj)
         while True:

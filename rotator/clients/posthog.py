@@ -31,6 +31,7 @@ from rotator.clients.http import RetryPolicy, request, truncate
 from rotator.clock import Clock, Deadline, SystemClock
 from rotator.config import ProjectId
 from rotator.errors import ConfigError, PostHogError, ResetForbidden, ResetOutcomeUnknown
+from rotator.progress import WaitProgress, waiting
 from rotator.redact import Secret
 
 if TYPE_CHECKING:
@@ -500,9 +501,39 @@ class PostHogClient:
         self.capture(key, MARKER_EVENT, MARKER_DISTINCT_ID, props)
 
     def find_marker(
-        self, project_id: ProjectId, *, check_id: str, deadline_s: float, poll_s: float
+        self,
+        project_id: ProjectId,
+        *,
+        check_id: str,
+        deadline_s: float,
+        poll_s: float,
+        heartbeat_s: float | None = None,
     ) -> MarkerHit | None:
         """Poll (with backoff) until the marker is queryable; ``None`` when the deadline passes."""
+        with waiting(
+            "verify",
+            f"marker event {check_id} to be queryable in project {project_id}",
+            clock=self._clock,
+            deadline_s=deadline_s,
+            interval_s=heartbeat_s,
+        ) as progress:
+            return self._poll_marker(
+                project_id,
+                check_id=check_id,
+                deadline_s=deadline_s,
+                poll_s=poll_s,
+                progress=progress,
+            )
+
+    def _poll_marker(
+        self,
+        project_id: ProjectId,
+        *,
+        check_id: str,
+        deadline_s: float,
+        poll_s: float,
+        progress: WaitProgress,
+    ) -> MarkerHit | None:
         ensure_check_id(check_id)
         # Every interpolated value is checked (uuid) and quoted (hogql_string).
         hogql = (
@@ -529,6 +560,7 @@ class PostHogClient:
             if deadline.remaining <= 0:
                 log.info("marker %s not seen within %.0fs (%d polls)", check_id, deadline_s, polls)
                 return None
+            progress.observe(f"not found after {polls} queries")
             self._clock.sleep(min(wait, deadline.remaining))
             wait = min(wait * 1.5, poll_s * _MAX_POLL_FACTOR)
 
