@@ -160,6 +160,9 @@ class CertSource(_Model):
 class ArgoAppRef(_Model):
     name: DnsName
     namespace: DnsLabel = "argocd"
+    # The Application's spec.project: rotator reads this AppProject's sync windows before a
+    # reset, and the Role grants get on exactly it.
+    project: DnsName = "default"
 
 
 class EnvironmentConfig(_Model):

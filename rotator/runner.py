@@ -54,7 +54,7 @@ from rotator.report import EventCounts, Outcome, RunReport, StepResult, StepStat
 from rotator.steps import EnvObservation, GroupObservation, Plan, Step, dark_window_s, decide
 
 if TYPE_CHECKING:
-    from rotator.clients.argocd import ArgoCD
+    from rotator.clients.argocd import AppState, ArgoCD
     from rotator.clients.gitrepo import OpsRepo
     from rotator.clients.kube import Kube
     from rotator.clients.posthog import PostHogClient, Project
@@ -416,6 +416,7 @@ class Run:
                 f"ArgoCD Application {cfg.argocd_app.namespace}/{cfg.argocd_app.name} not "
                 f"found (environments.{env}.argocd_app)"
             )
+        self._ensure_app_would_sync(env, app)
         dep = self._guard(
             PreflightError,
             f"Deployment {cfg.deployment}",
@@ -431,6 +432,40 @@ class Run:
                 f"Deployment {cfg.namespace}/{cfg.deployment} is paused: run `kubectl rollout "
                 f"resume deploy/{cfg.deployment} -n {cfg.namespace}` first"
             )
+
+    def _ensure_app_would_sync(self, env: EnvName, app: AppState) -> None:
+        """Nothing that silently stops a sync (FACTS 4): skip-reconcile, another repo or branch,
+        a sync window denying syncs now. Found after the reset, each is a run that waits out
+        its deadline while the old key is dead."""
+        from rotator.clients.argocd import sync_stoppers
+
+        ref = self._env(env).argocd_app
+        where = f"ArgoCD app {ref.namespace}/{ref.name}"
+        if app.project != ref.project:
+            raise PreflightError(
+                f"{where} is in AppProject {app.project!r}, but "
+                f"environments.{env}.argocd_app.project is {ref.project!r}: set it to "
+                f"{app.project!r} (and grant get on that AppProject)"
+            )
+        project = self._guard(
+            PreflightError,
+            f"AppProject {ref.namespace}/{ref.project}",
+            lambda: self.clients.argocd.get_project(ref.namespace, ref.project),
+        )
+        if project is None:
+            raise PreflightError(
+                f"{where}: its AppProject {ref.namespace}/{ref.project} does not exist"
+            )
+        windows = (project.get("spec") or {}).get("syncWindows") or []
+        problems = sync_stoppers(
+            app,
+            repo_url=self.config.git.remote,
+            branch=self.config.git.branch,
+            windows=windows if isinstance(windows, list) else [],
+            now=self.clock.now(),
+        )
+        if problems:
+            raise PreflightError(f"{where} would not sync our commit: {'; '.join(problems)}")
 
     def _ensure_whole_project(self, group: _GroupState) -> None:
         """A reset revokes the key of every environment on the project, selected or not."""

@@ -477,6 +477,7 @@ class FakeArgo:
 
 
 REFRESH = "argocd.argoproj.io/refresh"
+REFRESH_TIMESTAMP = "argocd.argoproj.io/refresh-timestamp"
 
 
 def seed_app(seed: Seed, *, auto: bool, at: str = OLD, conditions: list[Json] | None = None) -> str:
@@ -529,12 +530,20 @@ def test_get_app_reads_the_application_and_none_when_missing(argocd: ArgoCD, see
     assert argocd.get_app("argocd", unique("missing")) is None
 
 
-def test_refresh_sets_the_refresh_annotation(argocd: ArgoCD, seed: Seed) -> None:
+def test_refresh_sets_the_refresh_annotation_and_a_new_refresh_timestamp(
+    argocd: ArgoCD, seed: Seed
+) -> None:
     name = seed_app(seed, auto=True)
     argocd.refresh("argocd", name)
-    assert FakeArgo(seed, name, head=S)._read()["metadata"]["annotations"] == {REFRESH: "normal"}
+    first = FakeArgo(seed, name, head=S)._read()["metadata"]["annotations"]
+    assert first[REFRESH] == "normal"
+    stamp = first[REFRESH_TIMESTAMP]
+    assert datetime.fromisoformat(stamp).tzinfo is not None  # RFC 3339, as argo-cd RefreshApp
+    time.sleep(0.01)
     argocd.refresh("argocd", name, hard=True)
-    assert FakeArgo(seed, name, head=S)._read()["metadata"]["annotations"] == {REFRESH: "hard"}
+    second = FakeArgo(seed, name, head=S)._read()["metadata"]["annotations"]
+    assert second[REFRESH] == "hard"
+    assert second[REFRESH_TIMESTAMP] != stamp  # each request is told apart (argo-cd 3.6)
 
 
 def test_sync_sets_the_operation_only_when_none_is_running(argocd: ArgoCD, seed: Seed) -> None:
@@ -638,12 +647,13 @@ def test_required_rbac_covers_every_argocd_call(
     kubeconfig: Path, tmp_path: Path, api_server: KubeApiServer, seed: Seed
 ) -> None:
     name = seed_app(seed, auto=False)
-    rules = required_rbac(applications=(name,))
+    rules = required_rbac(applications=(name,), projects=("default",))
     token = grant(api_server, seed, dict(rules), {"argocd": "argocd"})
     kube = kube_as(kubeconfig, token, tmp_path)
     argocd = ArgoCD(kube)
     started = len(api_server.audit_log())
     with FakeArgo(seed, name, head=S):
+        assert argocd.get_project("argocd", "default") is None  # allowed, and not there
         assert argocd.get_app("argocd", name) is not None
         argocd.refresh("argocd", name)
         argocd.wait_for_revision("argocd", name, revision=S, deadline_s=20)
@@ -651,5 +661,8 @@ def test_required_rbac_covers_every_argocd_call(
     assert not denied, denied
     with pytest.raises(ArgoCDError) as info:
         argocd.get_app("argocd", unique("another-app"))
+    assert info.value.status == 403
+    with pytest.raises(ArgoCDError) as info:
+        argocd.get_project("argocd", "another-project")
     assert info.value.status == 403
     kube.close()

@@ -9,26 +9,43 @@ Versions are a setting of the stand-in (``Sandbox(argocd_version=...)``): where 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rotator.clients.argocd import (
+    AppSource,
+    AppState,
+    app_from,
+    parse_go_duration,
+    same_repo_url,
+    sync_stoppers,
+    sync_window_denial,
+)
 from rotator.report import Outcome, StepStatus, to_text
 from rotator.sandbox import manifests
 from rotator.sandbox.controllers.argocd import (
     ArgoCDController,
+    can_sync,
     default_polling,
     is_auto_sync_enabled,
     parse_version,
 )
-from rotator.sandbox.controllers.base import APPLICATION
+from rotator.sandbox.controllers.base import APP_PROJECT, APPLICATION
+from rotator.sandbox.gitremote import git
 from rotator.sandbox.world import Sandbox
 from rotator.steps import Step
 from tests.e2e_fixtures import ENVS, MakeSandbox, e2e_key_pair, make_sandbox, resets, rotate
 from tests.sandbox_fixtures import wait_for
 
 FIXTURES = (e2e_key_pair, make_sandbox)  # used as pytest fixtures by name
+
+REFRESH = "argocd.argoproj.io/refresh"
+STAMP = "argocd.argoproj.io/refresh-timestamp"
+SKIP = "argocd.argoproj.io/skip-reconcile"
 
 
 def patch_app(world: Sandbox, env: str, body: dict[str, Any]) -> None:
@@ -115,3 +132,287 @@ def test_a_run_with_auto_sync_disabled_by_enabled_false_starts_the_sync_itself(
         assert [r.status for r in report.steps if r.step is Step.ARGOCD and r.env == env] == [
             StepStatus.OK
         ]
+
+
+# --- item 5: refresh-timestamp, and what silently stops a sync, checked before the reset ------
+
+NOW = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)  # a Friday
+ALWAYS = {"schedule": "* * * * *", "duration": "1h"}  # fired a minute ago: active
+NEW_YEAR = {"schedule": "0 0 1 1 *", "duration": "1m"}  # active only on 1 January
+RAW_APP: dict[str, Any] = {
+    "metadata": {"name": "align-prod", "namespace": "argocd"},
+    "spec": {
+        "project": "default",
+        "source": {"repoURL": "https://git.example/ops.git", "targetRevision": "main"},
+        "destination": {"server": "https://kubernetes.default.svc", "namespace": "align-prod"},
+        "syncPolicy": {"automated": {}},
+    },
+}
+APP = app_from(RAW_APP)
+
+
+def window(kind: str, when: dict[str, str], **extra: Any) -> dict[str, Any]:
+    return {"kind": kind, **when, "applications": ["align-*"], **extra}
+
+
+@pytest.mark.parametrize(
+    ("windows", "manual", "denied"),
+    [
+        pytest.param([], False, None, id="no-windows"),
+        pytest.param([window("deny", ALWAYS)], False, "deny window", id="active-deny"),
+        pytest.param([window("deny", NEW_YEAR)], False, None, id="inactive-deny"),
+        pytest.param([window("allow", ALWAYS)], False, None, id="active-allow"),
+        pytest.param([window("allow", NEW_YEAR)], False, "outside its allow", id="inactive-allow"),
+        pytest.param(
+            [window("deny", ALWAYS), window("allow", ALWAYS)], False, "deny", id="deny-wins"
+        ),
+        pytest.param([window("deny", ALWAYS, manualSync=True)], True, None, id="manual-allowed"),
+        pytest.param(
+            [window("deny", ALWAYS, manualSync=True)], False, "deny", id="manual-only-for-manual"
+        ),
+        pytest.param(
+            [{"kind": "deny", **ALWAYS, "applications": ["other-*"]}], False, None, id="no-match"
+        ),
+        pytest.param(
+            [{"kind": "deny", **ALWAYS, "namespaces": ["align-prod"]}], False, "deny", id="by-ns"
+        ),
+        pytest.param(
+            [
+                {
+                    "kind": "deny",
+                    **ALWAYS,
+                    "applications": ["align-*"],
+                    "namespaces": ["elsewhere"],
+                    "andOperator": True,
+                }
+            ],
+            False,
+            None,
+            id="and-operator",
+        ),
+        pytest.param(
+            [window("deny", {"schedule": "not cron", "duration": "1h"})],
+            False,
+            "cannot be read",
+            id="unreadable",
+        ),
+        pytest.param(
+            [window("deny", {"schedule": "0 2 * * *", "duration": "30m"}, timeZone="UTC")],
+            False,
+            "deny window '0 2 * * *'",
+            id="started-at-two",
+        ),
+        pytest.param(
+            [window("deny", {"schedule": "0 2 * * *", "duration": "30m"}, timeZone="Asia/Tokyo")],
+            False,
+            None,
+            id="another-time-zone",
+        ),
+    ],
+)
+def test_sync_windows_deny_a_sync_as_argocd_can_sync_does_in_the_client_and_the_stand_in(
+    windows: list[dict[str, Any]], manual: bool, denied: str | None
+) -> None:
+    now = NOW + timedelta(minutes=1)
+    got = sync_window_denial(windows, APP, manual=manual, now=now)
+    assert can_sync(windows, RAW_APP, manual=manual, now=now) is (denied is None)
+    if denied is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert denied in got
+
+
+def test_go_durations_parse_as_time_parse_duration_does() -> None:
+    assert parse_go_duration("1h30m") == timedelta(minutes=90)
+    assert parse_go_duration("90s") == timedelta(seconds=90)
+    for bad in ("", "1", "1d", "h"):
+        with pytest.raises(ValueError, match="cannot parse duration"):
+            parse_go_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "same"),
+    [
+        ("https://git.example/ops.git", "https://git.example/ops", True),
+        ("https://Git.Example/Ops", "https://git.example/ops.git", True),
+        ("git@git.example:team/ops.git", "ssh://git@git.example/team/ops", True),
+        ("https://git.example/ops", "https://git.example/other", False),
+        ("", "", False),
+    ],
+)
+def test_repo_urls_compare_as_argocd_same_url_does(left: str, right: str, same: bool) -> None:
+    assert same_repo_url(left, right) is same
+
+
+def stoppers(state: AppState, windows: list[dict[str, Any]] | None = None) -> list[str]:
+    return sync_stoppers(
+        state,
+        repo_url="https://git.example/ops",
+        branch="main",
+        windows=windows or [],
+        now=NOW,
+    )
+
+
+def test_a_healthy_app_on_the_ops_repo_branch_has_nothing_that_stops_its_sync() -> None:
+    assert stoppers(APP) == []
+    assert stoppers(replace(APP, skip_reconcile="false")) == []
+    assert stoppers(replace(APP, skip_reconcile="maybe")) == []  # ParseBool error: ignored
+
+
+def test_skip_reconcile_another_repo_or_branch_and_a_deny_window_stop_a_sync() -> None:
+    (skip,) = stoppers(replace(APP, skip_reconcile="true"))
+    assert "skip-reconcile" in skip
+    assert "remove the annotation" in skip
+    other = replace(APP, sources=(AppSource("https://git.example/other", "main", ".", ""),))
+    (repo,) = stoppers(other)
+    assert "not the ops repo https://git.example/ops (git.remote)" in repo
+    branch = replace(APP, sources=(AppSource("https://git.example/ops", "release", ".", ""),))
+    (tracks,) = stoppers(branch)
+    assert "tracks 'release', not the branch 'main' (git.branch)" in tracks
+    (windowed,) = stoppers(APP, [window("deny", ALWAYS)])
+    assert "AppProject default denies syncs now" in windowed
+
+
+def add_window(world: Sandbox, env: str, kind: str = "deny", **extra: Any) -> None:
+    """A sync window in the ``default`` AppProject, active now, for ``env``'s app."""
+    assert world.client is not None
+    body = {"kind": kind, **ALWAYS, "applications": [manifests.app_name(env)], **extra}
+    world.client.patch(
+        APP_PROJECT,
+        manifests.ARGOCD_NAMESPACE,
+        manifests.APP_PROJECT,
+        {"spec": {"syncWindows": [body]}},
+    )
+
+
+def synced_revision(world: Sandbox, env: str) -> str:
+    op = (world.application(env).get("status") or {}).get("operationState") or {}
+    return str((op.get("syncResult") or {}).get("revision") or "")
+
+
+def test_the_stand_in_ignores_an_app_with_skip_reconcile_even_when_refreshed(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox(previous_rotation=False)
+    patch_app(world, "prod", {"metadata": {"annotations": {SKIP: "true"}}})
+    head = world.git.commit_directly({"NOTE.md": "a change\n"}, message="a change")
+    world.refresh_app("prod")
+    world.refresh_app("preview")
+    wait_for(lambda: world.is_converged("preview", head), timeout=20, what="preview sync")
+    time.sleep(0.3)
+    prod = world.application("prod")
+    assert meta_annotations(prod).get(REFRESH) == "normal"  # never even consumed
+    assert (prod["status"]["sync"]).get("revision") == world.seed_revision
+
+
+def test_the_stand_in_does_not_auto_sync_during_a_deny_window_and_holds_a_manual_sync(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox(previous_rotation=False)
+    add_window(world, "prod")
+    head = world.git.commit_directly({"NOTE.md": "a change\n"}, message="a change")
+    world.refresh_app("prod")
+    wait_for(
+        lambda: (
+            (world.application("prod").get("status") or {}).get("sync", {}).get("revision") == head
+        ),
+        timeout=20,
+        what="prod compared",
+    )
+    time.sleep(0.3)
+    assert synced_revision(world, "prod") == world.seed_revision  # no auto-sync
+    patch_app(world, "prod", {"operation": {"sync": {"revision": head}, "initiatedBy": {}}})
+    wait_for(
+        lambda: (
+            ((world.application("prod").get("status") or {}).get("operationState") or {}).get(
+                "message"
+            )
+            == "Sync operation blocked by sync window"
+        ),
+        timeout=20,
+        what="the blocked operation",
+    )
+    assert world.application("prod")["status"]["operationState"]["phase"] == "Running"
+    add_window(world, "prod", kind="deny", applications=["nothing"])  # window lifted
+    wait_for(lambda: synced_revision(world, "prod") == head, timeout=20, what="the sync")
+
+
+def test_on_3_6_a_refresh_requested_while_one_is_processed_is_kept_for_the_next_reconcile(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox(previous_rotation=False)
+    assert world.argocd is not None
+    world.argocd.stuck("prod")  # keep the controller's own reconciles out of the way
+    first = {REFRESH: "normal", STAMP: "2026-12-04T02:00:00.000000001Z"}
+    second = {REFRESH: "normal", STAMP: "2026-12-04T02:00:00.000000002Z"}
+    seen = world.application("prod")
+    seen["metadata"]["annotations"] = dict(first)  # what the reconcile read
+    patch_app(world, "prod", {"metadata": {"annotations": second}})  # a new request since
+
+    assert world.argocd._consume_refresh(seen) is True  # the test op failed: keep both
+    assert meta_annotations(world.application("prod")) == second
+
+    patch_app(world, "prod", {"metadata": {"annotations": first}})
+    seen["metadata"]["annotations"] = dict(first)
+    assert world.argocd._consume_refresh(seen) is False  # nothing new: both removed
+    assert REFRESH not in meta_annotations(world.application("prod"))
+    assert STAMP not in meta_annotations(world.application("prod"))
+
+
+def meta_annotations(obj: dict[str, Any]) -> dict[str, Any]:
+    return dict((obj.get("metadata") or {}).get("annotations") or {})
+
+
+def test_a_run_against_an_app_with_skip_reconcile_aborts_before_the_reset(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    patch_app(world, "prod", {"metadata": {"annotations": {SKIP: "true"}}})
+
+    report = rotate(world)
+
+    assert (report.outcome, int(report.exit_code)) == (Outcome.ABORTED, 3), to_text(report)
+    assert resets(world) == 0
+    assert "skip-reconcile" in (report.error or "")
+
+
+def test_a_run_during_a_deny_sync_window_aborts_before_the_reset(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    add_window(world, "prod")
+
+    report = rotate(world)
+
+    assert (report.outcome, int(report.exit_code)) == (Outcome.ABORTED, 3), to_text(report)
+    assert resets(world) == 0
+    assert "denies syncs now" in (report.error or "")
+
+
+def test_a_run_whose_app_tracks_another_branch_aborts_before_the_reset(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    git("branch", "release", world.seed_revision, cwd=world.git.path)
+    patch_app(world, "prod", {"spec": {"source": {"targetRevision": "release"}}})
+    world.refresh_app("prod")
+    wait_for(lambda: world.is_converged("prod", world.seed_revision), timeout=20, what="prod")
+
+    report = rotate(world)
+
+    assert (report.outcome, int(report.exit_code)) == (Outcome.ABORTED, 3), to_text(report)
+    assert resets(world) == 0
+    assert "tracks 'release'" in (report.error or "")
+
+
+def test_a_run_naming_another_app_project_aborts_with_the_setting_to_fix(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+
+    report = rotate(world, "environments.prod.argocd_app.project=platform")
+
+    assert (report.outcome, int(report.exit_code)) == (Outcome.ABORTED, 3), to_text(report)
+    assert "environments.prod.argocd_app.project" in (report.error or "")

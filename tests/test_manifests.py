@@ -338,14 +338,16 @@ def needed(config: Config) -> set[Atom]:
     atoms: set[Atom] = set()
     controllers = set()
     apps: dict[str, list[str]] = {}
+    projects: dict[str, set[str]] = {}
     for env in config.environments.values():
         rules = required_rbac(deployments=(env.deployment,), sealed_secrets=(env.secret_name,))
         atoms |= _atoms(env.namespace, _rbac_rules(rules["app"]))
         apps.setdefault(env.argocd_app.namespace, []).append(env.argocd_app.name)
+        projects.setdefault(env.argocd_app.namespace, set()).add(env.argocd_app.project)
         assert env.cert.controller is not None
         controllers.add(env.cert.controller)
     for ns, names in apps.items():
-        rules = required_rbac(applications=tuple(names))
+        rules = required_rbac(applications=tuple(names), projects=tuple(sorted(projects[ns])))
         atoms |= _atoms(ns, _rbac_rules(rules["argocd"]))
     for controller in controllers:
         rules = required_rbac(controller=controller)

@@ -11,9 +11,11 @@ from an older commit is not done.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 from rotator.clients.kube import (
@@ -32,12 +34,26 @@ from rotator.errors import ArgoCDError
 log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "applications"
+PROJECTS = "appprojects"
 REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"
+# argo-cd pkg/apis/application/v1alpha1/application_annotations.go: a unique timestamp per refresh
+# request (3.6+), so a refresh that lands while one is being processed is not lost.
+REFRESH_TIMESTAMP_ANNOTATION = "argocd.argoproj.io/refresh-timestamp"
+# argo-cd common/common.go AnnotationKeyAppSkipReconcile: the controller skips the app entirely.
+SKIP_RECONCILE_ANNOTATION = "argocd.argoproj.io/skip-reconcile"
 # Condition types that mean "this will not sync by itself" (argo-cd ApplicationConditionType).
 ERROR_CONDITIONS = frozenset({"ComparisonError", "InvalidSpecError", "SyncError"})
 FAILED_PHASES = frozenset({"Failed", "Error"})
 
 AppPhase = Literal["done", "waiting", "failed"]
+
+
+@dataclass(frozen=True)
+class AppSource:
+    repo_url: str
+    target_revision: str
+    path: str
+    chart: str
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,10 @@ class AppState:
     paths: tuple[str, ...]
     target_revision: str
     multi_source: bool
+    sources: tuple[AppSource, ...] = ()
+    project: str = "default"
+    skip_reconcile: str | None = None  # the annotation's value, when present
+    destination: tuple[str, str, str] = ("", "", "")  # (server, name, namespace)
 
     def has_synced_revision(self, revision: str) -> bool:
         return self.sync_revision == revision or revision in self.sync_revisions
@@ -113,7 +133,209 @@ def app_from(obj: Mapping[str, Any]) -> AppState:
         paths=tuple(as_str(s.get("path")) for s in all_sources if s.get("path")),
         target_revision=as_str(all_sources[0].get("targetRevision")) if all_sources else "",
         multi_source=bool(sources),
+        # argo-cd types.go ApplicationSpec.GetSources: spec.sources wins over spec.source
+        sources=tuple(
+            AppSource(
+                repo_url=as_str(s.get("repoURL")),
+                target_revision=as_str(s.get("targetRevision")),
+                path=as_str(s.get("path")),
+                chart=as_str(s.get("chart")),
+            )
+            for s in (sources or ([single] if single else []))
+        ),
+        project=as_str(spec.get("project")) or "default",
+        skip_reconcile=_annotation(obj, SKIP_RECONCILE_ANNOTATION),
+        destination=(
+            as_str(dig(spec, "destination", "server")),
+            as_str(dig(spec, "destination", "name")),
+            as_str(dig(spec, "destination", "namespace")),
+        ),
     )
+
+
+def _annotation(obj: Mapping[str, Any], key: str) -> str | None:
+    annotations = dig(obj, "metadata", "annotations")
+    value = annotations.get(key) if isinstance(annotations, Mapping) else None
+    return value if isinstance(value, str) else None
+
+
+# --- what silently stops a sync (FACTS 4), checked before a reset -------------------------------
+
+
+def parse_go_bool(text: str) -> bool | None:
+    """PURE. Go's ``strconv.ParseBool``: None when it is not a boolean (upstream then logs and
+    ignores the annotation)."""
+    if text in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if text in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    return None
+
+
+def same_repo_url(left: str, right: str) -> bool:
+    """PURE. argo-cd util/git/git.go ``SameURL`` / ``NormalizeGitURL``: case-insensitive, without a
+    trailing ``.git``, scp-style ``git@host:path`` read as ``ssh://git@host/path``."""
+
+    def normal(url: str) -> str:
+        url = url.strip().lower()
+        if re.match(r"^[\w.-]+@[\w.-]+:", url) and "://" not in url:
+            url = "ssh://" + url.replace(":", "/", 1)
+        url = url.removesuffix(".git").removesuffix("/").removesuffix(".git")
+        return url.removeprefix("ssh://")
+
+    return bool(left.strip()) and bool(right.strip()) and normal(left) == normal(right)
+
+
+def ops_source_positions(state: AppState, repo_url: str | None) -> tuple[int, ...]:
+    """PURE. The indexes of the sources that follow the ops repo (all non-chart sources when
+    ``repo_url`` is None)."""
+    return tuple(
+        i
+        for i, source in enumerate(state.sources)
+        if (same_repo_url(source.repo_url, repo_url) if repo_url else not source.chart)
+    )
+
+
+_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_go_duration(text: str) -> timedelta:
+    """PURE. Go's ``time.ParseDuration`` for the positive durations sync windows use (``1h``,
+    ``30m``, ``1h30m``); ValueError otherwise."""
+    if not text or _GO_DURATION.sub("", text) or not _GO_DURATION.search(text):
+        raise ValueError(f"cannot parse duration {text!r}")
+    seconds = sum(float(n) * _GO_UNITS[u] for n, u in _GO_DURATION.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def _window_is_active(window: Mapping[str, Any], now: datetime) -> bool:
+    """argo-cd types.go ``SyncWindow.active``: the window's cron schedule (5 fields, in its
+    ``timeZone``, UTC when unset) last fired less than ``duration`` ago. ValueError when the
+    schedule or duration cannot be read (upstream: such a window blocks every sync)."""
+    from zoneinfo import ZoneInfo
+
+    from rotator.scheduler import crontab_trigger
+
+    schedule = as_str(window.get("schedule"))
+    duration = parse_go_duration(as_str(window.get("duration")))
+    tz = as_str(window.get("timeZone")) or "UTC"
+    try:
+        ZoneInfo(tz)
+    except (KeyError, ValueError):
+        tz = "UTC"  # upstream scheduleOffsetByTimeZone: an invalid time zone is UTC
+    trigger = crontab_trigger(schedule, tz)
+    # robfig/cron Schedule.Next(t): the first activation at or after t's next whole second
+    start = (now.astimezone(UTC) - duration).replace(microsecond=0) + timedelta(seconds=1)
+    fire = trigger.get_next_fire_time(None, start)
+    return fire is not None and fire < now.astimezone(UTC)
+
+
+def _window_matches(window: Mapping[str, Any], state: AppState) -> bool:
+    """argo-cd types.go ``SyncWindows.Matches``: applications, clusters, namespaces globs, OR by
+    default, AND with ``andOperator``."""
+    server, dest_name, dest_namespace = state.destination
+    use_and = bool(window.get("andOperator"))
+    tests = []
+    apps = _strs(window.get("applications"))
+    if apps:
+        tests.append(any(fnmatchcase(state.name, p) for p in apps))
+    clusters = _strs(window.get("clusters"))
+    if clusters:
+        tests.append(
+            any(
+                (dest_name and fnmatchcase(dest_name, c)) or (server and fnmatchcase(server, c))
+                for c in clusters
+            )
+        )
+    namespaces = _strs(window.get("namespaces"))
+    if namespaces:
+        tests.append(any(fnmatchcase(dest_namespace, n) for n in namespaces))
+    if not tests:
+        return False
+    return all(tests) if use_and else any(tests)
+
+
+def _describe_window(window: Mapping[str, Any]) -> str:
+    tz = as_str(window.get("timeZone")) or "UTC"
+    return (
+        f"{as_str(window.get('kind')) or '?'} window '{as_str(window.get('schedule'))}' for "
+        f"{as_str(window.get('duration'))} ({tz})"
+    )
+
+
+def sync_window_denial(  # noqa: PLR0911 - upstream CanSync, one answer per branch
+    windows: Sequence[Mapping[str, Any]], state: AppState, *, manual: bool, now: datetime
+) -> str | None:
+    """PURE. Why the AppProject's sync windows deny a sync of this app now, or None.
+
+    argo-cd types.go ``SyncWindows.CanSync`` (no operation running, so no overrun): an active
+    matching deny window denies unless the sync is manual and every active deny window has
+    ``manualSync``; else an active allow window allows; else inactive allow windows deny
+    (unless manual with ``manualSync`` on all of them). A window that cannot be read denies
+    (upstream ignores CanSync's error and sees false)."""
+    matching = [w for w in windows if isinstance(w, Mapping) and _window_matches(w, state)]
+    if not matching:
+        return None
+    active: list[Mapping[str, Any]] = []
+    for window in matching:
+        try:
+            if _window_is_active(window, now):
+                active.append(window)
+        except ValueError as exc:
+            return f"its sync window cannot be read ({exc}), which blocks every sync"
+    denies = [w for w in active if w.get("kind") == "deny"]
+    if denies:
+        if manual and all(w.get("manualSync") for w in denies):
+            return None
+        return f"the {_describe_window(denies[0])} is active"
+    if any(w.get("kind") == "allow" for w in active):
+        return None
+    inactive_allows = [w for w in matching if w.get("kind") == "allow" and w not in active]
+    if inactive_allows:
+        if manual and all(w.get("manualSync") for w in inactive_allows):
+            return None
+        return f"it is outside its {_describe_window(inactive_allows[0])}"
+    return None
+
+
+def sync_stoppers(
+    state: AppState,
+    *,
+    repo_url: str,
+    branch: str,
+    windows: Sequence[Mapping[str, Any]],
+    now: datetime,
+) -> list[str]:
+    """PURE. What would silently stop ArgoCD from syncing our commit (FACTS 4), each with its fix:
+    ``skip-reconcile`` (argo-cd controller/appcontroller.go ``canProcessApp``), a source that is
+    not the ops repo's branch, a sync window that denies syncs now."""
+    problems: list[str] = []
+    if state.skip_reconcile is not None and parse_go_bool(state.skip_reconcile):
+        problems.append(
+            f"it has the annotation {SKIP_RECONCILE_ANNOTATION}={state.skip_reconcile!r}, so "
+            "ArgoCD ignores it: remove the annotation"
+        )
+    positions = ops_source_positions(state, repo_url)
+    if not positions:
+        followed = ", ".join(s.repo_url for s in state.sources) or "no repository"
+        problems.append(
+            f"it follows {followed}, not the ops repo {repo_url} (git.remote): fix the "
+            "Application's repoURL or git.remote"
+        )
+    for i in positions:
+        target = state.sources[i].target_revision
+        if target not in (branch, f"refs/heads/{branch}", "HEAD", ""):
+            problems.append(
+                f"its source {i + 1} tracks {target!r}, not the branch {branch!r} (git.branch) "
+                "that rotator pushes to: fix targetRevision or git.branch"
+            )
+    denial = sync_window_denial(windows, state, manual=not state.auto_sync, now=now)
+    if denial:
+        problems.append(
+            f"its AppProject {state.project} denies syncs now: {denial}; run outside the window"
+        )
+    return problems
 
 
 def is_auto_sync_enabled(spec: Mapping[str, Any]) -> bool:
@@ -242,15 +464,36 @@ class ArgoCD:
         obj = self._get_json(namespace, name)
         return None if obj is None else app_from(obj)
 
+    def get_project(self, namespace: str, name: str) -> Json | None:
+        """The AppProject (for its sync windows). RBAC: (argoproj.io, appprojects, get)."""
+        return self.kube.read_json(
+            f"read AppProject {namespace}/{name}",
+            lambda: self._custom.get_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PROJECTS,
+                name,
+                _preload_content=False,
+                _request_timeout=self.kube.request_timeout,
+            ),
+            error=ArgoCDError,
+        )
+
     def refresh(self, namespace: str, name: str, *, hard: bool = False) -> None:
-        """Ask the controller to compare now (it removes the annotation when done; auto-sync runs
-        inside that refresh). A fixed-value merge patch, so safe to retry.
+        """Ask the controller to compare now (it removes the annotations when done; auto-sync
+        runs inside that refresh), like argo-cd util/argo/argo.go ``RefreshApp``: the refresh
+        annotation plus ``refresh-timestamp`` (RFC3339Nano), so that a refresh landing while the
+        controller processes an earlier one is kept for the next reconcile (3.6+; older
+        versions ignore it). A merge patch of annotations only, so safe to retry.
         RBAC: (argoproj.io, applications, patch)."""
         value = "hard" if hard else "normal"
+        stamp = self.kube.clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        annotations = {REFRESH_ANNOTATION: value, REFRESH_TIMESTAMP_ANNOTATION: stamp}
         self._patch(
             namespace,
             name,
-            {"metadata": {"annotations": {REFRESH_ANNOTATION: value}}},
+            {"metadata": {"annotations": annotations}},
             what=f"refresh application {namespace}/{name}",
             idempotent=True,
         )

@@ -114,6 +114,7 @@ def required_rbac(
     deployments: tuple[str, ...] = (),
     sealed_secrets: tuple[str, ...] = (),
     applications: tuple[str, ...] = (),
+    projects: tuple[str, ...] = (),
 ) -> dict[NamespaceKind, tuple[RbacRule, ...]]:
     """Every (apiGroup, resource, verb) the run needs, per kind of namespace.
 
@@ -140,6 +141,13 @@ def required_rbac(
         "argocd": (
             RbacRule("argoproj.io", "applications", ("get", "patch"), applications, "sync"),
             RbacRule("argoproj.io", "applications", ("list", "watch"), why="wait for sync"),
+            RbacRule(
+                "argoproj.io",
+                "appprojects",
+                ("get",),
+                projects,
+                "sync windows that would deny the sync, checked before the reset",
+            ),
         ),
         "controller": (
             RbacRule(

@@ -30,6 +30,7 @@ SECRET_NAME = "align-posthog"
 DATA_KEY = "POSTHOG_API_KEY"
 IMAGE = "align/gateway:1.0"
 ARGOCD_NAMESPACE = "argocd"
+APP_PROJECT = "default"
 APP_LABEL = "align-gateway"
 
 
@@ -104,7 +105,7 @@ def application(env: str, *, repo_url: str, branch: str = "main") -> dict[str, A
         "kind": "Application",
         "metadata": {"name": app_name(env), "namespace": ARGOCD_NAMESPACE},
         "spec": {
-            "project": "default",
+            "project": APP_PROJECT,
             "source": {
                 "repoURL": repo_url,
                 "targetRevision": branch,
@@ -119,6 +120,21 @@ def application(env: str, *, repo_url: str, branch: str = "main") -> dict[str, A
                 "namespace": namespace(env),
             },
             "syncPolicy": {"automated": {"prune": False, "selfHeal": False}},
+        },
+    }
+
+
+def app_project() -> dict[str, Any]:
+    """The ``default`` AppProject as argo-cd server/server.go ``initializeDefaultProject``
+    creates it (any repo, any destination, every cluster resource), without sync windows."""
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AppProject",
+        "metadata": {"name": APP_PROJECT, "namespace": ARGOCD_NAMESPACE},
+        "spec": {
+            "sourceRepos": ["*"],
+            "destinations": [{"server": "*", "namespace": "*"}],
+            "clusterResourceWhitelist": [{"group": "*", "kind": "*"}],
         },
     }
 

@@ -73,6 +73,7 @@ from rotator.sandbox.controllers.argocd import (
     parse_version,
 )
 from rotator.sandbox.controllers.base import (
+    APP_PROJECT,
     APPLICATION,
     DEPLOYMENT,
     POD,
@@ -308,6 +309,7 @@ class Sandbox:
             branch=self.git.branch,
         )
         self.seed_revision = self.git.create(files)
+        client.create(APP_PROJECT, manifests.ARGOCD_NAMESPACE, manifests.app_project())
         for env in manifests.ENVS:
             app = manifests.application(env, repo_url=self.git_remote_url, branch=self.git.branch)
             client.create(APPLICATION, manifests.ARGOCD_NAMESPACE, app)
@@ -326,6 +328,7 @@ class Sandbox:
             deployments=tuple(manifests.deployment_name(e) for e in manifests.ENVS),
             sealed_secrets=(manifests.SECRET_NAME,),
             applications=tuple(manifests.app_name(e) for e in manifests.ENVS),
+            projects=(manifests.APP_PROJECT,),
         )
         where: dict[str, tuple[str, ...]] = {
             "app": tuple(manifests.namespace(e) for e in manifests.ENVS),

@@ -57,13 +57,17 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo
 
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from rotator.sandbox.controllers.base import (
+    APP_PROJECT,
     APPLICATION,
     DEPLOYMENT,
     SEALED_SECRET,
@@ -77,6 +81,10 @@ from rotator.sandbox.controllers.base import (
 log = logging.getLogger(__name__)
 
 REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"
+# argo-cd pkg/apis/application/v1alpha1/application_annotations.go (3.6+)
+REFRESH_TIMESTAMP_ANNOTATION = "argocd.argoproj.io/refresh-timestamp"
+# argo-cd common/common.go AnnotationKeyAppSkipReconcile
+SKIP_RECONCILE_ANNOTATION = "argocd.argoproj.io/skip-reconcile"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 HEALTH_ORDER = ("Healthy", "Suspended", "Progressing", "Missing", "Degraded", "Unknown")
 GIT_TIMEOUT_S = 20.0
@@ -396,6 +404,11 @@ class ArgoCDController(Controller):
         if app is None:
             self._apps.pop(key, None)
             return
+        annotations = meta(app).get("annotations") or {}
+        if _go_bool(annotations.get(SKIP_RECONCILE_ANNOTATION)):
+            # argo-cd controller/appcontroller.go canProcessApp: skip-reconcile "true" (Go
+            # strconv.ParseBool) -> the app is not processed at all: no compare, no sync.
+            return
         state = self._apps.setdefault(key, _AppState())
         old_status = app.get("status") or {}
         status: Obj = _deep_copy(old_status)
@@ -403,16 +416,29 @@ class ArgoCDController(Controller):
         now = time.monotonic()
         spec = app.get("spec") or {}
         source = spec.get("source") or {}
-        annotations = meta(app).get("annotations") or {}
+        windows = self._sync_windows(app)
 
         compare = False
         if state.op is not None and now >= state.op.due:
-            self._finish_operation(app, state, status, top)
-            compare = True
+            if self._window_blocks(app, windows, manual=not state.op.automated):
+                # argo-cd controller/sync.go SyncAppState: syncWindowPreventsSync -> the
+                # operation stays Running with this message until the window allows it.
+                (status.get("operationState") or {})["message"] = (
+                    "Sync operation blocked by sync window"
+                )
+                state.op.due = now + self._poll_interval() / 4
+            else:
+                self._finish_operation(app, state, status, top)
+                compare = True
         elif state.op is None and isinstance(app.get("operation"), dict):
             self._start_operation(app, state, status, app["operation"], automated=False)
-        if REFRESH_ANNOTATION in annotations:
-            top["metadata"] = {"annotations": {REFRESH_ANNOTATION: None}}
+        refresh_requested = REFRESH_ANNOTATION in annotations
+        if refresh_requested:
+            if self.version < (3, 6):
+                # argo-cd controller/appcontroller.go (v3.5) persistReconciliationStatus: the
+                # refresh annotation is deleted in the status patch, even when a new refresh
+                # was requested meanwhile (that one is lost until the next poll).
+                top["metadata"] = {"annotations": {REFRESH_ANNOTATION: None}}
             compare = True
         if now >= state.next_poll or not state.revision:
             compare = True
@@ -422,7 +448,10 @@ class ArgoCDController(Controller):
         self._diff_live(app, state, status)
         automated = (spec.get("syncPolicy") or {}).get("automated") or {}
         auto = is_auto_sync_enabled(spec, self.version)
-        if compare and auto and state.op is None and not app.get("operation"):
+        # argo-cd controller/appcontroller.go processAppRefreshQueueItem: autoSync runs only when
+        # project.Spec.SyncWindows.Matches(app).CanSync(false) allows it.
+        can_auto_sync = not self._window_blocks(app, windows, manual=False)
+        if compare and auto and can_auto_sync and state.op is None and not app.get("operation"):
             self._auto_sync(app, state, status, top, automated)
         if state.op is None and "operation" not in top and app.get("operation") is None:
             _set_condition(status, "SyncError", _sync_error_message(state, status))
@@ -436,10 +465,55 @@ class ArgoCDController(Controller):
             body["status"] = patch
         if body:
             self.kube.patch(APPLICATION, namespace, name, body)
+        if refresh_requested and self.version >= (3, 6) and self._consume_refresh(app):
+            state.next_poll = 0.0  # a new refresh arrived while this one ran: compare again
         waits = [max(0.01, state.next_poll - time.monotonic())]
         if state.op is not None:
             waits.append(max(0.0, state.op.due - time.monotonic()))
         self.queue.add(key, after=min(waits))
+
+    def _consume_refresh(self, app: Obj, *, retry: bool = True) -> bool:
+        """Remove the refresh annotations of the request this reconcile served (3.6+).
+
+        argo-cd controller/appcontroller.go handleRefreshAnnotation / removeRefreshAnnotationCombo:
+        one JSON patch that tests ``refresh-timestamp`` against the value read at the start of
+        the reconcile, then removes it and ``refresh``. A 422 (the timestamp changed: a new
+        request arrived meanwhile) leaves both for the next reconcile. Returns True then."""
+        annotations = meta(app).get("annotations") or {}
+        ops: list[Obj] = []
+        stamp = annotations.get(REFRESH_TIMESTAMP_ANNOTATION)
+        if stamp is not None:
+            path = "/metadata/annotations/" + _rfc6901(REFRESH_TIMESTAMP_ANNOTATION)
+            ops += [{"op": "test", "path": path, "value": stamp}, {"op": "remove", "path": path}]
+        if REFRESH_ANNOTATION in annotations:
+            path = "/metadata/annotations/" + _rfc6901(REFRESH_ANNOTATION)
+            ops.append({"op": "remove", "path": path})
+        if not ops:
+            return False
+        name, namespace = str(meta(app).get("name")), str(meta(app).get("namespace"))
+        try:
+            self.kube.json_patch(APPLICATION, namespace, name, list(ops))
+        except ApiException as exc:
+            if exc.status != 422 or not retry:
+                raise
+            now = self.kube.get(APPLICATION, namespace, name) or {}
+            fresh = meta(now).get("annotations") or {}
+            if REFRESH_ANNOTATION in fresh and fresh.get(REFRESH_TIMESTAMP_ANNOTATION) != stamp:
+                log.info("argocd: %s: a new refresh arrived while processing", name)
+                return True
+            # something else changed (e.g. the annotation was removed): retry on what is there
+            return self._consume_refresh(now, retry=False)
+        return False
+
+    def _sync_windows(self, app: Obj) -> list[Obj]:
+        """The sync windows of the app's AppProject (``spec.syncWindows``)."""
+        project = str((app.get("spec") or {}).get("project") or "default")
+        obj = self.kube.get(APP_PROJECT, str(meta(app).get("namespace")), project) or {}
+        windows = (obj.get("spec") or {}).get("syncWindows") or []
+        return [w for w in windows if isinstance(w, dict)]
+
+    def _window_blocks(self, app: Obj, windows: list[Obj], *, manual: bool) -> bool:
+        return not can_sync(windows, app, manual=manual, now=datetime.now(UTC))
 
     # -- comparison ------------------------------------------------------------------------------
 
@@ -683,6 +757,122 @@ class ArgoCDController(Controller):
             "hookPhase": "Running",
             "syncPhase": "Sync",
         }
+
+
+# --- sync windows: argo-cd pkg/apis/application/v1alpha1/types.go (SyncWindows) ----------------
+# Written from upstream apart from rotator's client (which has its own reading), so that the
+# stand-in can catch the client's mistakes.
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_CRON_NAMES = {**{m: i + 1 for i, m in enumerate(_MONTHS)}, **{d: i for i, d in enumerate(_DAYS)}}
+_CRON_BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+
+
+def _cron_field(text: str, low: int, high: int) -> set[int]:
+    """robfig/cron parser.go getField: lists of ``*``, ``n``, ``a-b``, each with ``/step``."""
+    values: set[int] = set()
+    for part in text.lower().split(","):
+        spec, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if spec in ("*", "?"):
+            start, end = low, high
+        else:
+            a, _, b = spec.partition("-")
+            start = int(_CRON_NAMES.get(a, a))
+            end = int(_CRON_NAMES.get(b, b)) if b else (high if step_text else start)
+        if start < low or end > high or start > end or step < 1:
+            raise ValueError(f"cron field {part!r} out of range {low}-{high}")
+        values.update(range(start, end + 1, step))
+    return values
+
+
+def _cron_fires_at(schedule: str, at: datetime) -> bool:
+    """Whether a 5-field schedule fires at minute ``at`` (robfig/cron spec.go ``dayMatches``:
+    day of month and day of week are ANDed when either is ``*``, else ORed)."""
+    fields = schedule.split()
+    if len(fields) != 5:
+        raise ValueError(f"cron schedule {schedule!r} has {len(fields)} fields, not 5")
+    sets = [_cron_field(f, lo, hi) for f, (lo, hi) in zip(fields, _CRON_BOUNDS, strict=True)]
+    minute, hour, dom, month, dow = sets
+    dom_ok, dow_ok = at.day in dom, (at.isoweekday() % 7) in dow
+    star = fields[2].startswith(("*", "?")) or fields[4].startswith(("*", "?"))
+    day_ok = (dom_ok and dow_ok) if star else (dom_ok or dow_ok)
+    return at.minute in minute and at.hour in hour and at.month in month and day_ok
+
+
+def window_is_active(window: Obj, now: datetime) -> bool:
+    """``SyncWindow.active``: the schedule fired within the last ``duration`` (in the window's
+    ``timeZone``; an unknown zone is UTC, ``scheduleOffsetByTimeZone``). ValueError when the
+    schedule or the duration cannot be read."""
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", str(window.get("duration") or ""))
+    if not match or not any(match.groups()):
+        raise ValueError(f"cannot parse duration {window.get('duration')!r}")
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    duration = timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    try:
+        zone: tzinfo = ZoneInfo(str(window.get("timeZone") or "UTC"))
+    except (KeyError, ValueError):
+        zone = UTC
+    local = now.astimezone(zone).replace(second=0, microsecond=0)
+    schedule = str(window.get("schedule") or "")
+    steps = int(duration.total_seconds() // 60) + 1
+    # activations in (now - duration, now]: walk back minute by minute (cron's resolution)
+    return any(
+        _cron_fires_at(schedule, local - timedelta(minutes=i))
+        and local - timedelta(minutes=i) > now.astimezone(zone) - duration
+        for i in range(steps)
+    )
+
+
+def _window_applies(window: Obj, app: Obj) -> bool:
+    """``SyncWindows.Matches``: applications, clusters or namespaces (globs), OR unless
+    ``andOperator``."""
+    spec = app.get("spec") or {}
+    dest = spec.get("destination") or {}
+    checks: list[bool] = []
+    if window.get("applications"):
+        name = str(meta(app).get("name"))
+        checks.append(any(fnmatch.fnmatchcase(name, p) for p in window["applications"]))
+    if window.get("clusters"):
+        targets = [str(dest.get(k)) for k in ("name", "server") if dest.get(k)]
+        checks.append(any(fnmatch.fnmatchcase(t, c) for c in window["clusters"] for t in targets))
+    if window.get("namespaces"):
+        ns = str(dest.get("namespace") or "")
+        checks.append(any(fnmatch.fnmatchcase(ns, n) for n in window["namespaces"]))
+    if not checks:
+        return False
+    return all(checks) if window.get("andOperator") else any(checks)
+
+
+def can_sync(windows: list[Obj], app: Obj, *, manual: bool, now: datetime) -> bool:
+    """``SyncWindows.CanSync`` for the app's matching windows, no operation overrun. A window
+    that cannot be read blocks (upstream ignores the error and sees false)."""
+    matching = [w for w in windows if _window_applies(w, app)]
+    if not matching:
+        return True
+    try:
+        active = [w for w in matching if window_is_active(w, now)]
+    except ValueError:
+        return False
+    denies = [w for w in active if w.get("kind") == "deny"]
+    if denies:
+        return manual and all(w.get("manualSync") for w in denies)
+    if any(w.get("kind") == "allow" for w in active):
+        return True
+    inactive_allows = [w for w in matching if w.get("kind") == "allow" and w not in active]
+    if inactive_allows:
+        return manual and all(w.get("manualSync") for w in inactive_allows)
+    return True
+
+
+def _go_bool(value: Any) -> bool:
+    """Go ``strconv.ParseBool`` true values (anything unparseable is not true)."""
+    return value in ("1", "t", "T", "TRUE", "true", "True")
+
+
+def _rfc6901(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 def _sync_error_message(state: _AppState, status: Obj) -> str:

@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,6 +76,7 @@ DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments", "deployment")
 REPLICASET = Kind("apps/v1", "ReplicaSet", "replicasets", "replica_set")
 SEALED_SECRET = Kind("bitnami.com/v1alpha1", "SealedSecret", "sealedsecrets")
 APPLICATION = Kind("argoproj.io/v1alpha1", "Application", "applications")
+APP_PROJECT = Kind("argoproj.io/v1alpha1", "AppProject", "appprojects")
 LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases", "lease")
 ROLE = Kind("rbac.authorization.k8s.io/v1", "Role", "roles", "role")
 ROLE_BINDING = Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", "role_binding")
@@ -94,6 +95,7 @@ KINDS = {
         REPLICASET,
         SEALED_SECRET,
         APPLICATION,
+        APP_PROJECT,
         LEASE,
         ROLE,
         ROLE_BINDING,
@@ -214,7 +216,7 @@ class Kube:
         verb: str,
         namespace: str,
         name: str | None = None,
-        body: Obj | None = None,
+        body: Obj | Sequence[Obj] | None = None,
         *,
         suffix: str = "",
         **kwargs: Any,
@@ -263,6 +265,12 @@ class Kube:
         """Merge patch (custom resources and by default) or strategic merge (built-ins)."""
         content_type = STRATEGIC if strategic and not kind.custom else MERGE
         return self._object_call(kind, "patch", namespace, name, body, _content_type=content_type)
+
+    def json_patch(self, kind: Kind, namespace: str, name: str, ops: Sequence[Obj]) -> Obj:
+        """RFC 6902 JSON patch (a failed ``test`` op is 422 from the server)."""
+        return self._object_call(
+            kind, "patch", namespace, name, ops, _content_type="application/json-patch+json"
+        )
 
     def patch_status(self, kind: Kind, namespace: str, name: str, status: Obj) -> Obj:
         """Merge-patch ``status`` through the status subresource."""

@@ -461,6 +461,17 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
         ),
         age_column=False,
     ),
+    # argo-cd manifests/crds/appproject-crd.yaml: AppProject, short names appproj/appprojs
+    ResourceType(
+        "argoproj.io",
+        "v1alpha1",
+        "appprojects",
+        "AppProject",
+        short_names=("appproj", "appprojs"),
+        generation=Generation.ALL_BUT_METADATA,
+        custom=True,
+        return_deleted_object=True,
+    ),
 )
 
 
