@@ -793,7 +793,8 @@ def test_discovery_lists_every_served_group_and_resource(kube_client: client.Api
     argo = client.CustomObjectsApi(kube_client).get_api_resources("argoproj.io", "v1alpha1")
     app = argo.resources[0]
     assert (app.name, app.kind, app.short_names) == ("applications", "Application", ["app", "apps"])
-    assert [r.name for r in argo.resources] == ["applications"]
+    assert [r.name for r in argo.resources] == ["applications", "appprojects"]
+    assert argo.resources[1].short_names == ["appproj", "appprojs"]
     sealed = client.CustomObjectsApi(kube_client).get_api_resources("bitnami.com", "v1alpha1")
     assert [r.name for r in sealed.resources] == ["sealedsecrets", "sealedsecrets/status"]
     deploy = client.AppsV1Api(kube_client).get_api_resources()
