@@ -6,15 +6,14 @@ import argparse
 import logging
 import os
 import re
-import signal
 import sys
 import tempfile
 import threading
 from pathlib import Path
-from types import FrameType
 
 from rotator.config import Config, RunSwitches
 from rotator.errors import ExitCode
+from rotator.interrupts import StopSignals, finish
 from rotator.report import RunReport, to_json, to_json_text, to_prometheus, to_text
 
 log = logging.getLogger(__name__)
@@ -77,29 +76,23 @@ def write_metrics(path: Path, report: RunReport) -> None:
     Path(tmp).replace(path)
 
 
-def _stop_on_sigterm() -> None:
-    """Kubernetes stops a Job's pod with SIGTERM: treat it like Ctrl-C, so the run releases its
-    Lease and reports instead of being killed mid-step 30 s later (as PID 1 it would ignore it)."""
-
-    def raise_interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, raise_interrupt)
-
-
 def run_command(args: argparse.Namespace, config: Config) -> int:
     from rotator.clients.pushgateway import push_report
-    from rotator.runner import INTERRUPTED, run_once
+    from rotator.runner import run_once
 
-    _stop_on_sigterm()
-    report = run_once(config, switches_from_args(args))
+    # Kubernetes stops a Job's pod with SIGTERM (as PID 1 it would otherwise be ignored until
+    # the SIGKILL): like Ctrl-C, the first stops the run, which releases its Lease and reports;
+    # no later signal cuts the report short (rotator/interrupts.py).
+    signals = StopSignals()
+    signals.install()
+    report = run_once(config, switches_from_args(args), signals=signals)
     print_report(report, output=output_of(args))
     metrics = args.metrics_file or config.metrics.file
     if metrics is not None:
         write_metrics(metrics, report)
-    push_report(config, report)  # no-op unless metrics.pushgateway_url is set
-    if report.error == INTERRUPTED:
+    # A no-op unless metrics.pushgateway_url is set.
+    finish(signals, "push the metrics", lambda: push_report(config, report))
+    if signals.stopping:
         _exit_now_if_abandoned(int(report.exit_code))
     return int(report.exit_code)
 

@@ -47,6 +47,7 @@ from rotator.errors import (
     VerificationFailed,
     WaitTimeout,
 )
+from rotator.interrupts import StopSignals, finish
 from rotator.logs import IN_REPORT, AnomalyCollector, collecting_anomalies, log_context
 from rotator.progress import waiting
 from rotator.redact import Fingerprint, Secret, scrub
@@ -127,6 +128,9 @@ class _GroupState:
     commit: str | None = None
     reset_at: datetime | None = None
     rollouts_done: list[datetime] = field(default_factory=list)
+    # Why this project's old key is already dead (a rotation of an earlier run is in flight):
+    # then no outcome of this run may say "nothing changed". None once completed and verified.
+    in_flight: str | None = None
 
 
 class Run:
@@ -140,8 +144,10 @@ class Run:
         clock: Clock,
         clients: Clients | None = None,
         run_id: str | None = None,
+        signals: StopSignals | None = None,
     ) -> None:
         self.config = config
+        self.signals = signals
         self.switches = switches
         self.clock = clock
         self._clients = clients
@@ -250,42 +256,63 @@ class Run:
             return self._execute()
 
     def _execute(self) -> RunReport:
-        outcome = Outcome.SUCCEEDED
-        error: str | None = None
+        stopped: Exception | KeyboardInterrupt | None = None
         try:
-            self._preflight()
-            self._lock()
-            self._run_groups()
-            if self.dry_run:
-                outcome = Outcome.DRY_RUN
-            elif self._inconclusive:
-                outcome = Outcome.INCONCLUSIVE
-                error = "; ".join(self._inconclusive)
-        except LockHeld as exc:
-            outcome, error = Outcome.LOCKED, str(exc)
-        except (PreflightError, ConfigError) as exc:
-            # "Nothing changed" only if nothing did: with separate projects, prod's checks may
-            # stop the run after preview's key was rotated.
-            outcome = Outcome.FAILED if self.changed else Outcome.ABORTED
-            error = str(exc)
-        except StepFailed as exc:
-            if isinstance(exc.cause, LockHeld):  # raised inside the lock step, so wrapped
-                outcome, error = Outcome.LOCKED, str(exc.cause)
-            else:
-                outcome = self._failure_outcome()
-                error = str(exc)
-        except RotatorError as exc:
-            outcome, error = self._failure_outcome(), str(exc)
-        except Exception as exc:  # the report must always be written
-            log.exception("unexpected error", extra=IN_REPORT)
-            outcome, error = self._failure_outcome(), f"unexpected error: {type(exc).__name__}"
-        except KeyboardInterrupt:  # SIGINT, or SIGTERM from Kubernetes (runcmd maps it)
-            log.error("interrupted: stopping, releasing the Lease and reporting", extra=IN_REPORT)
-            outcome, error = self._failure_outcome(), INTERRUPTED
+            try:
+                self._preflight()
+                self._lock()
+                self._run_groups()
+            except (Exception, KeyboardInterrupt) as exc:  # the report must always be written
+                stopped = exc
+            # The work is over: a signal from now on (a second SIGTERM, Ctrl-C twice) must not
+            # cut the classification, the Lease release or the report short.
+            if self.signals is not None:
+                self.signals.disarm()
+            outcome, error = self._outcome(stopped)
         finally:
-            self._release()
+            finish(self.signals, "release the Lease", self._release)
             self._cleanup()
         return self._report(outcome, error)
+
+    def _outcome(self, stopped: Exception | KeyboardInterrupt | None) -> tuple[Outcome, str | None]:
+        """The outcome for how the work ended (``stopped``: what stopped it, None: it ran to
+        its end)."""
+        if stopped is None:
+            return self._finished_outcome()
+        if isinstance(stopped, StepFailed) and isinstance(stopped.cause, LockHeld):
+            stopped = stopped.cause  # raised inside the lock step, so wrapped
+        if isinstance(stopped, LockHeld):
+            return Outcome.LOCKED, str(stopped)
+        if isinstance(stopped, (PreflightError, ConfigError)):
+            # "Nothing changed" only if nothing did: with separate projects, prod's checks may
+            # stop the run after preview's key was rotated; and a run that resumes a rotation
+            # in flight (the old key is dead) is never "nothing changed".
+            in_flight = self._in_flight(probe=not self._stopping())
+            unfinished = Outcome.FAILED if self.changed else Outcome.ABORTED
+            return (Outcome.FAILED_AFTER_RESET if in_flight else unfinished), str(stopped)
+        if isinstance(stopped, KeyboardInterrupt):  # SIGINT, or SIGTERM (runcmd maps it)
+            log.error("interrupted: stopping, releasing the Lease and reporting", extra=IN_REPORT)
+            return self._failure_outcome(probe=False), INTERRUPTED
+        if isinstance(stopped, RotatorError):
+            return self._failure_outcome(probe=not self._stopping()), str(stopped)
+        log.error("unexpected error", exc_info=stopped, extra=IN_REPORT)
+        return self._failure_outcome(), f"unexpected error: {type(stopped).__name__}"
+
+    def _finished_outcome(self) -> tuple[Outcome, str | None]:
+        if self.dry_run:
+            return Outcome.DRY_RUN, None
+        if self._inconclusive:
+            return Outcome.INCONCLUSIVE, "; ".join(self._inconclusive)
+        return Outcome.SUCCEEDED, None
+
+    def _stopping(self) -> bool:
+        return self.signals is not None and self.signals.stopping
+
+    def final_anomalies(self) -> tuple[str, ...]:
+        """What the run got past, the stop signals included (they may come while it reports)."""
+        found = self._anomalies.anomalies() if self._anomalies else ()
+        summary = self.signals.summary() if self.signals is not None else None
+        return (*found, summary) if summary else found
 
     def _run_groups(self) -> None:
         """Project groups one after the other; a later group starts only if the earlier passed."""
@@ -316,10 +343,70 @@ class Run:
                     env=env,
                 )
 
-    def _failure_outcome(self) -> Outcome:
-        if self.reset_happened or any(g.plan and g.plan.resume for g in self.groups):
+    def _failure_outcome(self, *, probe: bool = True) -> Outcome:
+        if (
+            self.reset_happened
+            or any(g.plan and g.plan.resume for g in self.groups)
+            or self._in_flight(probe=probe)
+        ):
             return Outcome.FAILED_AFTER_RESET
         return Outcome.FAILED if self.changed else Outcome.ABORTED
+
+    def _in_flight(self, *, probe: bool) -> bool:
+        """Is a rotation in flight for any project group (its old key dead)? Groups the run
+        has not planned yet (it stopped in preflight or before its plan) are probed: what the
+        run has read, and with ``probe`` the SealedSecrets and Deployments too."""
+        found = False
+        for group in self.groups:
+            if group.in_flight is None and group.plan is None:
+                group.in_flight = self._probe_in_flight(group, read_cluster=probe)
+                if group.in_flight:
+                    log.warning(
+                        "project %s: a rotation is in flight (%s): this run leaves it incomplete",
+                        group.project_id,
+                        group.in_flight,
+                    )
+            found = found or group.in_flight is not None
+        return found
+
+    def _probe_in_flight(self, group: _GroupState, *, read_cluster: bool) -> str | None:
+        """Best effort, after a failure: the fingerprints git and the cluster record for the
+        group's environments, against PostHog's key as preflight read it. One that differs
+        (or, PostHog unread, two that disagree) means an earlier run reset the key and did
+        not finish rolling it out. Unreadable places are left out; nothing is changed."""
+        from rotator.clients.sealing import FINGERPRINT_ANNOTATION
+
+        if read_cluster and self.repo is None:
+            self._open_repo_for_probe()
+        seen: list[tuple[str, Fingerprint]] = []
+        for env in group.envs:
+            cfg = self._env(env)
+            try:
+                if self.repo is not None:
+                    fp = self._read_git_fingerprint(env)
+                    if fp:
+                        seen.append((f"{env}: git has {fp}", fp))
+                if not read_cluster:
+                    continue
+                kube = self.clients.kube
+                sealed = kube.get_sealed_secret(cfg.namespace, cfg.secret_name)
+                held = _fp(sealed.template_fingerprint if sealed else None)
+                if held:
+                    seen.append((f"{env}: SealedSecret has {held}", held))
+                if cfg.restart is RestartStrategy.ROLLOUT_RESTART:
+                    dep = kube.get_deployment(cfg.namespace, cfg.deployment)
+                    started = _fp(_template_annotation(dep, FINGERPRINT_ANNOTATION))
+                    if started:
+                        seen.append((f"{env}: pods started for {started}", started))
+            except RotatorError as exc:
+                log.debug("probing %s for a rotation in flight: %s", env, exc)
+        current = group.key.fingerprint if group.key else None
+        if current is not None:
+            behind = [where for where, fp in seen if fp != current]
+            return f"PostHog has {current}, but {'; '.join(behind)}" if behind else None
+        if len({fp for _, fp in seen}) > 1:
+            return f"PostHog's key unread, and {'; '.join(w for w, _ in seen)}"
+        return None
 
     # --- preflight ---------------------------------------------------------------------------
 
@@ -353,6 +440,16 @@ class Run:
             for env in self.env_names:
                 self._check_cluster_objects(env)
             notes.append("ArgoCD apps and Deployments found")
+
+    def _open_repo_for_probe(self) -> None:
+        """The checkout, when preflight stopped before it (PostHog unreadable): git's
+        fingerprints may show a rotation in flight. Best effort; cleaned up as usual."""
+        if self._workdir is None:
+            self._workdir = self.config.git.workdir or Path(tempfile.mkdtemp(prefix="rotator-ops-"))
+        try:
+            self.repo = self.clients.open_repo(self._workdir)
+        except RotatorError as exc:
+            log.debug("opening the checkout to look for a rotation in flight: %s", exc)
 
     def _guard(self, error: type[RotatorError], what: str, fn: Callable[[], T]) -> T:
         try:
@@ -616,6 +713,7 @@ class Run:
             force=self.switches.force,
         )
         group.plan = plan
+        group.in_flight = _in_flight(obs, plan, min_interval_s=self.config.policy.min_interval_s)
         self.plan_lines.extend(
             f"project {group.project_id}: {p.step.value}: {'do' if p.needed else 'skip'} - "
             f"{p.reason}"
@@ -653,6 +751,7 @@ class Run:
         self._verify(group, key)
         if not self.dry_run:
             self._ensure_unselected_envs_on_key(group, key)
+        group.in_flight = None  # completed and verified
 
     def _ensure_unselected_envs_on_key(self, group: _GroupState, key: Secret) -> None:
         """An environment on the same project that --env left out keeps the key its
@@ -1135,7 +1234,11 @@ class Run:
             )
             # Only the projects whose key moved: a later project a failure kept from starting
             # still runs its old key.
-            moved = [g for g in self.groups if g.reset_at or (g.plan and g.plan.resume)]
+            moved = [
+                g
+                for g in self.groups
+                if g.reset_at or (g.plan and g.plan.resume) or g.in_flight is not None
+            ]
             new = ", ".join(
                 f"{g.key.fingerprint if g.key else 'unknown (`rotator status` reads it back)'} "
                 f"({', '.join(g.envs)})"
@@ -1177,8 +1280,28 @@ class Run:
                 gateway_events=dict(self._gateway_counts),
             ),
             plan=tuple(scrub(p) for p in self.plan_lines),
-            anomalies=self._anomalies.anomalies() if self._anomalies else (),
+            anomalies=self.final_anomalies(),
         )
+
+
+def _in_flight(obs: GroupObservation, plan: Plan, *, min_interval_s: float) -> str | None:
+    """PURE: why the group's old key is already dead before this run resets anything: an
+    earlier run's rotation is unfinished (the plan resumes it: some place still records
+    another key, or a rotator commit records this one and it has not converged), or it was
+    reset so recently that this run only verifies it. None: nothing of ours is in flight."""
+    drifted = any(e.drift(obs.posthog_fingerprint) for e in obs.envs)
+    if plan.resume and (drifted or obs.last_rotation_at is not None):
+        return plan.get(Step.ROTATE).reason
+    recent = obs.last_rotation_at is not None and obs.now - obs.last_rotation_at < timedelta(
+        seconds=min_interval_s
+    )
+    if recent and not plan.reset:
+        assert obs.last_rotation_at is not None
+        return (
+            f"reset at {obs.last_rotation_at.isoformat(timespec='seconds')} by run "
+            f"{obs.last_rotation_run or '?'}; this run verifies it"
+        )
+    return None
 
 
 def _fp(value: str | None) -> Fingerprint | None:
@@ -1232,12 +1355,15 @@ def run_once(
     clock: Clock | None = None,
     clients: Clients | None = None,
     run_id: str | None = None,
+    signals: StopSignals | None = None,
 ) -> RunReport:
-    """One rotation run, reported: the CronJob, CLI and scheduler all come here."""
+    """One rotation run, reported: the CronJob, CLI and scheduler all come here. ``signals``:
+    the process's SIGTERM/SIGINT handling (the CLI's), so that no signal cuts the report."""
     clock = clock or SystemClock()
-    run = Run(config, switches, clock=clock, clients=clients, run_id=run_id)
+    run = Run(config, switches, clock=clock, clients=clients, run_id=run_id, signals=signals)
     report = run.execute()
-    return send_report(report, run)
+    report = send_report(report, run)
+    return replace(report, anomalies=run.final_anomalies())
 
 
 def send_report(report: RunReport, run: Run) -> RunReport:
@@ -1257,12 +1383,18 @@ def send_report(report: RunReport, run: Run) -> RunReport:
             # The frequent adopt-mode check (scheduler) would otherwise post every 10 minutes.
             log.info("adopt check changed nothing: no Slack report")
             return replace(report, slack="not sent: adopt check changed nothing")
-        try:
-            slack.post(to_slack(report, mention=run.config.slack.mention_on_failure))
-        except SlackError as exc:
-            log.error("Slack report not delivered: %s", exc)
-            return replace(report, slack=f"FAILED: {exc}")
-        return replace(report, slack="sent")
+        return replace(report, slack=_post_to_slack(slack, report, run))
+
+
+def _post_to_slack(slack: SlackClient, report: RunReport, run: Run) -> str:
+    """Post; the report's ``slack`` field. After a stop signal the post gets a bounded time."""
+    payload = to_slack(report, mention=run.config.slack.mention_on_failure)
+    try:
+        delivered = finish(run.signals, "post the report to Slack", lambda: slack.post(payload))
+    except SlackError as exc:
+        log.error("Slack report not delivered: %s", exc)
+        return f"FAILED: {exc}"
+    return "sent" if delivered else "FAILED: not delivered in time after the stop signal"
 
 
 def verify_only(

@@ -22,6 +22,7 @@ from rotator.cli import parse_args
 from rotator.clients.kube import REQUIRED_RBAC, RbacRule, required_rbac
 from rotator.config import Config, LockConfig, RunSwitches
 from rotator.errors import ExitCode
+from rotator.interrupts import FINISH_BUDGET_S, GRACE_PERIOD_S
 from tests.test_dockerfile import env_of, read_dockerfile, stages, tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,6 +197,12 @@ def test_the_job_retries_a_little_fails_fast_where_a_retry_cannot_help_and_is_bo
     assert job["activeDeadlineSeconds"] > longest + waits.gateway_events_s
     assert job["ttlSecondsAfterFinished"] >= 7 * 24 * 3600
     assert pod_spec()["restartPolicy"] == "Never"
+
+
+def test_the_pod_gets_the_grace_period_a_stopped_run_needs_to_release_and_report() -> None:
+    # After SIGTERM: release the Lease, post to Slack, push the metrics, each bounded.
+    assert GRACE_PERIOD_S >= 3 * FINISH_BUDGET_S + 10
+    assert pod_spec()["terminationGracePeriodSeconds"] >= GRACE_PERIOD_S
 
 
 def test_the_pod_is_locked_down() -> None:

@@ -3,20 +3,37 @@ from outside rotator's code (the stand-ins' hooks, the Kubernetes API, the files
 Each asserts the outcome, the exit code, how many times PostHog's key was reset, what Slack was
 told and, where the run failed, the resume.
 
+Class 1, a resume is never "nothing changed": once an earlier run reset the key (the old key
+is dead), a run that fails its preflight or only verifies and whose check fails is
+failed-after-reset, exit 1, with Broken now and the Resume command.
+
+Class 2, signals: any number of SIGTERM/SIGINT, at any moment, give one report, the Lease
+released and the outcome's exit code (a real ``python -m rotator run`` subprocess; the signals
+are sent when its log shows the moment). Slack answers the first post 429 (Retry-After 1 s), so
+the burst of signals lands while the report is being delivered.
+
 Class 6, the report is always complete: every anomaly the run saw (a retried push, a throttled
 check, a Lease someone else took) is in the report and its renderings, not only in the log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from rotator.redact import Secret
 from rotator.report import Outcome, RunReport, to_json, to_text
 from rotator.sandbox.controllers.base import LEASE
 from tests.reliability_fixtures import (  # noqa: F401 - fixtures
     LOCK_NAME,
     LOCK_NAMESPACE,
+    Finished,
     World,
+    log_message,
     make_world,
     reliability_key_pair,
 )
@@ -32,6 +49,244 @@ def _assert_anomaly_everywhere(world: World, report: RunReport, *words: str) -> 
     assert "Anomalies" in slack, slack
     assert all(w in slack for w in words), slack
     return found[0]
+
+
+def _assert_failed_after_reset(world: World, report: RunReport, *, key: Secret) -> None:
+    summary = f"{report.outcome.value}: {report.error}"
+    assert report.outcome is Outcome.FAILED_AFTER_RESET, summary
+    assert int(report.exit_code) == 1, summary
+    assert world.resets == 1, "the resume never resets again"
+    assert "never resets again" in (report.resume_command or ""), report.resume_command
+    broken = report.broken_now or ""
+    assert key.fingerprint in broken or "unknown" in broken, broken
+    slack = json.dumps(world.slack_payloads()[-1])
+    assert "FAILED after the key reset" in slack, slack
+    assert "Resume" in slack, slack
+    assert "Broken now" in slack, slack
+    assert "aborted" not in slack.lower(), slack
+
+
+def _resume_completes(world: World, *, key: Secret) -> None:
+    assert world.sb.posthog is not None
+    world.sb.posthog.on_reset = None
+    world.sb.clear_faults()
+    again = world.run()
+    assert again.outcome is Outcome.SUCCEEDED, f"{again.outcome.value}: {again.error}"
+    assert world.resets == 1
+    assert world.current_key() == key
+    world.sb.wait_for(lambda: world.converged_on(key), timeout=15, what="convergence")
+
+
+# --- class 1: a resume is never "nothing changed" ----------------------------------------------
+
+
+def test_a_resume_whose_preflight_fails_is_failed_after_reset_with_the_resume_not_aborted(
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    world = make_world()
+    assert world.sb.posthog is not None
+    # The first run resets the key, then the push is refused: git and the cluster keep the
+    # old key, which is dead.
+    world.sb.posthog.on_reset = lambda _pid: world.sb.git.reject_pushes("pre-receive: no")
+    first = world.run()
+    assert first.outcome is Outcome.FAILED_AFTER_RESET, first.error
+    key = world.current_key()
+    world.sb.posthog.on_reset = None
+    world.sb.clear_faults()
+
+    # The resume meets a sealing cert it cannot fetch: it stops in preflight.
+    report = world.run("environments.prod.cert.controller.port_name=https")
+
+    assert "sealing cert for prod" in (report.error or ""), report.error
+    _assert_failed_after_reset(world, report, key=key)
+    assert any("rotation is in flight" in a for a in report.anomalies), report.anomalies
+    _resume_completes(world, key=key)
+
+
+def test_a_resume_that_cannot_read_posthog_is_failed_after_reset_when_git_and_cluster_disagree(
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    world = make_world()
+    # The first run pushes the new key, then ArgoCD's sync of it fails: git has the new key,
+    # the cluster the old one.
+    world.sb.inject_sync_error("prod", "admission webhook denied the request (sandbox)")
+    first = world.run()
+    assert first.outcome is Outcome.FAILED_AFTER_RESET, first.error
+    key = world.current_key()
+    world.sb.clear_faults()
+    assert world.sb.posthog is not None
+    world.sb.posthog.inject("project", "5xx", times=20, status=503)
+
+    report = world.run()
+
+    assert "PostHog project 1" in (report.error or ""), report.error
+    _assert_failed_after_reset(world, report, key=key)
+    _resume_completes(world, key=key)
+
+
+def test_a_resume_that_only_verifies_and_whose_check_fails_is_failed_after_reset(
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    world = make_world()
+    posthog = world.sb.posthog
+    assert posthog is not None
+    # After the reset PostHog's query API fails: the marker is never read back.
+    posthog.on_reset = lambda _pid: posthog.inject("query", "5xx", times=10_000, status=503)
+    short = ("waits.marker_s=1.5", "timeouts.attempts=1")
+    first = world.run(*short)
+    assert first.outcome is Outcome.FAILED_AFTER_RESET, first.error
+    key = world.current_key()
+    posthog.on_reset = None
+
+    # The resume finds everything on the new key (rotated recently: no reset) and only
+    # verifies; the query API still fails.
+    report = world.run(*short)
+
+    assert "rotated recently" in " ".join(report.plan), report.plan
+    assert "marker event" in (report.error or ""), report.error
+    _assert_failed_after_reset(world, report, key=key)
+    _resume_completes(world, key=key)
+
+
+# --- class 2: signals ---------------------------------------------------------------------------
+
+Cue = Callable[[str], bool]
+BURST = (signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM)
+
+
+def _slack_retrying(message: str) -> bool:
+    return "post the report to Slack" in message and "retrying" in message
+
+
+def _run_with_signals(
+    world: World, plan: Sequence[tuple[Cue, Sequence[signal.Signals]]], *, timeout: float = 90
+) -> Finished:
+    """Run ``rotator run --json``; at each cue (a log message), send its signals, in order."""
+    proc = world.popen("run", "--json")
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    lines: list[str] = []
+    steps = list(plan)
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if steps and steps[0][0](log_message(line)):
+                for sig in steps.pop(0)[1]:
+                    proc.send_signal(sig)
+                    time.sleep(0.02)
+        proc.wait(timeout=30)
+    finally:
+        timer.cancel()
+        reader.join(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert not steps, "a cue never came:\n" + "".join(lines[-30:])
+    return Finished(proc.returncode, "".join(out), "".join(lines))
+
+
+def _one_report(done: Finished) -> dict[str, Any]:
+    """Exactly one JSON report on stdout."""
+    text = done.stdout.strip()
+    assert text, f"no report (exit {done.returncode}):\n{done.stderr[-3000:]}"
+    report, end = json.JSONDecoder().raw_decode(text)
+    assert text[end:].strip() == "", "more than one report"
+    assert isinstance(report, dict)
+    return report
+
+
+def _assert_signalled_run(
+    world: World, done: Finished, *, outcome: Outcome, resets: int, slack: Sequence[str]
+) -> dict[str, Any]:
+    report = _one_report(done)
+    assert report["outcome"] == outcome.value, report["error"]
+    assert done.returncode == report["exit_code"], done.stderr[-3000:]
+    assert world.resets == resets
+    assert world.lease_holder() == "", "the Lease was not released"
+    assert report["slack"] == "sent", report["slack"]
+    payloads = world.slack_payloads()
+    assert len(payloads) == 1, "one Slack report"
+    for word in slack:
+        assert word in json.dumps(payloads[0]), payloads[0]
+    signals = [a for a in report["anomalies"] if a.startswith("stop signal(s) received")]
+    assert signals, report["anomalies"]
+    assert "SIGINT" in signals[0], signals[0]
+    return report
+
+
+def test_signals_after_the_reset_and_a_burst_during_the_report_give_one_report_and_the_resume(
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    world = make_world()
+    assert world.sb.slack is not None
+    world.sb.slack.fail_next(1, status=429, retry_after=1)
+
+    done = _run_with_signals(
+        world,
+        [
+            (lambda m: m.startswith("rotate: done"), (signal.SIGTERM,)),
+            (_slack_retrying, BURST),
+        ],
+    )
+
+    report = _assert_signalled_run(
+        world,
+        done,
+        outcome=Outcome.FAILED_AFTER_RESET,
+        resets=1,
+        slack=("FAILED after the key reset", "Resume"),
+    )
+    assert done.returncode == 1
+    assert "never resets again" in (report["resume_command"] or "")
+    key = world.current_key()
+    again = world.run()
+    assert again.outcome is Outcome.SUCCEEDED, again.error
+    assert world.resets == 1
+    assert world.current_key() == key
+
+
+def test_signals_before_the_reset_and_a_burst_during_the_report_give_one_aborted_report(
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    world = make_world()
+    old = world.current_key()
+    assert world.sb.slack is not None
+    world.sb.slack.fail_next(1, status=429, retry_after=1)
+
+    done = _run_with_signals(
+        world,
+        [
+            (lambda m: m.startswith("lock: done"), (signal.SIGINT,)),
+            (_slack_retrying, BURST),
+        ],
+    )
+
+    report = _assert_signalled_run(
+        world, done, outcome=Outcome.ABORTED, resets=0, slack=("aborted",)
+    )
+    assert done.returncode == 3
+    assert report["resume_command"] is None
+    assert world.current_key() == old
+
+
+def test_a_burst_of_signals_while_a_finished_run_reports_keeps_its_outcome_and_its_report(
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    world = make_world()
+    assert world.sb.slack is not None
+    world.sb.slack.fail_next(1, status=429, retry_after=1)
+
+    done = _run_with_signals(world, [(_slack_retrying, BURST)])
+
+    _assert_signalled_run(
+        world, done, outcome=Outcome.SUCCEEDED, resets=1, slack=("rotated and verified",)
+    )
+    assert done.returncode == 0
+    world.sb.wait_for(lambda: world.converged_on(world.current_key()), timeout=15)
 
 
 # --- class 6: the report is always complete ----------------------------------------------------
