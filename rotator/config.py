@@ -382,15 +382,66 @@ def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names the same key twice (``problem_mark``: the second, ``first_mark``: the
+    first). YAML says a mapping's keys are unique; PyYAML's safe_load lets the last one win."""
+
+    def __init__(self, key: object, first: yaml.Mark, again: yaml.Mark) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key = key
+        self.first_mark = first
+        self.problem_mark = again
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a repeated key: an environment listed twice would
+    otherwise silently replace the first (YAML 1.2.2 section 3.2.1.1: the keys of a mapping
+    are unique; go-yaml v3 refuses them too, "mapping key already defined"). A key that a
+    merge (``<<``) brings in may be overridden: that is what merging is for."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # unhashable: the constructor below says so
+                continue
+            if first is not None:
+                raise DuplicateKeyError(key, first.start_mark, key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys (``DuplicateKeyError``)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _yaml_error(source: object, exc: yaml.YAMLError) -> ConfigError:
+    if isinstance(exc, DuplicateKeyError):
+        again, first = exc.problem_mark, exc.first_mark
+        return ConfigError(
+            f"{source}: duplicate key {exc.key!r} at line {again.line + 1}, column "
+            f"{again.column + 1} (first at line {first.line + 1}): the second would silently "
+            "replace the first; remove or rename one"
+        )
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return ConfigError(f"{source} is not valid YAML{where}")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``a.b.c=value`` -> (path, YAML-parsed value)."""
     path, sep, raw = text.partition("=")
     if not sep or not path.strip():
         raise ConfigError(f"--set takes PATH=VALUE (e.g. git.branch=main), got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = load_yaml(raw) if raw else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {path}: value is not valid YAML") from exc
+        raise _yaml_error(f"--set {path}", exc) from None
     return path.strip(), value
 
 
@@ -399,7 +450,11 @@ def _env_overrides(environ: Mapping[str, str]) -> list[tuple[str, Any]]:
     for name, raw in sorted(environ.items()):
         if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
             path = ".".join(p.lower() for p in name[len(ENV_PREFIX) :].split("__"))
-            out.append((path, yaml.safe_load(raw) if raw else ""))
+            try:
+                value = load_yaml(raw) if raw else ""
+            except yaml.YAMLError as exc:
+                raise _yaml_error(f"environment variable {name}", exc) from None
+            out.append((path, value))
     return out
 
 
@@ -470,11 +525,9 @@ def load_config(
     except OSError as exc:
         raise ConfigError(f"cannot read config file {source}: {exc.strerror}") from None
     try:
-        tree = yaml.safe_load(text) or {}
+        tree = load_yaml(text) or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{source} is not valid YAML{where}") from None
+        raise _yaml_error(source, exc) from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of settings")
     for opath, value in [*_env_overrides(environ), *(parse_override(o) for o in overrides)]:

@@ -171,3 +171,44 @@ def test_config_check_exits_two_on_a_bad_file(
     err = capsys.readouterr().err
     assert "environments: required" in err
     assert "git.remote: required" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line", "first"),
+    [
+        ("environments:\n  prod: {}\n  prod: {}\n", "prod", 3, 2),
+        ("git:\n  branch: main\n  remote: x\n  branch: release\n", "branch", 4, 2),
+        ("lock: {name: a, name: b}\n", "name", 1, 1),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_both_lines(
+    tmp_path: Path, text: str, key: str, line: int, first: int
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    message = str(caught.value)
+    assert f"duplicate key {key!r} at line {line}," in message
+    assert f"(first at line {first})" in message
+    assert str(path) in message
+
+
+def test_a_key_a_merge_brings_in_may_be_overridden(tmp_path: Path) -> None:
+    from rotator.config import load_yaml
+
+    tree = load_yaml("base: &b {a: 1, b: 2}\nchild:\n  <<: *b\n  b: 3\n")
+    assert tree["child"] == {"a": 1, "b": 3}
+
+
+def test_a_duplicate_key_in_a_set_value_or_an_env_override_is_refused_too(tmp_path: Path) -> None:
+    from rotator.config import parse_override
+
+    with pytest.raises(ConfigError, match=r"--set lock: duplicate key 'name' at line 1"):
+        parse_override("lock={name: a, name: b}")
+    path = tmp_path / "c.yaml"
+    path.write_text("{}\n")
+    with pytest.raises(ConfigError, match="environment variable ROTATOR__LOCK: duplicate key"):
+        load_config(path, environ={"ROTATOR__LOCK": "{name: a, name: b}"})
+    with pytest.raises(ConfigError, match="environment variable ROTATOR__LOCK is not valid YAML"):
+        load_config(path, environ={"ROTATOR__LOCK": "{unclosed"})

@@ -12,6 +12,10 @@ released and the outcome's exit code (a real ``python -m rotator run`` subproces
 are sent when its log shows the moment). Slack answers the first post 429 (Retry-After 1 s), so
 the burst of signals lands while the report is being delivered.
 
+Class 3 (second half), every input checked before the point of no return: a key listed twice
+in the YAML config (an environment copied and not renamed) is refused, naming both lines,
+instead of the second silently replacing the first.
+
 Class 6, the report is always complete: every anomaly the run saw (a retried push, a throttled
 check, a Lease someone else took) is in the report and its renderings, not only in the log.
 """
@@ -19,7 +23,10 @@ check, a Lease someone else took) is in the report and its renderings, not only 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -287,6 +294,43 @@ def test_a_burst_of_signals_while_a_finished_run_reports_keeps_its_outcome_and_i
     )
     assert done.returncode == 0
     world.sb.wait_for(lambda: world.converged_on(world.current_key()), timeout=15)
+
+
+# --- class 3: a duplicate key in the config is refused, naming the line -----------------------
+
+
+def test_an_environment_listed_twice_in_the_config_is_refused_naming_both_lines(
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    world = make_world()
+    seed_head = world.head()
+    lines = world.sb.config_path.read_text().splitlines(keepends=True)
+    first = lines.index("  preview:\n")
+    block = lines[first : lines.index("  prod:\n")]
+    end = lines.index("git:\n")
+    # A copy of preview's block pasted after prod's, its name left as it was.
+    lines[end:end] = block
+    path = world.tmp / "twice.yaml"
+    path.write_text("".join(lines))
+    command = [sys.executable, "-m", "rotator", "--config", str(path), "run"]
+
+    done = subprocess.run(
+        command,
+        cwd=world.tmp,
+        env={**os.environ, **world.environ()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert f"duplicate key 'preview' at line {end + 1}" in done.stderr, done.stderr
+    assert f"(first at line {first + 1})" in done.stderr, done.stderr
+    assert str(path) in done.stderr
+    assert world.resets == 0
+    assert world.head() == seed_head
+    assert world.slack_payloads() == [], "no run, no Slack report"
 
 
 # --- class 6: the report is always complete ----------------------------------------------------
