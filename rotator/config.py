@@ -219,6 +219,9 @@ class SlackConfig(_Model):
     enabled: bool = True
     webhook_url: SecretSource = SecretSource(env="ROTATOR_SLACK_WEBHOOK_URL")
     mention_on_failure: str | None = None
+    # The whole post, retries included, ends within this many seconds: a webhook that trickles
+    # its answer byte by byte must not hold the run's exit (the report is already on stdout).
+    deadline_s: Annotated[float, Field(gt=0, le=600)] = 30
 
 
 class KubernetesConfig(_Model):

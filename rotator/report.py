@@ -244,13 +244,75 @@ def to_json_text(report: RunReport) -> str:
     return json.dumps(to_json(report), indent=2, sort_keys=True)
 
 
-def _mrkdwn(text: str, limit: int = 2900) -> str:
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+# Block Kit's limits (api.slack.com/reference/block-kit/blocks): 50 blocks per message, 3000
+# characters of section text, 2000 per field and at most 10 fields, 150 of header text.
+SLACK_MAX_BLOCKS = 50
+SLACK_SECTION_TEXT = 3000
+SLACK_FIELD_TEXT = 2000
+SLACK_HEADER_TEXT = 150
+
+
+def _escape(text: str) -> str:
+    """Slack's mrkdwn control characters (api.slack.com/reference/surfaces/formatting)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _mrkdwn(text: str, limit: int = SLACK_SECTION_TEXT) -> str:
+    """Escape, then truncate to ``limit`` with a marker that says how much was cut."""
+    text = _escape(text)
+    if len(text) <= limit:
+        return text
+    marker = f"... ({len(text) - limit} more chars in the job's log)"
+    return _cut(text, limit - len(marker)) + marker
+
+
+def _cut(text: str, limit: int) -> str:
+    """The longest prefix of at most ``limit`` characters that ends outside an ``&...;``."""
+    head = text[:limit]
+    amp = head.rfind("&")
+    if amp != -1 and ";" not in head[amp:]:
+        head = head[:amp]
+    return head
+
+
+def _chunks(text: str, limit: int) -> list[str]:
+    """Escaped ``text`` split into pieces of at most ``limit``, at a line or word break when
+    there is one: nothing is dropped (for the lines that must never be truncated)."""
+    text = _escape(text)
+    pieces: list[str] = []
+    while len(text) > limit:
+        head = _cut(text, limit)
+        brk = max(head.rfind("\n"), head.rfind(" "))
+        if brk > limit // 2:
+            head = head[: brk + 1]
+        pieces.append(head)
+        text = text[len(head) :]
+    pieces.append(text)
+    return pieces
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _whole_sections(label: str, text: str, *, code: bool = False) -> list[dict[str, Any]]:
+    """``label`` and all of ``text`` in as many sections as it takes (never truncated)."""
+    fence = "```" if code else ""
+    room = SLACK_SECTION_TEXT - len(label) - 2 - 2 * len(fence)
+    pieces = _chunks(text, room)
+    return [
+        _section(f"{label if i == 0 else ''}\n{fence}{piece}{fence}".lstrip("\n"))
+        for i, piece in enumerate(pieces)
+    ]
 
 
 def to_slack(report: RunReport, *, mention: str | None = None) -> dict[str, Any]:
-    """PURE: one Block Kit message for the run (Slack incoming webhook payload)."""
+    """PURE: one Block Kit message for the run (Slack incoming webhook payload).
+
+    What to do comes first and whole: *Broken now* and *Resume* are never truncated (split
+    over several sections if they are long); the error, the fields and the step list are
+    truncated to Block Kit's limits instead, with the full text in the job's log.
+    """
     title = headline(report)
     failed = report.outcome in (Outcome.FAILED_AFTER_RESET, Outcome.FAILED)
     prefix = f"{mention} " if mention and failed else ""
@@ -264,50 +326,49 @@ def to_slack(report: RunReport, *, mention: str | None = None) -> dict[str, Any]
         fields.append(f"*Commit*\n`{report.commit[:12]}`")
     if report.fingerprints:
         fields.append("*Key*\n" + "\n".join(_fingerprint_lines(report)))
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
+    header = {"type": "header", "text": {"type": "plain_text", "text": title[:SLACK_HEADER_TEXT]}}
+    must: list[dict[str, Any]] = []
+    if report.broken_now:
+        must += _whole_sections("*Broken now:*", report.broken_now)
+    if report.resume_command:
+        must += _whole_sections("*Resume:*", report.resume_command, code=True)
+    rest: list[dict[str, Any]] = []
+    if report.error:
+        rest.append(_section(_mrkdwn(f"*Error:* {report.error}")))
+    rest.append(
         {
             "type": "section",
-            "fields": [{"type": "mrkdwn", "text": _mrkdwn(f, 1900)} for f in fields[:10]],
-        },
-    ]
-    if report.error or report.broken_now or report.resume_command:
-        problem = []
-        if report.error:
-            problem.append(f"*Error:* {report.error}")
-        if report.broken_now:
-            problem.append(f"*Broken now:* {report.broken_now}")
-        if report.resume_command:
-            problem.append(f"*Resume:* `{report.resume_command}`")
-        blocks.append(
-            {"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn("\n".join(problem))}}
-        )
+            "fields": [
+                {"type": "mrkdwn", "text": _mrkdwn(f, SLACK_FIELD_TEXT - 100)} for f in fields[:10]
+            ],
+        }
+    )
     if report.anomalies:
         text = "*Anomalies*\n" + "\n".join(f"• {a}" for a in report.anomalies)
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn(text)}})
+        rest.append(_section(_mrkdwn(text)))
     step_lines = [
         f"{_SLACK_ICONS[r.status]} {STEP_TITLES[r.step]}{f' [{r.env}]' if r.env else ''} "
         f"({_fmt_s(r.duration_s)}) {r.detail}"
         for r in report.steps
     ]
-    blocks.append(
-        {"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn("\n".join(step_lines))}}
-    )
-    blocks.append(
-        {
-            "type": "context",
-            "elements": [
-                {
-                    "type": "mrkdwn",
-                    "text": _mrkdwn(
-                        f"rotator · started {report.started_at.isoformat(timespec='seconds')} · "
-                        f"took {report.duration_s:.0f}s",
-                        300,
-                    ),
-                }
-            ],
-        }
-    )
+    rest.append(_section(_mrkdwn("\n".join(step_lines) or "-")))
+    context = {
+        "type": "context",
+        "elements": [
+            {
+                "type": "mrkdwn",
+                "text": _mrkdwn(
+                    f"rotator · started {report.started_at.isoformat(timespec='seconds')} · "
+                    f"took {report.duration_s:.0f}s",
+                    300,
+                ),
+            }
+        ],
+    }
+    # The block budget goes to what must be whole first; what does not fit is dropped from
+    # the end of the optional blocks (the error stays as long as there is any room).
+    room = SLACK_MAX_BLOCKS - 2 - len(must)
+    blocks = [header, *must, *rest[: max(room, 0)], context]
     return {"text": f"{prefix}{title} ({report.outcome.value})", "blocks": blocks}
 
 

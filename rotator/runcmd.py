@@ -80,13 +80,19 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
     from rotator.clients.pushgateway import push_report
     from rotator.runner import run_once
 
-    # Kubernetes stops a Job's pod with SIGTERM (as PID 1 it would otherwise be ignored until
-    # the SIGKILL): like Ctrl-C, the first stops the run, which releases its Lease and reports;
-    # no later signal cuts the report short (rotator/interrupts.py).
+    # Kubernetes stops a Job's pod with SIGTERM (tini, PID 1 in the image, passes it on): like
+    # Ctrl-C, the first stops the run, which releases its Lease and reports; no later signal
+    # cuts the report short (rotator/interrupts.py).
     signals = StopSignals()
     signals.install()
-    report = run_once(config, switches_from_args(args), signals=signals)
-    print_report(report, output=output_of(args))
+    # The report reaches stdout before the Slack post starts: a slow or failing Slack never
+    # delays or hides it. The post's outcome follows as a log line.
+    report = run_once(
+        config,
+        switches_from_args(args),
+        signals=signals,
+        before_slack=lambda pending: print_report(pending, output=output_of(args)),
+    )
     metrics = args.metrics_file or config.metrics.file
     if metrics is not None:
         write_metrics(metrics, report)

@@ -1348,6 +1348,9 @@ class _LeaseKeeper:
                 log.warning("renewing the Lease failed: %s", exc)
 
 
+SLACK_PENDING = "pending (posted after this report)"
+
+
 def run_once(
     config: Config,
     switches: RunSwitches,
@@ -1356,12 +1359,19 @@ def run_once(
     clients: Clients | None = None,
     run_id: str | None = None,
     signals: StopSignals | None = None,
+    before_slack: Callable[[RunReport], None] | None = None,
 ) -> RunReport:
     """One rotation run, reported: the CronJob, CLI and scheduler all come here. ``signals``:
-    the process's SIGTERM/SIGINT handling (the CLI's), so that no signal cuts the report."""
+    the process's SIGTERM/SIGINT handling (the CLI's), so that no signal cuts the report.
+
+    ``before_slack`` gets the finished report (``slack`` still pending) before the Slack post
+    starts: the CLI prints it there, so the report is on stdout whatever Slack does.
+    """
     clock = clock or SystemClock()
     run = Run(config, switches, clock=clock, clients=clients, run_id=run_id, signals=signals)
     report = run.execute()
+    if before_slack is not None:
+        before_slack(replace(report, slack=SLACK_PENDING, anomalies=run.final_anomalies()))
     report = send_report(report, run)
     return replace(report, anomalies=run.final_anomalies())
 

@@ -121,3 +121,61 @@ def test_anomalies_are_listed_in_text_json_and_slack_and_absent_when_there_were_
     assert "  anomalies:\n    push: push attempt 1/3 rejected" in to_text(r)
     assert json.loads(to_json_text(r))["anomalies"] == list(r.anomalies)
     assert "push attempt 1/3 rejected" in json.dumps(to_slack(r))
+
+
+def _slack_texts(payload: dict[str, object]) -> str:
+    blocks = payload["blocks"]
+    assert isinstance(blocks, list)
+    return "\n".join(b["text"]["text"] for b in blocks if b["type"] == "section" and "text" in b)
+
+
+BROKEN = "prod serves a revoked key: align-prod-gateway still runs sha256:000000000000 & <old>"
+RESUME = "kubectl -n rotator create job --from=cronjob/rotator rotator-resume-1 # ROTATOR_ENVS=prod"
+
+
+@pytest.mark.parametrize("error_len", [0, 100, 2_900, 10_000, 100_000])
+def test_broken_now_and_resume_reach_slack_whole_however_long_the_error(error_len: int) -> None:
+    from rotator.sandbox.slack import blocks_error
+
+    failed = report(
+        Outcome.FAILED_AFTER_RESET,
+        error="e" * error_len or None,
+        broken_now=BROKEN,
+        resume_command=RESUME,
+    )
+    payload = to_slack(failed)
+    assert blocks_error(payload["blocks"]) is None
+    text = _slack_texts(payload)
+    assert "*Broken now:*\nprod serves a revoked key" in text
+    assert "sha256:000000000000 &amp; &lt;old&gt;" in text  # escaped, not cut
+    assert f"*Resume:*\n```{RESUME}```" in text
+    # What to do comes before what went wrong.
+    assert text.index("*Resume:*") < text.index("*Error:*") if error_len else True
+
+
+def test_a_broken_now_longer_than_one_section_is_split_not_truncated() -> None:
+    from rotator.sandbox.slack import blocks_error
+
+    broken = " ".join(f"env-{i:04d} runs the revoked key;" for i in range(400))  # ~11k chars
+    payload = to_slack(report(Outcome.FAILED_AFTER_RESET, broken_now=broken, error="x" * 9000))
+    assert blocks_error(payload["blocks"]) is None
+    sections = [
+        b["text"]["text"] for b in payload["blocks"] if b["type"] == "section" and "text" in b
+    ]
+    joined = "".join(s.removeprefix("*Broken now:*\n") for s in sections if "env-" in s)
+    assert joined == broken
+    assert all(len(s) <= 3000 for s in sections)
+
+
+def test_a_truncated_error_says_how_much_was_cut() -> None:
+    payload = to_slack(report(Outcome.FAILED, error="y" * 5000))
+    (error,) = [s for s in _slack_texts(payload).split("\n") if s.startswith("*Error:*")]
+    assert error.endswith("more chars in the job's log)")
+    assert len(error) <= 3000
+
+
+def test_truncation_never_cuts_an_escaped_character_in_half() -> None:
+    payload = to_slack(report(Outcome.FAILED, error="<" * 4000))
+    (error,) = [s for s in _slack_texts(payload).split("\n") if s.startswith("*Error:*")]
+    body = error.removeprefix("*Error:* ").split("...")[0]
+    assert body.replace("&lt;", "") == ""

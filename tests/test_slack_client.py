@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from rotator.clients.http import RetryPolicy
-from rotator.clients.slack import SlackClient
+from rotator.clients.slack import SlackClient, _AbandonableClock, _Abandoned
 from rotator.config import load_config
 from rotator.errors import SlackError
 from rotator.redact import RedactingFilter, Secret, scrub
@@ -32,6 +32,8 @@ class Reply:
     status: int
     body: str
     headers: dict[str, str] = field(default_factory=dict)
+    # Send the body one byte per this many seconds (a server that trickles its answer).
+    trickle_s: float = 0.0
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Receiver:
     replies: list[Reply]
     received: list[dict[str, Any]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    trickled: bool = False  # a trickled answer was sent to its end
 
     @property
     def url(self) -> Secret:
@@ -67,7 +71,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if not reply.trickle_s:
+            self.wfile.write(body)
+            return
+        for i in range(len(body)):
+            if receiver.stop.wait(reply.trickle_s):
+                return
+            self.wfile.write(body[i : i + 1])
+            self.wfile.flush()
+        receiver.trickled = True
 
 
 class _Server(ThreadingHTTPServer):
@@ -82,6 +94,7 @@ def receiver() -> Iterator[Receiver]:
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server.receiver
+    server.receiver.stop.set()
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
@@ -123,6 +136,62 @@ def test_a_200_ok_posts_the_payload_once(
     assert receiver.received == [PAYLOAD]
     assert receiver.paths == [WEBHOOK_PATH]
     assert clock.sleeps == []
+
+
+@pytest.mark.parametrize("body", ["invalid_payload", "no_text", "", "<html>proxy says hi</html>"])
+def test_a_200_whose_body_is_not_ok_is_a_slack_error_and_is_not_retried(
+    client: SlackClient, receiver: Receiver, clock: FakeClock, body: str
+) -> None:
+    # Slack's incoming webhooks answer exactly "ok" for a delivered message.
+    receiver.replies = [Reply(200, body)]
+    with pytest.raises(SlackError, match="HTTP 200 but not 'ok'") as info:
+        client.post(PAYLOAD)
+    assert (info.value.status, info.value.retryable) == (200, False)
+    assert (body or "(empty body)") in str(info.value)
+    assert len(receiver.received) == 1
+    assert clock.sleeps == []
+
+
+def test_invalid_payload_under_a_200_names_the_fix(client: SlackClient, receiver: Receiver) -> None:
+    receiver.replies = [Reply(200, "invalid_payload")]
+    with pytest.raises(SlackError, match="invalid_payload; Slack rejected the message itself"):
+        client.post(PAYLOAD)
+
+
+def test_a_webhook_that_trickles_its_answer_is_abandoned_at_the_deadline(
+    receiver: Receiver, clock: FakeClock
+) -> None:
+    # One byte every 0.5 s: no socket read ever waits the 5 s read timeout, so only a deadline
+    # for the whole answer ends the post. The server would need 60 s for the body.
+    receiver.replies = [Reply(200, "ok" + " " * 118, trickle_s=0.5)]
+    with (
+        SlackClient(
+            webhook_url=receiver.url,
+            timeout=(5, 5),
+            retry=RetryPolicy(attempts=3),
+            deadline_s=1,
+            clock=clock,
+        ) as slack,
+        pytest.raises(SlackError, match=r"no whole answer within 1s \(slack.deadline_s\)") as info,
+    ):
+        slack.post(PAYLOAD)
+    assert info.value.retryable
+    assert not receiver.trickled  # given up on while the server was still sending
+    assert len(receiver.received) == 1
+    assert clock.sleeps == []
+
+
+def test_an_abandoned_post_starts_no_further_attempt() -> None:
+    # The worker's retries sleep on this clock: once the caller gave up, the sleep before the
+    # next attempt ends the worker instead of posting again.
+    abandoned = threading.Event()
+    inner = FakeClock()
+    wrapped = _AbandonableClock(inner, abandoned)
+    wrapped.sleep(1)  # still wanted: sleeps and returns
+    abandoned.set()
+    with pytest.raises(_Abandoned):
+        wrapped.sleep(2)
+    assert inner.sleeps == [1, 2]
 
 
 def test_invalid_blocks_is_a_slack_error_with_the_fix_and_is_not_retried(

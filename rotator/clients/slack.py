@@ -11,13 +11,23 @@ may have been delivered, and the retry then shows the report twice). A duplicate
 acceptable; a lost one is not, so ``post`` is sent with ``idempotent=True``: connection errors,
 timeouts and 5xx are retried, 429 waits for ``Retry-After`` (all in the helper, bounded).
 Slack's 4xx answers (``invalid_blocks``, ``no_text``, ``no_service``, ``invalid_token``, ...)
-are final and raise ``SlackError`` with Slack's error string and the fix.
+are final and raise ``SlackError`` with Slack's error string and the fix. So is a 200 whose body
+is not ``ok``: a webhook answers ``ok`` for a delivered message and nothing else (Slack's
+"Handling errors" for incoming webhooks), so ``invalid_payload`` or any other body under a 200
+(a proxy's error page, a legacy endpoint's answer) means the report did not arrive.
+
+Deadline: the whole post, retries included, ends within ``slack.deadline_s``. ``requests``
+bounds each socket read, not the answer: a server that trickles a byte every few seconds would
+hold the post (and the run's exit) for as long as it likes. The post therefore runs in a
+worker thread that the caller waits for at most the deadline; after it the post is abandoned
+(the worker starts no further attempt and logs nothing) and ``SlackError`` says so.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
@@ -25,7 +35,7 @@ from urllib.parse import urlsplit
 import requests
 
 from rotator.clients.http import RetryPolicy, request, truncate
-from rotator.clock import Clock
+from rotator.clock import Clock, SystemClock
 from rotator.config import is_loopback
 from rotator.errors import SlackError
 from rotator.redact import Secret, register, scrub
@@ -37,6 +47,8 @@ log = logging.getLogger(__name__)
 
 WHAT: Final = "post the report to Slack"
 DEFAULT_RETRY: Final = RetryPolicy()
+DEFAULT_DEADLINE_S: Final = 30.0
+OK_ANSWER: Final = "ok"
 
 _FIX_PAYLOAD = (
     "Slack rejected the message itself, a rotator bug: the same report is in the job's log "
@@ -98,6 +110,30 @@ def _check_webhook_url(webhook_url: Secret) -> None:
         )
 
 
+class _Abandoned(Exception):
+    """The caller stopped waiting for the post: start no further attempt."""
+
+
+class _AbandonableClock:
+    """The request helper's clock for the worker: a retry's sleep ends the post once the
+    caller has given up, so an abandoned post never sends another attempt."""
+
+    def __init__(self, inner: Clock, abandoned: threading.Event) -> None:
+        self._inner = inner
+        self._abandoned = abandoned
+
+    def monotonic(self) -> float:
+        return self._inner.monotonic()
+
+    def now(self) -> Any:
+        return self._inner.now()
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+        if self._abandoned.is_set():
+            raise _Abandoned
+
+
 class SlackClient:
     def __init__(
         self,
@@ -105,6 +141,7 @@ class SlackClient:
         webhook_url: Secret,
         timeout: tuple[float, float],
         retry: RetryPolicy = DEFAULT_RETRY,
+        deadline_s: float = DEFAULT_DEADLINE_S,
         clock: Clock | None = None,
         session: requests.Session | None = None,
     ) -> None:
@@ -113,7 +150,8 @@ class SlackClient:
         self._url = webhook_url
         self._timeout = timeout
         self._retry = retry
-        self._clock = clock
+        self._deadline_s = deadline_s
+        self._clock: Clock = clock or SystemClock()
         self._owns_session = session is None
         self._session = session or requests.Session()
 
@@ -133,11 +171,13 @@ class SlackClient:
             webhook_url=url,
             timeout=(config.timeouts.connect_s, config.timeouts.read_s),
             retry=RetryPolicy(attempts=config.timeouts.attempts),
+            deadline_s=config.slack.deadline_s,
             clock=clock,
         )
 
     def post(self, payload: Mapping[str, Any]) -> None:
-        """POST the message JSON; SlackError (with Slack's error string and the fix) if refused.
+        """POST the message JSON; SlackError (with Slack's error string and the fix) if refused,
+        if Slack answers anything but ``ok``, or if no whole answer came within the deadline.
 
         Last line of defence: a registered secret value in the payload is replaced by its
         fingerprint (and logged) rather than sent; the report still goes out.
@@ -146,6 +186,34 @@ class SlackClient:
         clean = scrub(body)
         if clean != body:
             log.error("the Slack payload held a secret value: sending it with the value masked")
+        abandoned = threading.Event()
+        done = threading.Event()
+        result: list[BaseException | None] = []
+
+        def send() -> None:
+            try:
+                self._send(clean.encode(), _AbandonableClock(self._clock, abandoned))
+                result.append(None)
+            except BaseException as exc:  # handed to the caller's thread, raised there
+                result.append(exc)
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=send, name="rotator-slack", daemon=True)
+        worker.start()
+        if not done.wait(self._deadline_s):
+            abandoned.set()
+            raise SlackError(
+                f"{WHAT}: no whole answer within {self._deadline_s:g}s (slack.deadline_s), "
+                "post abandoned; the report is in the job's log and stdout",
+                retryable=True,
+            )
+        (error,) = result
+        if error is not None:
+            raise error
+        log.info("posted the report to Slack")
+
+    def _send(self, data: bytes, clock: Clock) -> None:
         response = request(
             self._session,
             "POST",
@@ -157,18 +225,20 @@ class SlackClient:
             # report is acceptable, a lost one is not (see the module docstring).
             idempotent=True,
             retry=self._retry,
-            clock=self._clock,
-            data=clean.encode(),
+            clock=clock,
+            data=data,
             headers={"Content-Type": "application/json; charset=utf-8"},
             describe_error=describe_slack_error,
         )
-        answer = response.text.strip()
-        if answer != "ok":
-            log.warning(
-                "Slack accepted the report but answered %r (expected 'ok')", truncate(answer, 80)
+        if response.text.strip() != OK_ANSWER:
+            # A webhook answers exactly "ok" for a delivered message; anything else under a
+            # 200 (Slack's own invalid_payload, a proxy's page) is a report that did not arrive.
+            raise SlackError(
+                f"{WHAT}: HTTP {response.status_code} but not 'ok': "
+                f"{describe_slack_error(response)}",
+                retryable=False,
+                status=response.status_code,
             )
-        else:
-            log.info("posted the report to Slack")
 
     def close(self) -> None:
         if self._owns_session:
