@@ -1,4 +1,4 @@
-"""PURE: the run report and its renderings (text, JSON, Slack Block Kit, Prometheus).
+"""PURE: the run report and its renderings (text, JSON, Slack Block Kit; metrics: ``metrics``).
 
 The runner fills a ``RunReport``; nothing here does I/O. Reports hold fingerprints, never keys.
 """
@@ -131,6 +131,10 @@ class RunReport:
     # Everything unusual the run saw and got past (a retried request or push, a lost Lease, a
     # failed poll), in the order seen: the report is complete without the log.
     anomalies: tuple[str, ...] = ()
+    # A new key ended this run rolled out and verified (reset here or by the run it resumed).
+    rotated: bool = False
+    # PostHog project id -> when its current key was set (the reset, or the rotation commit).
+    key_since: Mapping[str, datetime] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -230,6 +234,7 @@ def to_json(report: RunReport) -> dict[str, Any]:
     data["started_at"] = report.started_at.isoformat()
     data["finished_at"] = report.finished_at.isoformat()
     data["reset_at"] = report.reset_at.isoformat() if report.reset_at else None
+    data["key_since"] = {k: v.isoformat() for k, v in report.key_since.items()}
     data["steps"] = [
         {**asdict(s), "step": s.step.value, "status": s.status.value} for s in report.steps
     ]
@@ -370,49 +375,3 @@ def to_slack(report: RunReport, *, mention: str | None = None) -> dict[str, Any]
     room = SLACK_MAX_BLOCKS - 2 - len(must)
     blocks = [header, *must, *rest[: max(room, 0)], context]
     return {"text": f"{prefix}{title} ({report.outcome.value})", "blocks": blocks}
-
-
-def to_prometheus(report: RunReport, *, previous_success_ts: float | None = None) -> str:
-    """PURE: Prometheus text exposition of one run (for a textfile collector or Pushgateway)."""
-    succeeded = report.outcome is Outcome.SUCCEEDED
-    finished = report.finished_at.timestamp()
-    last_success = finished if succeeded else previous_success_ts
-    out = [
-        "# HELP rotator_last_run_timestamp_seconds When the last rotation run finished.",
-        "# TYPE rotator_last_run_timestamp_seconds gauge",
-        f"rotator_last_run_timestamp_seconds {finished:.3f}",
-        "# HELP rotator_last_run_outcome 1 for the outcome of the last run, 0 for the others.",
-        "# TYPE rotator_last_run_outcome gauge",
-    ]
-    out += [
-        f'rotator_last_run_outcome{{outcome="{o.value}"}} {int(o is report.outcome)}'
-        for o in Outcome
-    ]
-    out += [
-        "# HELP rotator_last_run_exit_code Exit code of the last run.",
-        "# TYPE rotator_last_run_exit_code gauge",
-        f"rotator_last_run_exit_code {int(report.exit_code)}",
-        "# HELP rotator_last_run_duration_seconds Wall time of the last run.",
-        "# TYPE rotator_last_run_duration_seconds gauge",
-        f"rotator_last_run_duration_seconds {report.duration_s:.3f}",
-        "# HELP rotator_step_duration_seconds Wall time of each step in the last run.",
-        "# TYPE rotator_step_duration_seconds gauge",
-    ]
-    out += [
-        f'rotator_step_duration_seconds{{step="{step}"}} {secs:.3f}'
-        for step, secs in sorted(report.step_durations().items())
-    ]
-    if report.dark_window_s is not None:
-        out += [
-            "# HELP rotator_dark_window_seconds From the reset to the last pod Ready on the "
-            "new key.",
-            "# TYPE rotator_dark_window_seconds gauge",
-            f"rotator_dark_window_seconds {report.dark_window_s:.3f}",
-        ]
-    if last_success is not None:
-        out += [
-            "# HELP rotator_last_success_timestamp_seconds When a rotation last succeeded.",
-            "# TYPE rotator_last_success_timestamp_seconds gauge",
-            f"rotator_last_success_timestamp_seconds {last_success:.3f}",
-        ]
-    return "\n".join(out) + "\n"

@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
 from rotator.config import Config, RunSwitches
 from rotator.errors import ExitCode
 from rotator.interrupts import StopSignals, finish
-from rotator.report import RunReport, to_json, to_json_text, to_prometheus, to_text
+from rotator.report import RunReport, to_json, to_json_text, to_text
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +55,20 @@ def print_report(report: RunReport, *, as_json: bool = False, output: str | None
     sys.stdout.flush()
 
 
-_SUCCESS = re.compile(r"^rotator_last_success_timestamp_seconds ([0-9.]+)$", re.M)
-
-
 def write_metrics(path: Path, report: RunReport) -> None:
-    """Write the Prometheus textfile atomically, keeping the last success time across runs."""
-    previous = None
+    """Write the Prometheus textfile atomically, carrying counters and the last success and
+    rotation times over from the file the previous run wrote."""
+    from prometheus_client import write_to_textfile
+
+    from rotator.metrics import carry_over, parse, registry_for
+
     try:
-        match = _SUCCESS.search(path.read_text())
-        previous = float(match.group(1)) if match else None
-    except OSError:
-        pass
-    text = to_prometheus(report, previous_success_ts=previous)
+        previous = parse(path.read_text())
+    except (OSError, UnicodeDecodeError):
+        previous = parse("")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".rotator-metrics-")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    Path(tmp).replace(path)
+    # write_to_textfile writes a temporary file beside it and renames it over the old one.
+    write_to_textfile(str(path), registry_for(report, carry_over(previous, report)))
 
 
 def run_command(args: argparse.Namespace, config: Config) -> int:

@@ -131,6 +131,7 @@ class _GroupState:
     # Why this project's old key is already dead (a rotation of an earlier run is in flight):
     # then no outcome of this run may say "nothing changed". None once completed and verified.
     in_flight: str | None = None
+    key_since: datetime | None = None  # when PostHog's current key was set, where known
 
 
 class Run:
@@ -706,6 +707,7 @@ class Run:
         group.project = self._read_project(group.project_id)
         group.key = group.project.api_token
         obs = self._observe(group)
+        group.key_since = obs.last_rotation_at
         plan = decide(
             obs,
             no_reset=self.switches.no_reset,
@@ -817,6 +819,7 @@ class Run:
             self.changed = True
             group.project = project
             group.key = project.api_token
+            group.key_since = group.reset_at
             notes.append(f"{old.fingerprint} -> {group.key.fingerprint}")
 
     def _read_back(self, project_id: ProjectId) -> Project:
@@ -1281,6 +1284,12 @@ class Run:
             ),
             plan=tuple(scrub(p) for p in self.plan_lines),
             anomalies=self.final_anomalies(),
+            rotated=outcome is Outcome.SUCCEEDED
+            and not self.dry_run
+            and any(g.reset_at or (g.plan and g.plan.resume) for g in self.groups),
+            key_since={}
+            if self.dry_run
+            else {str(g.project_id): g.key_since for g in self.groups if g.key_since},
         )
 
 

@@ -261,6 +261,7 @@ def test_rotator_schedule_runs_one_scheduled_rotation_in_the_sandbox(
     assert "finished: succeeded (exit 0)" in err
     assert "scheduler stopped after 1 run(s)" in err
     text = metrics.read_text()
-    assert 'rotator_last_run_outcome{outcome="succeeded"} 1' in text
+    assert 'rotator_last_run_outcome{outcome="succeeded"} 1.0' in text
+    assert "rotator_last_rotation_timestamp_seconds " in text
     assert "rotator_last_success_timestamp_seconds " in text
     assert "rotator_dark_window_seconds " in text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,6 +48,8 @@ class FakePushgateway:
             self.requests.append((method, path, content_type, body))
             if self.fail_next:
                 return self.fail_next.pop(0), "push failed: fake outage\n"
+            if method == "GET" and path == "/metrics":
+                return 200, self.exposition()
             if not path.startswith("/metrics/job/"):
                 return 404, "not found\n"
             job = path.removeprefix("/metrics/job/")
@@ -58,6 +60,25 @@ class FakePushgateway:
             else:
                 return 405, "method not allowed\n"
             return 200, ""
+
+    def exposition(self) -> str:
+        """``GET /metrics``: every group's samples with the grouping labels ``job`` and
+        ``instance`` added (pushgateway README, "About the job and instance labels")."""
+        out: list[str] = []
+        for job, families in self.groups.items():
+            for lines in families.values():
+                for line in lines:
+                    if line.startswith("#"):
+                        out.append(line)
+                        continue
+                    name, _, rest = (
+                        line.partition("{")
+                        if "{" in line.split()[0]
+                        else (line.split()[0], "", "} " + line.split()[1])
+                    )
+                    extra = f'job="{job}",instance=""'
+                    out.append(f"{name}{{{extra}{',' if not rest.startswith('}') else ''}{rest}")
+        return "\n".join(out) + "\n"
 
     def sample(self, job: str, name: str) -> str | None:
         for line in self.groups.get(job, {}).get(name, []):
@@ -84,7 +105,7 @@ def gateway() -> Iterator[tuple[str, FakePushgateway]]:
             self.end_headers()
             self.wfile.write(payload)
 
-        do_PUT = do_POST = do_DELETE = _serve
+        do_GET = do_PUT = do_POST = do_DELETE = _serve
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -166,8 +187,46 @@ def test_a_failed_run_keeps_the_last_success_time_in_the_gateway(
         bad.finished_at.timestamp()
     )
     outcomes = fake.groups["rotator"]["rotator_last_run_outcome"]
-    assert 'rotator_last_run_outcome{outcome="failed-after-reset"} 1' in outcomes
-    assert 'rotator_last_run_outcome{outcome="succeeded"} 0' in outcomes
+    assert 'rotator_last_run_outcome{outcome="failed-after-reset"} 1.0' in outcomes
+    assert 'rotator_last_run_outcome{outcome="succeeded"} 0.0' in outcomes
+
+
+def test_run_counters_and_the_rotation_time_carry_over_through_the_gateway(
+    gateway: tuple[str, FakePushgateway], tmp_path: Path
+) -> None:
+    # A CronJob pod holds no state between runs: the counts live in the gateway.
+    url, fake = gateway
+    config = _config(tmp_path, url)
+    rotated = replace(run_report(Outcome.SUCCEEDED, finished=T0), rotated=True)
+    adopt = replace(run_report(Outcome.SUCCEEDED, finished=T0 + timedelta(hours=1)), mode="adopt")
+    failed = run_report(Outcome.ABORTED, finished=T0 + timedelta(days=7))
+    for report in (rotated, adopt, failed, failed):
+        assert push_report(config, report)
+    assert [r[0] for r in fake.requests] == ["GET", "POST"] * 4
+    runs = {
+        line.split()[0]: float(line.split()[1])
+        for line in fake.groups["rotator"]["rotator_runs_total"]
+        if not line.startswith("#")
+    }
+    assert runs['rotator_runs_total{outcome="succeeded"}'] == 2
+    assert runs['rotator_runs_total{outcome="aborted-nothing-changed"}'] == 2
+    assert float(fake.sample("rotator", "rotator_last_rotation_timestamp_seconds") or 0) == (
+        T0.timestamp()
+    )
+    assert float(fake.sample("rotator", "rotator_last_success_timestamp_seconds") or 0) == (
+        adopt.finished_at.timestamp()
+    )
+
+
+def test_a_gateway_whose_metrics_cannot_be_read_still_gets_the_push(
+    gateway: tuple[str, FakePushgateway], tmp_path: Path
+) -> None:
+    url, fake = gateway
+    fake.fail_next = [404]  # the GET: a proxy that only forwards pushes
+    assert push_report(config := _config(tmp_path, url), run_report(Outcome.FAILED, finished=T0))
+    assert config.metrics.pushgateway_url
+    assert [r[0] for r in fake.requests] == ["GET", "POST"]
+    assert fake.sample("rotator", "rotator_runs_total") is not None
 
 
 def test_a_transient_failure_is_retried_because_a_push_is_idempotent(

@@ -15,7 +15,6 @@ from rotator.report import (
     StepResult,
     StepStatus,
     to_json_text,
-    to_prometheus,
     to_slack,
     to_text,
 )
@@ -101,16 +100,6 @@ def test_slack_payload_stays_inside_block_kit_limits(outcome: Outcome) -> None:
         for f in block.get("fields", []):
             assert len(f["text"]) <= 2000
         assert len(block.get("fields", [])) <= 10
-
-
-def test_prometheus_metrics_carry_outcome_durations_and_last_success() -> None:
-    text = to_prometheus(report())
-    assert 'rotator_last_run_outcome{outcome="succeeded"} 1' in text
-    assert "rotator_dark_window_seconds 21.500" in text
-    assert "rotator_last_success_timestamp_seconds" in text
-    failed = to_prometheus(report(Outcome.FAILED), previous_success_ts=123.0)
-    assert "rotator_last_success_timestamp_seconds 123.000" in failed
-    assert 'rotator_step_duration_seconds{step="verify"}' in text
 
 
 def test_anomalies_are_listed_in_text_json_and_slack_and_absent_when_there_were_none() -> None:

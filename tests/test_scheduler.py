@@ -288,7 +288,7 @@ def test_metrics_are_written_after_each_run(
     sched = build(schedulers, make_config(tmp_path), FakeRun(), metrics_file=metrics)
     sched.fire(JobKind.ROTATION)
     first = metrics.read_text()
-    assert 'rotator_last_run_outcome{outcome="succeeded"} 1' in first
+    assert 'rotator_last_run_outcome{outcome="succeeded"} 1.0' in first
     assert "rotator_last_success_timestamp_seconds" in first
 
 

@@ -9,6 +9,13 @@ the "no success in N days" alert reads (prometheus/pushgateway README, "POST met
 client libraries call it push-add). A CronJob has no file to carry that time across runs, so
 PUT would erase it on every failure.
 
+Counters and "last time" gauges carry over from run to run through the gateway itself: before
+the push, ``GET {url}/metrics`` reads what the gateway holds (it exposes every group's metrics,
+each sample labelled with its grouping key ``job``: prometheus/pushgateway README, "About the
+job and instance labels") and ``rotator.metrics`` adds this run. When that read fails the push
+still goes out: counters then restart from this run (Prometheus' ``rate`` and ``increase``
+treat a drop as a counter reset) and the missing gauges stay as the gateway has them.
+
 Pushing the same text twice leaves the same state, so the push is sent as an idempotent call
 and retried on transients by ``clients.http.request``.
 """
@@ -81,23 +88,64 @@ def push_metrics(
             http.close()
 
 
+def read_metrics(
+    url: str,
+    *,
+    timeout: tuple[float, float],
+    retry: RetryPolicy = PUSH_RETRY,
+    clock: Clock | None = None,
+    session: requests.Session | None = None,
+) -> str:
+    """The gateway's ``/metrics`` text (every group's samples). Raises ``PushgatewayError``."""
+    own = session is None
+    http = session or requests.Session()
+    try:
+        response = request(
+            http,
+            "GET",
+            f"{url.rstrip('/')}/metrics",
+            what="read the metrics the Pushgateway holds",
+            error=PushgatewayError,
+            timeout=timeout,
+            idempotent=True,
+            retry=retry,
+            clock=clock,
+        )
+        return response.text
+    finally:
+        if own:
+            http.close()
+
+
 def push_report(config: Config, report: RunReport, *, clock: Clock | None = None) -> bool:
     """Push one run's metrics if ``metrics.pushgateway_url`` is set; True when pushed.
 
     Metrics are best effort: a Pushgateway that is down is logged as a warning and never
     changes the run's outcome or exit code.
     """
-    from rotator.report import to_prometheus
+    from rotator.metrics import Carried, carry_over, parse, render
 
     url = config.metrics.pushgateway_url
     if url is None:
         return False
+    timeout = (config.timeouts.connect_s, config.timeouts.read_s)
+    retry = RetryPolicy(attempts=config.timeouts.attempts)
+    try:
+        previous = parse(
+            read_metrics(url, timeout=timeout, retry=retry, clock=clock), job=DEFAULT_JOB
+        )
+    except PushgatewayError as exc:
+        if exc.retryable:  # down after the retries: a push now would only wait as long again
+            log.warning("metrics not pushed: %s", exc)
+            return False
+        log.warning("previous metrics not read (%s): the run counters restart from this run", exc)
+        previous = Carried()
     try:
         push_metrics(
             url,
-            to_prometheus(report),
-            timeout=(config.timeouts.connect_s, config.timeouts.read_s),
-            retry=RetryPolicy(attempts=config.timeouts.attempts),
+            render(report, carry_over(previous, report)),
+            timeout=timeout,
+            retry=retry,
             clock=clock,
         )
     except PushgatewayError as exc:
