@@ -13,7 +13,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bin="${1:-${ROTATOR_TOOLS_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/rotator/tools-bin}}"
 HELM_VERSION="v3.17.3"
-PROMTOOL_VERSION="$(awk '/prometheus\/prometheus /{print $2}' "$here/promtool/go.mod")"
+PROMTOOL_VERSION="$(grep -oE 'github.com/prometheus/prometheus v[0-9.]+' "$here/promtool/go.mod" | awk '{print $2}')"
 if ! command -v go >/dev/null; then
   echo "tools-go: go not found; helm and promtool are not built (their tests skip)" >&2
   exit 0

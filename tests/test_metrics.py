@@ -188,24 +188,24 @@ RULE_TESTS = """
 rule_files: [rules.yaml]
 evaluation_interval: 1m
 tests:
-  - interval: 10m
+  - interval: 4m
     input_series:
-      # scrape time t (minutes from 0): the adopt check moves the success time each time...
+      # scraped every 4 minutes (within the 5 min lookback): the adopt checks keep moving the success time...
       - series: 'rotator_last_success_timestamp_seconds{job="rotator"}'
-        values: '0+600x1400'
+        values: '0+240x3600'
       # ...while the last rotation stays at t=0
       - series: 'rotator_last_rotation_timestamp_seconds{job="rotator"}'
-        values: '0x1400'
+        values: '0x3600'
       - series: 'rotator_key_created_timestamp_seconds{job="rotator",project="12345"}'
-        values: '0x1400'
+        values: '0x3600'
       - series: 'rotator_last_run_outcome{job="rotator",outcome="failed-after-reset"}'
-        values: '0x1400'
+        values: '0x3600'
       - series: 'rotator_runs_total{job="rotator",outcome="failed"}'
-        values: '0x1400'
+        values: '0x3600'
       - series: 'rotator_runs_total{job="rotator",outcome="failed-after-reset"}'
-        values: '0x1400'
+        values: '0x3600'
       - series: 'rotator_runs_total{job="rotator",outcome="inconclusive"}'
-        values: '0x1400'
+        values: '0x3600'
     alert_rule_test:
       - eval_time: 7d
         alertname: PostHogKeyRotationOverdue
