@@ -14,7 +14,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 # Only what the wheel needs (.dockerignore keeps the context to these).
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY rotator ./rotator
 # The wheel is built without its dependencies, then installed with every dependency pinned by
 # constraints.txt: the image runs exactly the versions the test suite ran.
@@ -34,7 +34,8 @@ LABEL org.opencontainers.image.title="rotator" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11-slim-bookworm"
 # git and ssh push the sealed files to the ops repo; procps gives GitPython `pgrep`, which it
-# uses to kill a timed-out git's whole process tree (ssh included). Versions are pinned to
+# uses to kill a timed-out git's whole process tree (ssh included); tini is PID 1 (below).
+# Versions are pinned to
 # bookworm's upstream release with any Debian security revision (`+deb12u*`): an exact
 # revision would stop building as soon as Debian publishes a security fix.
 RUN apt-get update \
@@ -42,6 +43,7 @@ RUN apt-get update \
       git=1:2.39.5-0+deb12u* \
       openssh-client=1:9.2p1-2+deb12u* \
       procps=2:4.0.2-* \
+      tini=0.19.0-1* \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 rotator \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
@@ -60,5 +62,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 # A Job, not a service: there is nothing to probe while it runs, and it exits when done.
 HEALTHCHECK NONE
-ENTRYPOINT ["rotator"]
+# tini is PID 1: it passes SIGTERM on to rotator (which releases its Lease and reports) and
+# reaps the git and ssh processes a timed-out push leaves behind. Without it rotator itself
+# would be PID 1, whose signals the kernel drops unless a handler is installed, and nothing
+# would reap orphaned children.
+ENTRYPOINT ["/usr/bin/tini", "--", "rotator"]
 CMD ["run"]

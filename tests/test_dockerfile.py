@@ -7,6 +7,7 @@ installs into a fresh virtualenv and runs it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -230,7 +231,7 @@ def test_the_runtime_runs_rotator_run_as_uid_10001_with_tmp_as_home() -> None:
     assert env["PATH"].startswith("/opt/venv/bin:")
     entry = [i.args for i in runtime if i.keyword == "ENTRYPOINT"]
     cmd = [i.args for i in runtime if i.keyword == "CMD"]
-    assert entry == ['["rotator"]']
+    assert entry == ['["/usr/bin/tini", "--", "rotator"]']
     assert cmd == ['["run"]']
     # The entry point is the console script, and `run` is a real command.
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
@@ -243,8 +244,31 @@ def test_the_runtime_installs_git_and_ssh_pinned_without_recommends() -> None:
     run = " ".join(i.args for i in runtime if i.keyword == "RUN")
     assert "apt-get install -y --no-install-recommends" in run
     assert "rm -rf /var/lib/apt/lists/*" in run
-    for package in ("git", "openssh-client", "procps"):
+    for package in ("git", "openssh-client", "procps", "tini"):
         assert re.search(rf"\s{package}=\S+", run), f"{package} is not version-pinned"
+
+
+def test_tini_is_pid_1_and_hands_the_signals_to_rotator() -> None:
+    # Debian's tini package installs /usr/bin/tini; "--" ends tini's own options, so the
+    # CronJob's args (["--log-format", "json", "run"]) replace CMD and reach rotator.
+    runtime = stages(read_dockerfile())[1]
+    (entry,) = [json.loads(i.args) for i in runtime if i.keyword == "ENTRYPOINT"]
+    assert entry[:2] == ["/usr/bin/tini", "--"]
+    assert entry[2:] == ["rotator"]
+    run = " ".join(i.args for i in runtime if i.keyword == "RUN")
+    assert re.search(r"\stini=0\.19\.\S+", run)
+
+
+def test_the_license_file_is_apache_2_and_goes_into_the_wheel() -> None:
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text
+    assert "Version 2.0, January 2004" in text
+    assert (
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"] == "Apache-2.0"
+    )
+    assert "LICENSE" in docker_context_files()
+    builder = stages(read_dockerfile())[0]
+    assert any(i.keyword == "COPY" and "LICENSE" in i.args.split() for i in builder)
 
 
 def test_the_image_carries_oci_labels_with_the_package_version() -> None:
@@ -274,7 +298,13 @@ def test_the_build_context_holds_what_the_builder_copies_and_nothing_else() -> N
     assert "rotator/cli.py" in files
     assert "rotator/py.typed" in files
     for path in files:
-        assert path.split("/")[0] in ("pyproject.toml", "README.md", "constraints.txt", "rotator")
+        assert path.split("/")[0] in (
+            "pyproject.toml",
+            "README.md",
+            "LICENSE",
+            "constraints.txt",
+            "rotator",
+        )
         assert "__pycache__" not in path
         assert not path.endswith(".pyc")
 
