@@ -190,7 +190,7 @@ evaluation_interval: 1m
 tests:
   - interval: 4m
     input_series:
-      # scraped every 4 minutes (within the 5 min lookback): the adopt checks keep moving the success time...
+      # scraped every 4 min (inside the 5 min lookback): adopt checks move the success time...
       - series: 'rotator_last_success_timestamp_seconds{job="rotator"}'
         values: '0+240x3600'
       # ...while the last rotation stays at t=0
