@@ -461,6 +461,12 @@ _command(
             default="3.6",
             help="the ArgoCD version the stand-in behaves as, e.g. 2.14 or 3.6 (default: 3.6)",
         ),
+        click.option(
+            "--sealed-secrets-version",
+            default="v0.36.6",
+            help="the sealed-secrets release whose status writing the stand-in follows, e.g. "
+            "v0.24.1 or v0.24.2 (default: v0.36.6)",
+        ),
     ],
 )
 _command(

@@ -132,6 +132,10 @@ class _GroupState:
     # then no outcome of this run may say "nothing changed". None once completed and verified.
     in_flight: str | None = None
     key_since: datetime | None = None  # when PostHog's current key was set, where known
+    # Lower bounds for when ArgoCD applied our SealedSecrets: the push of this run, else the
+    # commit that recorded the key (an Unsealed event after it proves the unseal).
+    pushed_at: datetime | None = None
+    last_rotation_at: datetime | None = None
 
 
 class Run:
@@ -708,6 +712,7 @@ class Run:
         group.key = group.project.api_token
         obs = self._observe(group)
         group.key_since = obs.last_rotation_at
+        group.last_rotation_at = obs.last_rotation_at
         plan = decide(
             obs,
             no_reset=self.switches.no_reset,
@@ -902,6 +907,7 @@ class Run:
             if group.old_fingerprint and group.old_fingerprint != key.fingerprint:
                 message += f", replacing {group.old_fingerprint}"
             message += f".\nSealed by rotator run {self.run_id}."
+            pushing_at = self.clock.now()
             result = self.repo.commit_and_push(
                 files_fn,
                 message=message,
@@ -923,6 +929,7 @@ class Run:
                 return
             self.changed = True
             group.commit = result.sha
+            group.pushed_at = pushing_at
             extra = f" after {result.attempts} attempts (re-applied)" if result.reapplied else ""
             notes.append(f"pushed {result.sha[:12]}{extra}")
 
@@ -1000,6 +1007,7 @@ class Run:
                 cfg.secret_name,
                 fingerprint=key.fingerprint,
                 deadline_s=self.config.waits.unseal_s,
+                applied_after=group.pushed_at or group.last_rotation_at,
             )
             notes.append(f"{cfg.namespace}/{cfg.secret_name} unsealed with {key.fingerprint}")
         with self.step(Step.ROLLOUT, env=env) as notes:

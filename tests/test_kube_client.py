@@ -234,6 +234,37 @@ def test_unseal_status_trusts_only_an_observed_generation_with_our_fingerprint(
     assert words in reason
 
 
+@pytest.mark.parametrize(
+    ("state", "phase", "words"),
+    [
+        # v0.24.2 (#1295): the status of the previous generation, never moved
+        (sealed(observed_generation=3), "done", "is stale: observedGeneration 3"),
+        # --update-status=false: no status at all
+        (sealed(observed_generation=None, synced=None), "done", "is missing"),
+        # <= v0.24.1: the first, failed attempt of the generation stays after the retry
+        (sealed(synced=False, message="etcdserver: timeout"), "done", "failed attempt"),
+        # a decryption failure stays one: the same keys will not open it on a retry
+        (sealed(synced=False, message="no key could decrypt secret"), "failed", "no key could"),
+        # the event is about our spec only once the SealedSecret carries it
+        (sealed(template_fingerprint=OTHER_FP), "waiting", "carries key"),
+    ],
+)
+def test_an_unsealed_event_after_the_apply_overrules_a_stale_or_missing_status(
+    state: SealedSecretState, phase: str, words: str
+) -> None:
+    got, reason = unseal_status(state, FP, unsealed_after_apply=True)
+    assert got == phase
+    assert words in reason
+
+
+def test_one_synced_false_other_than_a_decryption_failure_waits_for_the_controller_s_retries() -> (
+    None
+):
+    got, reason = unseal_status(sealed(synced=False, message="etcdserver: timeout"), FP)
+    assert got == "waiting"
+    assert "retries" in reason
+
+
 def test_sealed_secret_from_reads_status_and_template_fingerprint() -> None:
     state = sealed_secret_from(
         {

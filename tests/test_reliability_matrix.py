@@ -597,7 +597,7 @@ ROWS = [
         1,
         True,
         ("FAILED after the key reset", "Resume"),
-        ("[prod]", "no key of 1 opens this value"),
+        ("[prod]", "no key could decrypt secret (1 keys tried"),
         heal=_nothing,
     ),
     Row(

@@ -450,7 +450,7 @@ def test_a_secret_sealed_for_another_key_fails_with_an_event_and_synced_false(
         what="Synced=False",
     )
     cond = _condition(_get_ss(kube_world), "Synced")
-    assert "no key of 1 opens this value" in cond["message"]
+    assert "no key could decrypt secret (1 keys tried" in cond["message"]
     assert "ErrUnsealFailed" in _event_reasons(kube_world)
     assert kube_world.kube.get(SECRET, "align-preview", "align-posthog") is None
 

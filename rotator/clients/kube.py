@@ -28,7 +28,7 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -132,7 +132,9 @@ def required_rbac(
             RbacRule(SEALED_GROUP, SEALED_PLURAL, ("list", "watch"), why="wait for unseal"),
             RbacRule("apps", "deployments", ("get", "patch"), deployments, "restart, status"),
             RbacRule("apps", "deployments", ("list", "watch"), why="wait for rollout"),
-            RbacRule("", "events", ("list",), why="recent events in error messages"),
+            RbacRule(
+                "", "events", ("list",), why="Unsealed events, recent events in error messages"
+            ),
         ),
         "lock": (
             RbacRule("coordination.k8s.io", "leases", ("get", "update"), lease, "run lock"),
@@ -177,6 +179,7 @@ class SealedSecretState:
     message: str
     template_fingerprint: str | None
     resource_version: str
+    uid: str = ""
 
     @property
     def is_observed(self) -> bool:
@@ -309,6 +312,7 @@ def sealed_secret_from(obj: Mapping[str, Any]) -> SealedSecretState:
         message=message,
         template_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
         resource_version=as_str(dig(obj, "metadata", "resourceVersion")),
+        uid=as_str(dig(obj, "metadata", "uid")),
     )
 
 
@@ -397,14 +401,32 @@ def rollout_status(  # noqa: PLR0911 - a decision table reads best as early retu
 
 
 UnsealPhase = Literal["done", "waiting", "failed"]
+# sealed-secrets pkg/controller/controller.go: the Event reason of a successful unseal.
+UNSEALED_REASON = "Unsealed"
+# sealed-secrets pkg/crypto/crypto.go HybridDecrypt: no key opens the value, and a retry with
+# the same keys cannot either.
+DECRYPTION_FAILURE = "no key could decrypt secret"
 
 
-def unseal_status(state: SealedSecretState | None, fingerprint: str) -> tuple[UnsealPhase, str]:
+def is_decryption_failure(message: str) -> bool:
+    """PURE. Is a ``Synced=False`` message the controller's decryption failure?"""
+    return DECRYPTION_FAILURE in message
+
+
+def unseal_status(  # noqa: PLR0911 - a decision table reads best as early returns
+    state: SealedSecretState | None, fingerprint: str, *, unsealed_after_apply: bool = False
+) -> tuple[UnsealPhase, str]:
     """PURE. Has the controller unsealed the SealedSecret that carries ``fingerprint``?
 
-    The status is trusted only when ``observedGeneration == generation`` (FACTS 3). A
-    ``Synced=False`` fails fast only when it is about our spec (our fingerprint): a failure of
-    the previous spec may still be replaced by ours when ArgoCD applies it.
+    The status is trusted only when ``observedGeneration == generation`` (FACTS 3), and only
+    once our spec (our fingerprint) is there. It can lie or be missing (sealed-secrets
+    pkg/controller/controller.go ``updateSealedSecretStatus``): v0.24.2 never writes
+    ``observedGeneration`` while the condition stays True; <= v0.24.1 keeps a generation's first
+    result, so a failed attempt stays ``Synced=False`` after its retry succeeded; a conflicting
+    status write is never retried; ``--update-status=false`` writes none. So
+    ``unsealed_after_apply`` (the controller's ``Unsealed`` Event newer than the apply of our
+    spec) proves the unseal too. A ``Synced=False`` fails fast only for a decryption failure:
+    the controller retries anything else (up to ``--max-unseal-retries``, 5).
     """
     if state is None:
         return "waiting", "the SealedSecret does not exist yet"
@@ -413,16 +435,59 @@ def unseal_status(state: SealedSecretState | None, fingerprint: str) -> tuple[Un
         return "waiting", (
             f"{name} carries key {state.template_fingerprint or 'unknown'}, not {fingerprint}"
         )
+    if state.is_observed and state.synced is True:
+        return "done", f"{name} unsealed with key {fingerprint}"
+    if state.is_observed and state.synced is False and is_decryption_failure(state.message):
+        return "failed", f"{name} could not be unsealed: {state.message}"
+    if unsealed_after_apply:
+        return "done", (
+            f"{name} unsealed with key {fingerprint} (the controller's Unsealed event; its "
+            f"status {_status_problem(state)})"
+        )
+    if state.is_observed and state.synced is False:
+        return "waiting", (
+            f"{name}: an unseal attempt failed ({state.message or 'no message'}); the "
+            "controller retries it"
+        )
     if not state.is_observed:
         return "waiting", (
             f"{name}: the controller has not observed generation {state.generation} yet "
-            f"(observedGeneration {state.observed_generation})"
+            f"(observedGeneration {state.observed_generation}); waiting for its status or an "
+            "Unsealed event"
         )
-    if state.synced is False:
-        return "failed", f"{name} could not be unsealed: {state.message or 'no message'}"
-    if state.synced is None:
-        return "waiting", f"{name}: no Synced condition yet"
-    return "done", f"{name} unsealed with key {fingerprint}"
+    return "waiting", f"{name}: no Synced condition yet"
+
+
+def _status_problem(state: SealedSecretState) -> str:
+    if state.observed_generation is None and state.synced is None:
+        return "is missing"
+    if not state.is_observed:
+        return f"is stale: observedGeneration {state.observed_generation}, not {state.generation}"
+    return f"still shows a failed attempt: {state.message or 'no message'}"
+
+
+def unsealed_event_at(
+    events: Sequence[Mapping[str, Any]], state: SealedSecretState
+) -> datetime | None:
+    """PURE. The newest ``Unsealed`` Event time about this SealedSecret (its uid: a recreated
+    object's old Events do not count). Core v1 Events carry whole seconds (``lastTimestamp``;
+    ``eventTime``/``series`` only from the events.k8s.io recorder)."""
+    newest: datetime | None = None
+    for event in events:
+        involved = event.get("involvedObject") or {}
+        if event.get("reason") != UNSEALED_REASON or involved.get("kind") != "SealedSecret":
+            continue
+        if state.uid and involved.get("uid") and involved.get("uid") != state.uid:
+            continue
+        moment = parse_time(
+            dig(event, "series", "lastObservedTime")
+            or event.get("lastTimestamp")
+            or event.get("eventTime")
+            or event.get("firstTimestamp")
+        )
+        if moment is not None and (newest is None or moment > newest):
+            newest = moment
+    return newest
 
 
 # --- error translation (the one boundary) ---------------------------------------------------
@@ -487,6 +552,9 @@ class WaitOutcome:
     done: bool = False
     value: Any = None
     reason: str = ""
+    # Not done, and the watched object will not change to say so (e.g. a stale status that
+    # only an Event can overrule): poll after ``poll_interval_s`` instead of watching.
+    poll: bool = False
 
 
 @dataclass
@@ -734,20 +802,40 @@ class Kube:
         return None if obj is None else sealed_secret_from(obj)
 
     def wait_for_unseal(
-        self, namespace: str, name: str, *, fingerprint: str, deadline_s: float
+        self,
+        namespace: str,
+        name: str,
+        *,
+        fingerprint: str,
+        deadline_s: float,
+        applied_after: datetime | None = None,
     ) -> SealedSecretState:
-        """Until the SealedSecret carries ``fingerprint`` in its template, the controller has
-        observed that generation and Synced is True. Synced=False for our spec -> KubeError
-        with the controller's message (fail fast); the deadline -> WaitTimeout("unseal").
+        """Until the SealedSecret carries ``fingerprint`` in its template and the controller
+        has unsealed that spec: ``Synced=True`` for the observed generation, or, where the
+        status lies or is missing (``unseal_status``), an ``Unsealed`` Event newer than the
+        apply. The apply happened after ``applied_after`` (the push of our commit) and after
+        any read of this wait that still showed another key. ``Synced=False`` for our spec with
+        a decryption failure -> KubeError with the controller's message (fail fast); any other
+        failure waits for the controller's retries; the deadline -> WaitTimeout("unseal").
 
         The Secret itself is never read (no RBAC on Secrets): the controller copies the template
-        annotations into it, so Synced for the generation with our fingerprint proves it.
-        RBAC: (bitnami.com, sealedsecrets, get, list, watch); (, events, list) for the message.
+        annotations into it, so an unseal of the spec with our fingerprint proves it.
+        RBAC: (bitnami.com, sealedsecrets, get, list, watch); (, events, list).
         """
+        since = [applied_after]
 
         def check(obj: Json | None) -> WaitOutcome:
             state = None if obj is None else sealed_secret_from(obj)
+            if state is not None and state.template_fingerprint != fingerprint:
+                since[0] = self.clock.now()  # the apply of our spec is still to come
             phase, reason = unseal_status(state, fingerprint)
+            ours = state is not None and state.template_fingerprint == fingerprint
+            if phase == "waiting" and ours and state is not None and since[0] is not None:
+                if not self._unsealed_after(state, since[0]):
+                    # The SealedSecret may not change again (no status write): poll the
+                    # Events rather than wait on a watch that will not fire.
+                    return WaitOutcome(reason=reason, poll=True)
+                phase, reason = unseal_status(state, fingerprint, unsealed_after_apply=True)
             if phase == "failed":
                 events = self.recent_events(namespace, name)
                 extra = f" (events: {'; '.join(events)})" if events else ""
@@ -769,6 +857,12 @@ class Kube:
             deadline_s=deadline_s,
         )
         return state
+
+    def _unsealed_after(self, state: SealedSecretState, since: datetime) -> bool:
+        """An ``Unsealed`` Event about this SealedSecret at or after ``since`` (to the whole
+        second: core v1 Event times have no fraction)."""
+        newest = unsealed_event_at(self._events_about(state.namespace, state.name), state)
+        return newest is not None and newest >= since.replace(microsecond=0)
 
     # -- Deployments --------------------------------------------------------------------
 
@@ -874,9 +968,8 @@ class Kube:
 
     # -- Events -------------------------------------------------------------------------
 
-    def recent_events(self, namespace: str, involved_name: str, *, limit: int = 3) -> list[str]:
-        """The newest few events about an object, as ``Reason: message`` (best effort: any
-        failure gives an empty list, the caller is already reporting an error).
+    def _events_about(self, namespace: str, involved_name: str) -> list[Json]:
+        """The Events about an object (best effort: a failure gives an empty list).
         RBAC: ("", events, list)."""
         try:
             obj = self.read_json(
@@ -891,7 +984,13 @@ class Kube:
         except KubeError as exc:
             log.debug("no events for %s/%s: %s", namespace, involved_name, exc)
             return []
-        items = [i for i in (obj or {}).get("items") or [] if isinstance(i, Mapping)]
+        return [i for i in (obj or {}).get("items") or [] if isinstance(i, dict)]
+
+    def recent_events(self, namespace: str, involved_name: str, *, limit: int = 3) -> list[str]:
+        """The newest few events about an object, as ``Reason: message`` (best effort: any
+        failure gives an empty list, the caller is already reporting an error).
+        RBAC: ("", events, list)."""
+        items = self._events_about(namespace, involved_name)
 
         def when(item: Mapping[str, Any]) -> str:
             return as_str(
@@ -1185,7 +1284,8 @@ class Kube:
             # timeout_seconds is whole seconds: with under one second left, a poll keeps the
             # deadline
             if (
-                watch is not None
+                not outcome.poll
+                and watch is not None
                 and watch_from
                 and deadline.remaining >= 1
                 and watch.key not in self._forbidden()
@@ -1291,7 +1391,7 @@ class Kube:
                     seen.outcome = outcome
                     return seen
                 progress.note(outcome)
-                if deadline.expired:
+                if deadline.expired or outcome.poll:
                     break
         except _WatchGone:
             seen.gone = True

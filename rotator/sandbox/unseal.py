@@ -98,9 +98,11 @@ def unseal_item(
             return _open_with(key, blob, label)
         except UnsealError as exc:
             errors.append(str(exc))
+    # pkg/crypto/crypto.go HybridDecrypt: "no key could decrypt secret" (clients tell a
+    # decryption failure by it); the keys' reasons follow as the stand-in's own detail.
     raise UnsealError(
-        f"no key of {len(private_keys)} opens this value for {namespace}/{name} ({scope}): "
-        + "; ".join(errors or ["no keys"])
+        f"no key could decrypt secret ({len(private_keys)} keys tried for {namespace}/{name}, "
+        f"{scope}: " + "; ".join(errors or ["no keys"]) + ")"
     )
 
 

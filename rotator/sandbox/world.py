@@ -34,7 +34,11 @@ Fault hooks (for the reliability suite), all reversible with ``clear_faults()``:
   behaviour the stand-in follows where 2.x and 3.x differ): ``inject_sync_error(env, msg)``,
   ``inject_degraded(env, msg)``, ``stick_argocd(env)`` (never picks up new commits),
   ``argocd.poll_s`` / ``sync_s``;
-- sealed-secrets: ``sealed.fail_unseal = msg``, ``sealed.unseal_delay_s``,
+- sealed-secrets (``sealed_secrets_version="v0.36.6"``, a constructor setting: the release
+  whose status writing the stand-in follows; v0.24.1 and v0.24.2 lie in different ways. Not
+  ``--update-status=false``: ArgoCD's SealedSecret health check then says Progressing forever,
+  so the world never converges): ``sealed.fail_unseal = msg``,
+  ``sealed.fail_secret_writes = n``, ``sealed.before_status_write``, ``sealed.unseal_delay_s``,
   ``sealed.rotate_key(pair)``;
 - rollout: ``never_ready(env)`` (new pods never Ready -> ProgressDeadlineExceeded after the
   Deployment's ``progressDeadlineSeconds`` x time scale);
@@ -89,12 +93,14 @@ from rotator.sandbox.controllers.deployments import (
     is_ready,
 )
 from rotator.sandbox.controllers.gateway import GatewaySimulator
+from rotator.sandbox.controllers.sealedsecrets import LATEST as SEALED_SECRETS_LATEST
 from rotator.sandbox.controllers.sealedsecrets import (
     PORT_NAME,
     SERVICE_NAME,
     SERVICE_NAMESPACE,
     SealedSecretsController,
 )
+from rotator.sandbox.controllers.sealedsecrets import parse_version as parse_sealed_secrets_version
 from rotator.sandbox.gitremote import GitRemote
 from rotator.sandbox.kubeapi import KubeApiServer
 from rotator.sandbox.posthog import PostHogStandIn, generate_token
@@ -171,10 +177,12 @@ class Sandbox:
         seed: int | None = None,
         previous_rotation: bool = True,
         argocd_version: str = "3.6",
+        sealed_secrets_version: str = SEALED_SECRETS_LATEST,
     ) -> None:
         self.root = Path(root).absolute()
         self.previous_rotation = previous_rotation
         self.argocd_version = argocd_version
+        self.sealed_secrets_version = sealed_secrets_version
         self.timing = timing
         self.replicas = replicas
         self.separate_projects = separate_projects
@@ -275,6 +283,7 @@ class Sandbox:
             self.admin_kubeconfig_path,
             key_pairs=[self.key_pair],
             unseal_delay_s=t.scaled(t.unseal_s),
+            version=self.sealed_secrets_version,
         )
         self.rollout = RolloutController(
             self.admin_kubeconfig_path,
@@ -685,14 +694,20 @@ def describe(sandbox: Sandbox) -> str:
 
 
 def up_command(args: argparse.Namespace) -> int:
-    """``rotator sandbox up [--dir D] [--time-scale X] [--argocd-version V]``: start, print, run
-    until a signal."""
+    """``rotator sandbox up [--dir D] [--time-scale X] [--argocd-version V]
+    [--sealed-secrets-version V]``: start, print, run until a signal."""
     scale = args.time_scale if args.time_scale is not None else FAST.time_scale
     argocd_version = getattr(args, "argocd_version", None) or "3.6"
+    sealed_version = getattr(args, "sealed_secrets_version", None) or SEALED_SECRETS_LATEST
     try:
         parse_version(argocd_version)
     except ValueError as exc:
         print(f"rotator: --argocd-version: {exc}", file=sys.stderr)
+        return 2
+    try:
+        parse_sealed_secrets_version(sealed_version)
+    except ValueError as exc:
+        print(f"rotator: --sealed-secrets-version: {exc}", file=sys.stderr)
         return 2
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="rotator-sandbox-"))
     if (root / "ops.git").exists():
@@ -708,7 +723,12 @@ def up_command(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        sandbox = Sandbox(root, timing=FAST.with_scale(scale), argocd_version=argocd_version)
+        sandbox = Sandbox(
+            root,
+            timing=FAST.with_scale(scale),
+            argocd_version=argocd_version,
+            sealed_secrets_version=sealed_version,
+        )
         # Start-up runs a sync, an unseal and two rollouts: ~40 s of real-world delays.
         sandbox.start(wait_s=max(60.0, 120.0 * scale))
         try:

@@ -284,6 +284,12 @@ class Kube:
             _content_type=MERGE,
         )
 
+    def replace_status(self, kind: Kind, namespace: str, name: str, body: Obj) -> Obj:
+        """PUT the status subresource (``UpdateStatus``); ``body`` carries the resourceVersion
+        it was read at, so a write by anyone since is a 409 Conflict."""
+        body = dict(body, apiVersion=kind.api_version, kind=kind.kind)
+        return self._object_call(kind, "replace", namespace, name, body, suffix="_status")
+
     def delete(self, kind: Kind, namespace: str, name: str) -> bool:
         """Delete; False when it was already gone."""
         try:

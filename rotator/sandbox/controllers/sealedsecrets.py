@@ -4,7 +4,7 @@ Mirrors bitnami-labs/sealed-secrets ``pkg/controller/controller.go`` (``unseal``
 ``updateSealedSecretStatus``) and ``server.go``:
 
 - watches SealedSecrets in every namespace; an update whose spec did not change is suppressed
-  (``sealedSecretChanged``), so status writes do not loop;
+  (``sealedSecretChanged`` compares only the spec), so status writes do not loop;
 - decrypts every item with each private key in turn (``rotator.sandbox.unseal``, an independent
   implementation of ``HybridDecrypt``); on failure: Warning Event ``ErrUnsealFailed``
   "Failed to unseal: <err>" and the ``Synced`` condition False with the error as message;
@@ -13,22 +13,36 @@ Mirrors bitnami-labs/sealed-secrets ``pkg/controller/controller.go`` (``unseal``
   a Secret it does not control is left alone with ``ErrUpdateFailed`` "Resource ... already
   exists and is not managed by SealedSecret";
 - on success: Normal Event ``Unsealed`` "SealedSecret unsealed successfully" and ``Synced``
-  True; the status (``observedGeneration``, conditions with ``lastUpdateTime`` and
-  ``lastTransitionTime``) is written only when the condition's status or the generation changed;
+  True;
+- a failed unseal (decryption or API error) is retried with the workqueue's exponential backoff
+  (5 ms doubling) up to ``max_unseal_retries`` (``--max-unseal-retries``, 5) times, then given up
+  (``processNextItem``: ``NumRequeues(key) < maxRetries``);
+- the status (``updateSealedSecretStatus``) follows ``version``:
+  ``v0.24.1`` and older write it only when ``observedGeneration`` differs from the generation, so
+  the FIRST result of a generation stays (a failed attempt stays ``Synced=False`` after its retry
+  succeeded); ``v0.24.2`` writes it only when the condition's status changes, so
+  ``observedGeneration`` never moves while the condition stays True (#1295); ``v0.24.3`` on
+  (#1360, the default ``v0.36.6``) writes it when the condition or the generation changed;
+  ``update_status=False`` (``--update-status=false``) never writes it;
+- the status is written with ``UpdateStatus`` of the object as read for the unseal (its
+  resourceVersion): if anything wrote the object meanwhile the write conflicts (409), which is
+  only logged and never retried;
 - serves ``GET /v1/cert.pem`` (newest key's cert, ``application/x-pem-file``) and
   ``POST /v1/verify`` (200 when the posted SealedSecret opens, 409 when not) on its own loopback
   port, registered behind the Service ``sealed-secrets-controller`` (kube-system, port ``http``)
   and its Endpoints, so the API server's service proxy reaches it.
 
-Differences from upstream (deliberate, documented): an API error is retried with backoff without
-upstream's limit of 5, while a decryption failure is not retried (upstream retries it 5 times;
-it only matters after a key rotation); no Secret informer (a deleted Secret is not recreated
+Differences from upstream (deliberate, documented): the object is read with a GET when its key
+is worked on (upstream: from the informer's cache); each Event is a new object (upstream's
+recorder aggregates repeats into one Event, ``count`` + 1 and a new ``lastTimestamp``); no
+Secret informer (a deleted Secret is not recreated
 until the SealedSecret's spec changes); keys are renewed only by ``rotate_key()`` (upstream: every
 30 days); template ``data`` (non-secret templated items) is not supported; the status is written
-with a merge patch of the status subresource rather than ``UpdateStatus``.
-
 Fault hooks: ``unseal_delay_s``; ``fail_unseal`` (a message: every unseal fails with it);
-``rotate_key(pair)`` (a new newest key; old keys still decrypt).
+``fail_secret_writes`` (the next N Secret writes fail like an API server error);
+``before_status_write`` (called with the object just before its status is written: another
+writer, e.g. to provoke the conflict); ``rotate_key(pair)`` (a new newest key; old keys still
+decrypt).
 """
 
 from __future__ import annotations
@@ -38,7 +52,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -71,6 +85,28 @@ SUCCESS_UNSEALED = "Unsealed"
 ERR_UNSEAL_FAILED = "ErrUnsealFailed"
 ERR_UPDATE_FAILED = "ErrUpdateFailed"
 MANAGED_ANNOTATION = "sealedsecrets.bitnami.com/managed"
+# The releases whose status writing differs (pkg/controller/controller.go
+# updateSealedSecretStatus at each tag); LATEST behaves like v0.24.3 and every later release.
+V0_24_1, V0_24_2, LATEST = "v0.24.1", "v0.24.2", "v0.36.6"
+VERSIONS = (V0_24_1, V0_24_2, LATEST)
+MAX_UNSEAL_RETRIES = 5  # cmd/controller: --max-unseal-retries default
+
+
+def parse_version(text: str) -> str:
+    """The status behaviour of a sealed-secrets release: ``v0.24.1`` (and older), ``v0.24.2``,
+    or ``v0.36.6`` (v0.24.3 and later). ValueError names the choices."""
+    wanted = text if text.startswith("v") else f"v{text}"
+    try:
+        parts = tuple(int(p) for p in wanted[1:].split("."))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise ValueError(f"not a sealed-secrets version: {text!r} (e.g. {', '.join(VERSIONS)})")
+    if parts <= (0, 24, 1):
+        return V0_24_1
+    if parts == (0, 24, 2):
+        return V0_24_2
+    return LATEST
 
 
 class SealedSecretsController(Controller):
@@ -82,6 +118,9 @@ class SealedSecretsController(Controller):
         *,
         key_pairs: Sequence[ControllerKeyPair],
         unseal_delay_s: float = 0.0,
+        version: str = LATEST,
+        update_status: bool = True,
+        max_unseal_retries: int = MAX_UNSEAL_RETRIES,
     ) -> None:
         super().__init__(kubeconfig)
         if not key_pairs:
@@ -89,7 +128,13 @@ class SealedSecretsController(Controller):
         self._lock = threading.Lock()
         self._pairs = list(key_pairs)
         self.unseal_delay_s = unseal_delay_s
+        self.version = parse_version(version)
+        self.update_status = update_status
+        self.max_unseal_retries = max_unseal_retries
         self.fail_unseal: str | None = None
+        self.fail_secret_writes = 0
+        self.before_status_write: Callable[[Obj], None] | None = None
+        self._requeues: dict[tuple[str, str], int] = {}
         self._specs: dict[tuple[str, str], str] = {}
         self._server: ThreadingHTTPServer | None = None
         self.unsealed = 0
@@ -231,11 +276,10 @@ class SealedSecretsController(Controller):
             self._specs.pop(key, None)  # the Secret goes by garbage collection (ownerReference)
             return
         spec = json.dumps(obj.get("spec"), sort_keys=True)
-        status = obj.get("status") or {}
-        stale = status.get("observedGeneration") != meta(obj).get("generation")
-        if self._specs.get(key) == spec and not stale:
-            return  # "update suppressed, no changes in sealed secret spec"
+        if self._specs.get(key) == spec:
+            return  # sealedSecretChanged: "update suppressed, no changes in spec"
         self._specs[key] = spec
+        self._requeues.pop(key, None)  # a new spec: the workqueue's counter starts again
         self.queue.add(key, after=self.unseal_delay_s)
 
     def can_unseal(self, doc: Obj) -> bool:
@@ -249,15 +293,28 @@ class SealedSecretsController(Controller):
         namespace, name = key
         ss = self.kube.get(SEALED_SECRET, namespace, name)
         if ss is None:
+            self._requeues.pop(key, None)
             return
         err: str | None = None
         try:
             err = self._unseal(ss)
         except Exception as exc:
             err = f"{type(exc).__name__}: {exc}"
-            raise
+            log.warning("sealed-secrets: %s/%s: unseal failed: %s", namespace, name, err)
         finally:
             self._update_status(ss, err)
+        # processNextItem: Forget on success; AddRateLimited while NumRequeues < maxRetries
+        # (the default controller rate limiter: 5 ms doubling per failure); then give up.
+        if err is None:
+            self._requeues.pop(key, None)
+            return
+        requeues = self._requeues.get(key, 0)
+        if requeues < self.max_unseal_retries:
+            self._requeues[key] = requeues + 1
+            self.queue.add(key, after=0.005 * 2**requeues)
+        else:
+            self._requeues.pop(key, None)
+            log.info("sealed-secrets: %s/%s: error updating, giving up: %s", namespace, name, err)
 
     def _unseal(self, ss: Obj) -> str | None:
         """Create or update the Secret; the error message, or None on success."""
@@ -270,6 +327,11 @@ class SealedSecretsController(Controller):
             log.info("sealed-secrets: %s/%s: unseal failed: %s", namespace, name, exc)
             return str(exc)
         desired = self._secret_for(ss, items)
+        if self.fail_secret_writes > 0:
+            self.fail_secret_writes -= 1
+            msg = "Internal error occurred: etcdserver: request timed out"
+            self._event(ss, "Warning", ERR_UPDATE_FAILED, msg)
+            return msg
         current = self.kube.get(SECRET, namespace, name)
         if current is None:
             self.kube.create(SECRET, namespace, desired)
@@ -329,38 +391,34 @@ class SealedSecretsController(Controller):
         }
 
     def _update_status(self, ss: Obj, err: str | None) -> None:
-        """``updateSealedSecretStatus``: write only when the condition or generation changed."""
+        """``updateSealedSecretStatus`` of ``self.version`` (see the module docstring)."""
+        if not self.update_status:
+            return  # --update-status=false: "not updating status because ... not turned on"
         status = dict(ss.get("status") or {})
-        conditions = [dict(c) for c in status.get("conditions") or []]
-        cond = next((c for c in conditions if c.get("type") == "Synced"), None)
-        if cond is None:
-            cond = {"type": "Synced"}
-            conditions.append(cond)
-        new_status = "True" if err is None else "False"
-        changed = False
-        if err is None:
-            cond.pop("message", None)
-        else:
-            cond["message"] = err
-        if cond.get("status") != new_status:
-            now = now_rfc3339()
-            cond["lastTransitionTime"] = cond.get("lastUpdateTime") or now
-            cond["status"] = new_status
-            cond["lastUpdateTime"] = now
-            changed = True
         generation = meta(ss).get("generation")
-        if changed or status.get("observedGeneration") != generation:
-            ns, name = str(meta(ss)["namespace"]), str(meta(ss)["name"])
-            try:
-                self.kube.patch_status(
-                    SEALED_SECRET,
-                    ns,
-                    name,
-                    {"observedGeneration": generation, "conditions": conditions},
-                )
-            except Exception as exc:
-                if api_status(exc) != 404:
-                    log.warning("sealed-secrets: %s/%s: status update failed: %s", ns, name, exc)
+        if self.version == V0_24_1 and status.get("observedGeneration") == generation:
+            return  # <= v0.24.1: "already observed it from the current generation"
+        conditions = [dict(c) for c in status.get("conditions") or []]
+        changed = _set_synced(conditions, err)
+        if self.version == V0_24_2:
+            write = changed  # v0.24.2: observedGeneration set, but written only with a change
+        elif self.version == V0_24_1:
+            write = True
+        else:
+            write = changed or status.get("observedGeneration") != generation
+        if not write:
+            return
+        ns, name = str(meta(ss)["namespace"]), str(meta(ss)["name"])
+        if self.before_status_write is not None:
+            self.before_status_write(ss)
+        body = dict(ss, status={"observedGeneration": generation, "conditions": conditions})
+        try:
+            # UpdateStatus of the object as read: a write by anyone since -> 409 Conflict
+            self.kube.replace_status(SEALED_SECRET, ns, name, body)
+        except Exception as exc:
+            # "Error updating SealedSecret status": non-fatal, logged, never retried
+            if api_status(exc) != 404:
+                log.warning("sealed-secrets: %s/%s: status update failed: %s", ns, name, exc)
 
     def _event(self, obj: Obj, etype: str, reason: str, message: str) -> None:
         m = meta(obj)
@@ -391,6 +449,27 @@ class SealedSecretsController(Controller):
             self.kube.create(EVENT, str(m["namespace"]), event)
         except Exception as exc:
             log.debug("sealed-secrets: event not recorded: %s", exc)
+
+
+def _set_synced(conditions: list[Obj], err: str | None) -> bool:
+    """``updateSealedSecretsStatusConditions``: set the Synced condition in place; True when its
+    status changed (then ``lastTransitionTime`` moves too)."""
+    cond = next((c for c in conditions if c.get("type") == "Synced"), None)
+    if cond is None:
+        cond = {"type": "Synced"}
+        conditions.append(cond)
+    new_status = "True" if err is None else "False"
+    if err is None:
+        cond.pop("message", None)
+    else:
+        cond["message"] = err
+    now = now_rfc3339()
+    cond["lastUpdateTime"] = now
+    if cond.get("status") == new_status:
+        return False
+    cond["lastTransitionTime"] = now
+    cond["status"] = new_status
+    return True
 
 
 def _controlled_by(secret: Obj, ss: Obj) -> bool:
