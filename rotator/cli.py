@@ -39,7 +39,7 @@ OUTPUT_FORMATS = ("text", "json", "yaml")
 # Commands a person runs at a terminal: their logs are text even when piped. The others (run,
 # schedule: the CronJob's) log JSON when stderr is not a terminal.
 _INTERACTIVE = frozenset(
-    {"demo", "seal", "config", "status", "verify", "bench", "sandbox", "completion"}
+    {"demo", "seal", "config", "status", "verify", "bench", "sandbox", "completion", "schema"}
 )
 _GLOBALS = ("config", "set", "log_format", "verbose")
 
@@ -133,6 +133,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from rotator.bench import bench_command
 
     return bench_command(args)
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from rotator.contract import json_schema_text
+
+    sys.stdout.write(json_schema_text(args.document))
+    return int(ExitCode.OK)
 
 
 def _cmd_completion(args: argparse.Namespace) -> int:
@@ -525,6 +532,13 @@ _command(
         click.option("--key-bits", type=int, default=None, hidden=True),
         click.option("--no-cold-start", is_flag=True, help="skip the start-up and memory figures"),
     ],
+)
+_command(
+    cli,
+    "schema",
+    _cmd_schema,
+    help="print the JSON Schema of the run report or of status -o json (as in schema/)",
+    options=[click.argument("document", type=click.Choice(["report", "status"]))],
 )
 _command(
     cli,

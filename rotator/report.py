@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -108,6 +108,16 @@ class EventCounts:
 
 
 @dataclass(frozen=True)
+class KeyChange:
+    """One PostHog project's key in a run: fingerprints before and after."""
+
+    project_id: int
+    envs: tuple[str, ...]
+    old: str | None
+    new: str | None
+
+
+@dataclass(frozen=True)
 class RunReport:
     run_id: str
     trigger: str
@@ -135,6 +145,12 @@ class RunReport:
     rotated: bool = False
     # PostHog project id -> when its current key was set (the reset, or the rotation commit).
     key_since: Mapping[str, datetime] = field(default_factory=dict)
+    # Per project (the JSON report's ``fingerprints``); ``fingerprints`` above is the same by
+    # "project N" label, for the text and Slack renderings.
+    keys: tuple[KeyChange, ...] = ()
+    # The resume as argument lists (run as they are, no shell): rotator, and a one-off Job.
+    resume_argv: tuple[str, ...] = ()
+    resume_job_argv: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> ExitCode:
@@ -226,23 +242,76 @@ def to_text(report: RunReport) -> str:
     return "\n".join(lines)
 
 
+def key_changes(report: RunReport) -> tuple[KeyChange, ...]:
+    """PURE: the per-project keys; for a report built with only ``fingerprints`` labels, parsed
+    from "project N"."""
+    if report.keys:
+        return report.keys
+    changes = []
+    for label, (old, new) in sorted(report.fingerprints.items()):
+        digits = label.removeprefix("project ").strip()
+        changes.append(KeyChange(int(digits) if digits.isdigit() else 0, (), old, new))
+    return tuple(changes)
+
+
 def to_json(report: RunReport) -> dict[str, Any]:
-    """PURE: the report as a JSON-able dict."""
-    data = asdict(report)
-    data["outcome"] = report.outcome.value
-    data["exit_code"] = int(report.exit_code)
-    data["started_at"] = report.started_at.isoformat()
-    data["finished_at"] = report.finished_at.isoformat()
-    data["reset_at"] = report.reset_at.isoformat() if report.reset_at else None
-    data["key_since"] = {k: v.isoformat() for k, v in report.key_since.items()}
-    data["steps"] = [
-        {**asdict(s), "step": s.step.value, "status": s.status.value} for s in report.steps
-    ]
-    data["fingerprints"] = {
-        k: {"old": old, "new": new} for k, (old, new) in report.fingerprints.items()
-    }
-    data["duration_s"] = report.duration_s
-    return data
+    """PURE: the report as a JSON-able dict, by the published contract (``rotator.contract``)."""
+    from rotator.contract import EventsDoc, KeyDoc, ResumeDoc, RunReportDoc, StepDoc
+
+    ev = report.events
+    resume = None
+    if report.resume_argv:
+        resume = ResumeDoc(
+            argv=list(report.resume_argv),
+            job_argv=list(report.resume_job_argv),
+            note=report.resume_command or "",
+        )
+    doc = RunReportDoc(
+        run_id=report.run_id,
+        trigger=report.trigger,
+        mode=report.mode,
+        outcome=report.outcome.value,
+        exit_code=int(report.exit_code),
+        started_at=report.started_at,
+        finished_at=report.finished_at,
+        duration_s=report.duration_s,
+        envs=list(report.envs),
+        steps=[
+            StepDoc(
+                step=s.step,
+                status=s.status.value,
+                detail=s.detail,
+                env=s.env,
+                duration_s=s.duration_s,
+            )
+            for s in report.steps
+        ],
+        fingerprints=[
+            KeyDoc(project_id=k.project_id, environments=list(k.envs), old=k.old, new=k.new)
+            for k in key_changes(report)
+        ],
+        commit=report.commit,
+        reset_at=report.reset_at,
+        dark_window_s=report.dark_window_s,
+        ingestion_window_s=report.ingestion_window_s,
+        error=report.error,
+        broken_now=report.broken_now,
+        resume_command=report.resume_command,
+        resume=resume,
+        events=EventsDoc(
+            marker_seen_after_s=ev.marker_seen_after_s,
+            gateway_events=dict(ev.gateway_events),
+            sent=ev.sent,
+            ingested=ev.ingested,
+            dropped=ev.dropped,
+        ),
+        slack=report.slack,
+        plan=list(report.plan),
+        anomalies=list(report.anomalies),
+        rotated=report.rotated,
+        key_since=dict(report.key_since),
+    )
+    return doc.model_dump(mode="json")
 
 
 def to_json_text(report: RunReport) -> str:

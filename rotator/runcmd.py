@@ -112,11 +112,12 @@ def _exit_now_if_abandoned(code: int) -> None:
 
 
 def status_command(args: argparse.Namespace, config: Config) -> int:
-    from rotator.status import collect_status, status_table
+    from rotator.status import collect_status_doc, render_status
 
-    rows = collect_status(config, envs=tuple(args.envs or ()))
-    sys.stdout.write(status_table(rows, as_json=output_of(args) == "json") + "\n")
-    return int(ExitCode.OK)
+    doc = collect_status_doc(config, envs=tuple(args.envs or ()))
+    sys.stdout.write(render_status(doc, output=output_of(args)) + "\n")
+    # Like `kubectl rollout status`: a script can tell by the exit code.
+    return int(ExitCode.OK if doc.in_sync else ExitCode.FAILED)
 
 
 def verify_command(args: argparse.Namespace, config: Config) -> int:

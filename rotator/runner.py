@@ -51,7 +51,15 @@ from rotator.interrupts import StopSignals, finish
 from rotator.logs import IN_REPORT, AnomalyCollector, collecting_anomalies, log_context
 from rotator.progress import waiting
 from rotator.redact import Fingerprint, Secret, scrub
-from rotator.report import EventCounts, Outcome, RunReport, StepResult, StepStatus, to_slack
+from rotator.report import (
+    EventCounts,
+    KeyChange,
+    Outcome,
+    RunReport,
+    StepResult,
+    StepStatus,
+    to_slack,
+)
 from rotator.steps import EnvObservation, GroupObservation, Plan, Step, dark_window_s, decide
 
 if TYPE_CHECKING:
@@ -1236,7 +1244,20 @@ class Run:
         reset_at = min((g.reset_at for g in self.groups if g.reset_at), default=None)
         rollouts = [t for g in self.groups for t in g.rollouts_done]
         broken = resume = None
+        resume_argv: tuple[str, ...] = ()
+        resume_job_argv: tuple[str, ...] = ()
         if outcome is Outcome.FAILED_AFTER_RESET or outcome is Outcome.FAILED:
+            resume_argv = ("rotator", "run", *(a for e in self.env_names for a in ("--env", e)))
+            job = f"rotator-resume-{self.run_id.removeprefix('rot-')}".lower()[:63].rstrip("-")
+            resume_job_argv = (
+                "kubectl",
+                "-n",
+                "rotator",
+                "create",
+                "job",
+                "--from=cronjob/rotator",
+                job,
+            )
             envs = " ".join(f"--env {e}" for e in self.env_names)
             resume = (
                 f"rotator run {envs} (or: kubectl create job --from=cronjob/rotator "
@@ -1285,6 +1306,17 @@ class Run:
             error=scrub(error) if error else None,
             broken_now=broken,
             resume_command=resume,
+            resume_argv=resume_argv,
+            resume_job_argv=resume_job_argv,
+            keys=tuple(
+                KeyChange(
+                    int(g.project_id),
+                    tuple(g.envs),
+                    g.old_fingerprint,
+                    g.key.fingerprint if g.key else None,
+                )
+                for g in self.groups
+            ),
             events=replace(
                 self.events,
                 marker_seen_after_s=self._marker_after,
@@ -1458,7 +1490,14 @@ def _verify_only(run: Run) -> RunReport:
     except RotatorError as exc:
         outcome, error = Outcome.FAILED, str(exc)
     report = run._report(outcome, error)
-    return replace(report, mode="verify", resume_command=None, broken_now=None)
+    return replace(
+        report,
+        mode="verify",
+        resume_command=None,
+        broken_now=None,
+        resume_argv=(),
+        resume_job_argv=(),
+    )
 
 
 def _ensure_pods_on_key(run: Run, envs: list[EnvName], current: Fingerprint) -> None:

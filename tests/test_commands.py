@@ -22,6 +22,7 @@ from rotator.sandbox.unseal import ControllerKeyPair
 from rotator.sandbox.world import Sandbox
 from tests.e2e_fixtures import (
     ENVS,
+    LEASE_NAME,
     LEASE_NAMESPACE,
     NOISY_LOGGERS,
     MakeSandbox,
@@ -31,6 +32,7 @@ from tests.e2e_fixtures import (
     make_sandbox,
     start_sandbox,
 )
+from tests.test_contract import validate_against_published_schema
 
 FIXTURES = (e2e_key_pair, make_sandbox)  # used as pytest fixtures by name
 
@@ -105,15 +107,88 @@ def test_status_shows_each_environment_in_sync_with_fingerprints(
     assert WorldState.of(world) == before
 
     code = main(["--config", str(world.config_path), "status", "--json"])
-    rows = json.loads(capsys.readouterr().out)
+    doc = json.loads(capsys.readouterr().out)
     assert code == 0
+    validate_against_published_schema("status", doc)
+    assert (doc["schema_version"], doc["in_sync"]) == (1, True)
+    assert doc["lock"]["held"] is False
+    rows = doc["environments"]
     assert [r["env"] for r in rows] == list(ENVS)
     for row in rows:
+        assert row["in_sync"] is True
         assert row["posthog"] == key.fingerprint
         assert row["git"] == key.fingerprint
         assert row["sealed_secret"] == f"{key.fingerprint} (unsealed)"
         assert row["rollout"] == f"{key.fingerprint}, rolled out"
         assert row["argocd"].startswith(f"Synced/Healthy at {world.git.head()[:12]}")
+
+
+def test_status_exits_one_and_says_so_when_an_environment_is_not_in_sync(
+    cli_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = cli_env
+    before = WorldState.of(world)
+    # prod pointed at a SealedSecret that does not exist: git and PostHog agree, the cluster not.
+    argv = ["status", "--config", str(world.config_path), "-o", "json"]
+    code = main([*argv, "--set", "environments.prod.secret_name=no-such-secret"])
+
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert doc["in_sync"] is False
+    in_sync = {r["env"]: r["in_sync"] for r in doc["environments"]}
+    assert in_sync == {"preview": True, "prod": False}
+    assert WorldState.of(world) == before
+
+
+def test_status_refuses_an_unknown_environment(
+    cli_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["status", "--env", "staging", "--config", str(cli_env.config_path)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    assert "unknown environment 'staging'; known: preview, prod" in captured.err
+
+
+def test_status_names_the_run_that_holds_the_lease_during_a_rotation(
+    cli_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from rotator.clients.kube import micro_time
+
+    world = cli_env
+    assert world.client is not None
+    now = micro_time(datetime.now(UTC))
+    world.client.create(
+        LEASE,
+        LEASE_NAMESPACE,
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": LEASE_NAME, "namespace": LEASE_NAMESPACE},
+            "spec": {
+                "holderIdentity": "rot-20261204-010203-abcdef",
+                "leaseDurationSeconds": 3600,
+                "acquireTime": now,
+                "renewTime": now,
+            },
+        },
+    )
+    try:
+        code = main(["status", "--config", str(world.config_path)])
+        out = capsys.readouterr().out
+        main(["status", "--config", str(world.config_path), "-o", "json"])
+        doc = json.loads(capsys.readouterr().out)
+    finally:
+        world.client.delete(LEASE, LEASE_NAMESPACE, LEASE_NAME)
+    assert code == 0
+    assert out.startswith(
+        "ROTATION IN PROGRESS: run rot-20261204-010203-abcdef holds Lease "
+        f"{LEASE_NAMESPACE}/{LEASE_NAME}"
+    )
+    assert doc["lock"]["held"] is True
+    assert doc["lock"]["holder"] == "rot-20261204-010203-abcdef"
 
 
 def test_verify_proves_the_current_key_and_changes_nothing(
@@ -134,10 +209,15 @@ def test_verify_proves_the_current_key_and_changes_nothing(
     assert report["mode"] == "verify"
     assert report["events"]["marker_seen_after_s"] is not None
     assert all(report["events"]["gateway_events"].get(env, 0) > 0 for env in ENVS)
-    assert report["fingerprints"]["project 1"] == {
-        "old": key.fingerprint,
-        "new": key.fingerprint,
-    }
+    validate_against_published_schema("report", report)
+    assert report["fingerprints"] == [
+        {
+            "project_id": 1,
+            "environments": list(ENVS),
+            "old": key.fingerprint,
+            "new": key.fingerprint,
+        }
+    ]
     assert WorldState.of(world) == before
     assert lease(world) is None
     assert len(world.slack.payloads) == slack_before

@@ -83,7 +83,14 @@ def test_json_report_round_trips_through_json() -> None:
     data = json.loads(to_json_text(report()))
     assert data["outcome"] == "succeeded"
     assert data["exit_code"] == 0
-    assert data["fingerprints"]["project 1"]["new"] == "sha256:111111111111"
+    assert data["fingerprints"] == [
+        {
+            "project_id": 1,
+            "environments": [],
+            "old": "sha256:000000000000",
+            "new": "sha256:111111111111",
+        }
+    ]
     assert data["steps"][0]["step"] == "preflight"
 
 

@@ -54,6 +54,7 @@ from tests.e2e_fixtures import (
     sandbox_clients,
     start_sandbox,
 )
+from tests.test_contract import validate_against_published_schema
 
 FIXTURES = (e2e_key_pair, make_sandbox)  # used as pytest fixtures by name
 
@@ -439,6 +440,21 @@ def test_a_run_stuck_at_argocd_fails_after_the_reset_and_the_next_run_finishes_w
     assert key.fingerprint in failed.broken_now
     assert "resume with: rotator run" in to_text(failed)
     assert "argocd" in (failed.error or "")
+    # The JSON report carries the resume as argument lists and the keys per project.
+    doc = json.loads(to_json_text(failed))
+    validate_against_published_schema("report", doc)
+    assert doc["resume"]["argv"] == ["rotator", "run", "--env", "preview", "--env", "prod"]
+    assert doc["resume"]["job_argv"][:6] == (
+        ["kubectl", "-n", "rotator", "create", "job", "--from=cronjob/rotator"]
+    )
+    assert doc["fingerprints"] == [
+        {
+            "project_id": 1,
+            "environments": ["preview", "prod"],
+            "old": doc["fingerprints"][0]["old"],
+            "new": key.fingerprint,
+        }
+    ]
     assert world.slack is not None
     assert "failed-after-reset" in world.slack.payloads[-1]["text"]
     pushed = world.git.head()
