@@ -56,6 +56,7 @@ from rotator.errors import (
     WaitTimeout,
 )
 from rotator.sandbox.kubeapi import KubeApiServer
+from tests.kube_fixtures import register_backend
 
 FP = "sha256:0123456789ab"
 OTHER_FP = "sha256:ba9876543210"
@@ -1289,19 +1290,7 @@ def controller_service(kubeconfig: Path) -> Iterator[Backend]:
         },
         _preload_content=False,
     )
-    seed.core.create_namespaced_endpoints(
-        "kube-system",
-        {
-            "metadata": {"name": "sealed-secrets-controller"},
-            "subsets": [
-                {
-                    "addresses": [{"ip": "127.0.0.1"}],
-                    "ports": [{"name": "http", "port": backend.port}],
-                }
-            ],
-        },
-        _preload_content=False,
-    )
+    register_backend(seed.api, backend.port)
     seed.api.close()
     yield backend
     backend.stop()

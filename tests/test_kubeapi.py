@@ -17,7 +17,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 from rotator.sandbox.kubeapi import KubeApiServer
-from tests.kube_fixtures import client_for, kube_api, kube_client, namespace
+from tests.kube_fixtures import client_for, kube_api, kube_client, namespace, register_backend
 
 __all__ = ["kube_api", "kube_client"]
 
@@ -1098,15 +1098,7 @@ def controller(api: client.ApiClient) -> Iterator[int]:
             "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": 8080}]},
         },
     )
-    core.create_namespaced_endpoints(
-        "kube-system",
-        {
-            "metadata": {"name": "sealed-secrets-controller"},
-            "subsets": [
-                {"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "http", "port": port}]}
-            ],
-        },
-    )
+    register_backend(api, port)
     try:
         yield port
     finally:
@@ -1114,7 +1106,7 @@ def controller(api: client.ApiClient) -> Iterator[int]:
         backend.server_close()
 
 
-def test_the_service_proxy_reaches_the_backend_named_by_endpoints(
+def test_the_service_proxy_reaches_the_pod_named_by_the_endpoint_slice(
     core: client.CoreV1Api, controller: int
 ) -> None:
     resp = core.connect_get_namespaced_service_proxy_with_path(
@@ -1153,9 +1145,37 @@ def test_a_proxy_port_name_that_matches_no_endpoint_is_503(
     assert info.value.status == 503
     status = status_of(info.value)
     assert status["reason"] == "ServiceUnavailable"
-    assert status["message"] == (
-        'no endpoints available for service "http:sealed-secrets-controller:https"'
-    )
+    # k8s.io/apiserver pkg/util/proxy RandomEndpoint names the bare Service
+    assert status["message"] == 'no endpoints available for service "sealed-secrets-controller"'
+
+
+@pytest.mark.parametrize(
+    ("pod_ip", "target_ref"),
+    [("127.0.0.2", True), ("127.0.0.1", False)],
+    ids=["pod-ip-differs", "no-target-ref"],
+)
+def test_the_service_proxy_reaches_only_an_address_its_target_pod_lists(
+    api: client.ApiClient, core: client.CoreV1Api, pod_ip: str, target_ref: bool
+) -> None:
+    """kubernetes pkg/registry/core/service/storage/storage.go isValidAddress: the endpoint's
+    targetRef Pod must list the address in status.podIPs, else no backend (503)."""
+    backend = ThreadingHTTPServer(("127.0.0.1", 0), _CertHandler)
+    try:
+        core.create_namespaced_service(
+            "kube-system",
+            {
+                "metadata": {"name": "sealed-secrets-controller"},
+                "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": 8080}]},
+            },
+        )
+        register_backend(api, backend.server_address[1], pod_ip=pod_ip, target_ref=target_ref)
+        with pytest.raises(ApiException) as info:
+            core.connect_get_namespaced_service_proxy_with_path(
+                "http:sealed-secrets-controller:http", "kube-system", "v1/cert.pem"
+            )
+        assert info.value.status == 503
+    finally:
+        backend.server_close()
 
 
 def test_a_proxy_to_a_missing_service_is_404(core: client.CoreV1Api) -> None:

@@ -106,6 +106,6 @@ def skip_line(missing: list[Path]) -> str:
     if len(names) > 3:
         names = [*names[:3], f"{len(names) - 3} more"]
     return (
-        f"real tier skipped: {', '.join(names)} not built in {cache_dir()}; "
-        f"build them with {BUILD_COMMAND} (then ./dev test -m real)"
+        f"real tier: the tests that need {', '.join(names)} were left out (not built in "
+        f"{cache_dir()}); build them with {BUILD_COMMAND}, then ./dev test -m real -n 0"
     )

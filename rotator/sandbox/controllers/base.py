@@ -70,6 +70,7 @@ SECRET = Kind("v1", "Secret", "secrets", "secret")
 POD = Kind("v1", "Pod", "pods", "pod")
 SERVICE = Kind("v1", "Service", "services", "service")
 ENDPOINTS = Kind("v1", "Endpoints", "endpoints", "endpoints")
+ENDPOINT_SLICE = Kind("discovery.k8s.io/v1", "EndpointSlice", "endpointslices", "endpoint_slice")
 EVENT = Kind("v1", "Event", "events", "event")
 CONFIGMAP = Kind("v1", "ConfigMap", "configmaps", "config_map")
 DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments", "deployment")
@@ -89,6 +90,7 @@ KINDS = {
         POD,
         SERVICE,
         ENDPOINTS,
+        ENDPOINT_SLICE,
         EVENT,
         CONFIGMAP,
         DEPLOYMENT,
@@ -138,6 +140,7 @@ class Kube:
             "": self.core,
             "apps": self.apps,
             "coordination.k8s.io": k8s.CoordinationV1Api(self.api_client),
+            "discovery.k8s.io": k8s.DiscoveryV1Api(self.api_client),
             "rbac.authorization.k8s.io": k8s.RbacAuthorizationV1Api(self.api_client),
         }
         self._watches: set[Any] = set()

@@ -28,9 +28,10 @@ Mirrors bitnami-labs/sealed-secrets ``pkg/controller/controller.go`` (``unseal``
   resourceVersion): if anything wrote the object meanwhile the write conflicts (409), which is
   only logged and never retried;
 - serves ``GET /v1/cert.pem`` (newest key's cert, ``application/x-pem-file``) and
-  ``POST /v1/verify`` (200 when the posted SealedSecret opens, 409 when not) on its own loopback
-  port, registered behind the Service ``sealed-secrets-controller`` (kube-system, port ``http``)
-  and its Endpoints, so the API server's service proxy reaches it.
+  ``POST /v1/verify`` (200 when the posted SealedSecret opens, 409 when not) on its own port
+  (``address``, 127.0.0.1 by default), registered as a real install looks to the API server:
+  its Pod (``podIPs``), the Service ``sealed-secrets-controller`` (kube-system, port ``http``)
+  and an EndpointSlice with ``targetRef`` to the Pod, so the service proxy reaches it.
 
 Differences from upstream (deliberate, documented): the object is read with a GET when its key
 is worked on (upstream: from the informer's cache); each Event is a new object (upstream's
@@ -61,8 +62,9 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from rotator.sandbox.controllers.base import (
-    ENDPOINTS,
+    ENDPOINT_SLICE,
     EVENT,
+    POD,
     SEALED_SECRET,
     SECRET,
     SERVICE,
@@ -109,6 +111,12 @@ def parse_version(text: str) -> str:
     return LATEST
 
 
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # k8s.io/api discovery/v1 LabelServiceName
+# The node the controller's Pod is bound to: no kubelet (real or simulated) runs it, this
+# process does.
+CONTROLLER_NODE = "sandbox-controllers"
+
+
 class SealedSecretsController(Controller):
     name = "sealed-secrets"
 
@@ -121,8 +129,10 @@ class SealedSecretsController(Controller):
         version: str = LATEST,
         update_status: bool = True,
         max_unseal_retries: int = MAX_UNSEAL_RETRIES,
+        address: str = "127.0.0.1",
     ) -> None:
         super().__init__(kubeconfig)
+        self.address = address  # where it listens, and the Pod IP it registers
         if not key_pairs:
             raise ValueError("the controller needs at least one key pair")
         self._lock = threading.Lock()
@@ -178,12 +188,19 @@ class SealedSecretsController(Controller):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
     def register_service(self) -> None:
-        """Service + Endpoints pointing at this process's loopback port (kubectl-visible)."""
+        """What a real install shows the API server, so its service proxy reaches this process:
+        the controller's Pod (Running, Ready, ``status.podIPs`` = the address it listens on), a
+        Service selecting it (port ``http``) and the EndpointSlice the endpointslice controller
+        derives from them, with ``targetRef`` to the Pod. kubernetes
+        ``pkg/registry/core/service/storage/storage.go`` proxies only to an EndpointSlice
+        address whose ``targetRef`` Pod lists it (``isValidAddress``); a real server also
+        refuses a loopback address there, so against one ``address`` must not be 127.0.0.1."""
         self.kube.ensure_namespace(SERVICE_NAMESPACE)
         labels = {"name": SERVICE_NAME}
+        pod = self._register_pod(labels)
         service: Obj = {
             "metadata": {"name": SERVICE_NAME, "namespace": SERVICE_NAMESPACE, "labels": labels},
             "spec": {
@@ -199,22 +216,69 @@ class SealedSecretsController(Controller):
                 "type": "ClusterIP",
             },
         }
-        endpoints: Obj = {
-            "metadata": {"name": SERVICE_NAME, "namespace": SERVICE_NAMESPACE, "labels": labels},
-            "subsets": [
+        endpoint_slice: Obj = {
+            "metadata": {
+                "name": f"{SERVICE_NAME}-sandbox",
+                "namespace": SERVICE_NAMESPACE,
+                "labels": {**labels, SERVICE_NAME_LABEL: SERVICE_NAME},
+            },
+            "addressType": "IPv4",
+            "endpoints": [
                 {
-                    "addresses": [{"ip": "127.0.0.1"}],
-                    "ports": [{"name": PORT_NAME, "port": self.port, "protocol": "TCP"}],
+                    "addresses": [self.address],
+                    "conditions": {"ready": True, "serving": True, "terminating": False},
+                    "targetRef": {
+                        "kind": "Pod",
+                        "namespace": SERVICE_NAMESPACE,
+                        "name": meta(pod)["name"],
+                        "uid": meta(pod).get("uid", ""),
+                    },
                 }
             ],
+            "ports": [{"name": PORT_NAME, "port": self.port, "protocol": "TCP"}],
         }
-        for kind, body in ((SERVICE, service), (ENDPOINTS, endpoints)):
-            current = self.kube.get(kind, SERVICE_NAMESPACE, SERVICE_NAME)
+        for kind, body in ((SERVICE, service), (ENDPOINT_SLICE, endpoint_slice)):
+            name = body["metadata"]["name"]
+            current = self.kube.get(kind, SERVICE_NAMESPACE, name)
             if current is None:
                 self.kube.create(kind, SERVICE_NAMESPACE, body)
             else:
                 body["metadata"]["resourceVersion"] = meta(current).get("resourceVersion")
-                self.kube.replace(kind, SERVICE_NAMESPACE, SERVICE_NAME, body)
+                self.kube.replace(kind, SERVICE_NAMESPACE, name, body)
+
+    def _register_pod(self, labels: dict[str, str]) -> Obj:
+        """This process as the controller's Pod: the status a kubelet would write for it."""
+        name = f"{SERVICE_NAME}-sandbox"
+        pod = self.kube.get(POD, SERVICE_NAMESPACE, name)
+        if pod is None:
+            body: Obj = {
+                "metadata": {"name": name, "namespace": SERVICE_NAMESPACE, "labels": labels},
+                "spec": {
+                    "nodeName": CONTROLLER_NODE,
+                    "automountServiceAccountToken": False,
+                    "containers": [
+                        {
+                            "name": "controller",
+                            "image": "docker.io/bitnami/sealed-secrets-controller",
+                            "ports": [{"name": PORT_NAME, "containerPort": self.port}],
+                        }
+                    ],
+                },
+            }
+            pod = self.kube.create(POD, SERVICE_NAMESPACE, body)
+        stamp = now_rfc3339()
+        status = {
+            "phase": "Running",
+            "podIP": self.address,
+            "podIPs": [{"ip": self.address}],
+            "startTime": stamp,
+            "conditions": [
+                {"type": t, "status": "True", "lastTransitionTime": stamp}
+                for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+            ],
+        }
+        patched = self.kube.patch_status(POD, SERVICE_NAMESPACE, name, status)
+        return patched or pod
 
     def _serve(self) -> None:
         controller = self
@@ -259,7 +323,7 @@ class SealedSecretsController(Controller):
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((self.address, 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(
             target=self._server.serve_forever,

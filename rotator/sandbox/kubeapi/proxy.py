@@ -1,8 +1,9 @@
-"""The service proxy's backend resolution and forwarding (loopback backends only)."""
+"""The service proxy's backend resolution (EndpointSlices -> a Pod's IP) and forwarding."""
 
 from __future__ import annotations
 
 import http.client
+from collections.abc import Callable
 from typing import Any
 
 from rotator.sandbox.kubeapi.status import ApiError, bad_request
@@ -24,18 +25,44 @@ def split_scheme_name_port(text: str) -> tuple[str, str, str]:
     raise bad_request(f"invalid service request {text!r}")
 
 
-def pick_backend(endpoints: Obj, port_name: str) -> tuple[str, int] | None:
-    for subset in endpoints.get("subsets") or []:
-        addresses = [
-            str(a.get("ip", ""))
-            for a in subset.get("addresses") or []
-            if is_loopback(str(a.get("ip", "")))
-        ]
-        if not addresses:
-            continue
-        for ep_port in subset.get("ports") or []:
-            if ep_port.get("name", "") == port_name:
-                return addresses[0], int(ep_port.get("port", 0))
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # discovery/v1 LabelServiceName
+
+
+def pick_backend(
+    slices: list[Obj],
+    port_name: str,
+    pod_ips: Callable[[str, str], list[str] | None],
+    namespace: str,
+) -> tuple[str, int] | None:
+    """k8s.io/apiserver ``pkg/util/proxy/proxy.go`` ``RandomEndpoint`` with kubernetes
+    ``pkg/registry/core/service/storage/storage.go`` ``isValidAddress``: from the Service's
+    EndpointSlices, a port named ``port_name``, then a Ready endpoint (``conditions.ready`` not
+    false) whose ``targetRef`` is a Pod of this namespace that lists ``addresses[0]`` in
+    ``status.podIPs`` (the API server proxies only to pods). ``pod_ips(namespace, name)`` reads
+    a Pod's IPs (None: no such Pod). Upstream picks at random; the first match is taken here.
+
+    Deliberate difference: a loopback address is accepted (the sandbox runs in the host's
+    network namespace, where everything listens on 127.0.0.1); the real server refuses it when
+    the EndpointSlice is written (pkg/apis/discovery/validation: "may not be in the loopback
+    range"), which is why the real tier runs in a private network namespace.
+    """
+    for slice_ in slices:
+        for slice_port in slice_.get("ports") or []:
+            if slice_port.get("name", "") != port_name or slice_port.get("port") is None:
+                continue
+            for ep in slice_.get("endpoints") or []:
+                if (ep.get("conditions") or {}).get("ready") is False:
+                    continue
+                addresses = [str(a) for a in ep.get("addresses") or []]
+                ref = ep.get("targetRef") or {}
+                if not addresses or ref.get("kind", "Pod") != "Pod" or not ref.get("name"):
+                    continue  # "endpoint has no target ref, skipping"
+                if ref.get("namespace") != namespace:
+                    continue  # "endpoint namespace doesn't match context namespace"
+                ips = pod_ips(namespace, str(ref["name"]))
+                if ips is None or addresses[0] not in ips:
+                    continue  # "pod ip(s) doesn't match endpoint ip, skipping"
+                return addresses[0], int(slice_port["port"])
     return None
 
 

@@ -177,6 +177,16 @@ def _endpoints(obj: Obj) -> str:
     return ",".join(out) or "<none>"
 
 
+def _slice_ports(obj: Obj) -> str:
+    ports = [str(p.get("port")) for p in obj.get("ports") or [] if p.get("port") is not None]
+    return ",".join(ports) or "<unset>"
+
+
+def _slice_endpoints(obj: Obj) -> str:
+    addresses = [str(a) for ep in obj.get("endpoints") or [] for a in ep.get("addresses") or []]
+    return ",".join(addresses) or "<unset>"
+
+
 def _sealed_status(obj: Obj) -> str:
     for cond in _get(obj, "status.conditions") or []:
         if cond.get("type") == "Synced" and cond.get("status") == "False":
@@ -289,6 +299,19 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
         "Endpoints",
         short_names=("ep",),
         columns=(Column("Endpoints", _endpoints),),
+    ),
+    # discovery.k8s.io/v1 EndpointSlice: what the service proxy reads (kubernetes
+    # pkg/registry/core/service/storage/storage.go ResourceLocation -> GetEndpointSlices).
+    ResourceType(
+        "discovery.k8s.io",
+        "v1",
+        "endpointslices",
+        "EndpointSlice",
+        columns=(
+            Column("AddressType", _str("addressType")),
+            Column("Ports", _slice_ports),
+            Column("Endpoints", _slice_endpoints),
+        ),
     ),
     ResourceType(
         "",

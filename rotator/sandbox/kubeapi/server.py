@@ -26,7 +26,12 @@ import yaml
 
 from rotator.sandbox.kubeapi import patch as patches
 from rotator.sandbox.kubeapi import protobuf
-from rotator.sandbox.kubeapi.proxy import forward, pick_backend, split_scheme_name_port
+from rotator.sandbox.kubeapi.proxy import (
+    SERVICE_NAME_LABEL,
+    forward,
+    pick_backend,
+    split_scheme_name_port,
+)
 from rotator.sandbox.kubeapi.rbac import (
     MASTERS,
     Attributes,
@@ -139,11 +144,14 @@ class KubeApiServer:
     use ``tls=True`` (a throwaway CA, embedded in ``kubeconfig()``) when kubectl must act as a
     token's user; over HTTP kubectl is anonymous.
 
-    Service proxy: resolved like the real server, through the Service and its Endpoints object
-    (``subsets[].addresses[].ip`` must be a loopback address; the port is the Endpoints port
-    whose name is the Service port's name). A controller serving on 127.0.0.1:PORT creates a
-    Service with a named port and an Endpoints object with ``addresses: [{ip: 127.0.0.1}]`` and
-    ``ports: [{name: <port name>, port: PORT}]``.
+    Service proxy: resolved like the real server (1.37), through the Service's EndpointSlices
+    (label ``kubernetes.io/service-name``; the slice port whose name is the Service port's name)
+    to an endpoint whose ``targetRef`` Pod lists the address in ``status.podIPs`` (see
+    ``proxy.pick_backend``). A controller serving on ADDRESS:PORT has a Pod with ``podIPs:
+    [{ip: ADDRESS}]``, a Service with a named port and an EndpointSlice with ``endpoints:
+    [{addresses: [ADDRESS], targetRef: {kind: Pod, namespace, name}}]`` and ``ports: [{name,
+    port: PORT}]`` (``controllers.sealedsecrets.register_service``). Unlike the real server,
+    a loopback ADDRESS is accepted.
 
     Watch history: at least ``watch_history`` events are kept; a watch or continue token older
     than that gets 410 Expired (``expire_watch_history()`` forces it).
@@ -775,11 +783,24 @@ class KubeApiServer:
                 raise ApiError(
                     503, "ServiceUnavailable", f'no service port {port} found for service "{name}"'
                 )
-        endpoints = self._store.get(self._registry.by_key("endpoints"), namespace, name)
-        backend = pick_backend(endpoints, port)
+        slices = self._store.list(
+            self._registry.by_key("endpointslices.discovery.k8s.io"),
+            namespace,
+            lambda o: (o["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL) == name,
+        ).items
+        pods = self._registry.by_key("pods")
+
+        def pod_ips(ns: str, pod_name: str) -> list[str] | None:
+            pod = self._store.find(pods, ns, pod_name)
+            if pod is None:
+                return None
+            return [str(i.get("ip")) for i in (pod.get("status") or {}).get("podIPs") or []]
+
+        backend = pick_backend(slices, port, pod_ips, namespace)
         if backend is None:
+            # proxy.RandomEndpoint names the bare Service, not the scheme:name:port segment
             raise ApiError(
-                503, "ServiceUnavailable", f'no endpoints available for service "{target.name}"'
+                503, "ServiceUnavailable", f'no endpoints available for service "{name}"'
             )
         return forward(req, backend, "/" + target.rest)
 
