@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -1441,3 +1442,42 @@ def test_a_watch_of_one_named_object_ignores_its_siblings(
     event = json.loads(resp.readline())
     resp.release_conn()
     assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "a")
+
+
+def _pod(name: str, *, node: str | None, grace: int | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"containers": [{"name": "c", "image": "gateway"}]}
+    if node is not None:
+        spec["nodeName"] = node
+    if grace is not None:
+        spec["terminationGracePeriodSeconds"] = grace
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+def test_deleting_a_bound_pod_leaves_it_terminating_until_a_delete_with_grace_zero(
+    core: client.CoreV1Api,
+) -> None:
+    """kubernetes pkg/registry/core/pod/strategy.go CheckGracefulDelete and k8s.io/apiserver
+    pkg/registry/rest/delete.go BeforeDelete: the pod stays with deletionTimestamp = now +
+    grace until the kubelet deletes it with grace period 0."""
+    core.create_namespaced_pod(NS, _pod("bound", node="node-1", grace=45))
+    core.delete_namespaced_pod("bound", NS)
+    pod = core.read_namespaced_pod("bound", NS)
+    assert pod.metadata.deletion_grace_period_seconds == 45
+    assert pod.metadata.deletion_timestamp is not None
+    left = (pod.metadata.deletion_timestamp - datetime.now(UTC)).total_seconds()
+    assert 30 < left <= 46
+    # A second delete may only shorten the grace period; grace 0 removes it.
+    core.delete_namespaced_pod("bound", NS, grace_period_seconds=60)
+    assert core.read_namespaced_pod("bound", NS).metadata.deletion_grace_period_seconds == 45
+    core.delete_namespaced_pod("bound", NS, grace_period_seconds=0)
+    with pytest.raises(ApiException) as info:
+        core.read_namespaced_pod("bound", NS)
+    assert info.value.status == 404
+
+
+def test_deleting_a_pod_no_node_runs_is_immediate(core: client.CoreV1Api) -> None:
+    core.create_namespaced_pod(NS, _pod("unbound", node=None, grace=45))
+    core.delete_namespaced_pod("unbound", NS)
+    with pytest.raises(ApiException) as info:
+        core.read_namespaced_pod("unbound", NS)
+    assert info.value.status == 404

@@ -309,14 +309,22 @@ def test_a_restart_replaces_three_pods_in_waves(kube_world: KubeWorld) -> None:
     rollout = kube_world.run(
         RolloutController(kube_world.kubeconfig, pod_start_s=0.05, pod_ready_s=0.05)
     )
-    d = kube_world.kube.create(DEPLOYMENT, "align-preview", _deployment(3))
+    body = _deployment(3)
+    body["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+    d = kube_world.kube.create(DEPLOYMENT, "align-preview", body)
     name = meta(d)["name"]
     wait_for(lambda: _rollout_complete(_get_deploy(kube_world, name)), what="the first rollout")
     first_pods = {meta(p)["name"] for p in _pods(kube_world)}
     started = time.monotonic()
     _restart(kube_world, name)
     wait_for(lambda: _rollout_complete(_get_deploy(kube_world, name)), what="the restart")
-    assert not first_pods & {meta(p)["name"] for p in _pods(kube_world)}
+    # Each replaced pod was deleted gracefully: Terminating for its grace period, then removed.
+    left = [p for p in _pods(kube_world) if meta(p)["name"] in first_pods]
+    assert all(meta(p).get("deletionTimestamp") for p in left)
+    wait_for(
+        lambda: not first_pods & {meta(p)["name"] for p in _pods(kube_world)},
+        what="the replaced pods to finish terminating",
+    )
     samples = [s for s in rollout.history[("align-preview", name)] if s.at >= started]
     # maxSurge 1 (25% of 3, up), maxUnavailable 0 (down): never more than 4 pods, never < 3 ready
     assert max(s.new_pods + s.old_pods for s in samples) == 4

@@ -293,10 +293,16 @@ class Kube:
         body = dict(body, apiVersion=kind.api_version, kind=kind.kind)
         return self._object_call(kind, "replace", namespace, name, body, suffix="_status")
 
-    def delete(self, kind: Kind, namespace: str, name: str) -> bool:
-        """Delete; False when it was already gone."""
+    def delete(
+        self, kind: Kind, namespace: str, name: str, *, grace_period_s: int | None = None
+    ) -> bool:
+        """Delete (``grace_period_s``: DeleteOptions.gracePeriodSeconds, e.g. the kubelet's 0);
+        False when it was already gone."""
+        kw: dict[str, Any] = {}
+        if grace_period_s is not None:
+            kw["grace_period_seconds"] = grace_period_s
         try:
-            self._object_call(kind, "delete", namespace, name)
+            self._object_call(kind, "delete", namespace, name, **kw)
         except ApiException as exc:
             if exc.status == 404:
                 return False

@@ -27,9 +27,13 @@ container waiting (``CreateContainerConfigError``, retried until the Secret appe
 kubelet does; an ``optional`` ref, or ``missing_secret="empty"``, starts it with the variable
 empty (the gateway's PostHog bridge is then a no-op, FACTS section 1).
 
+Pods are deleted gracefully: a deleted pod stays Terminating (not counted by the controllers,
+still running its container) until its ``terminationGracePeriodSeconds`` x time scale has
+passed, then the kubelet part removes it with a delete of grace period 0.
+
 Differences from upstream: no minReadySeconds, Recreate strategy treated as RollingUpdate, no
-revisionHistoryLimit clean-up, pods are deleted at once (no graceful termination), the
-progress deadline is measured in this process's monotonic time.
+revisionHistoryLimit clean-up, the progress deadline is measured in this process's monotonic
+time.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +225,8 @@ class RolloutController(Controller):
             rss.append(new_rs)
             progress.new_rs_created = True
             progress.last_progress = time.monotonic()
-        pods_by_rs = self._pods_by_rs(namespace, selector, rss)
+        pods_by_rs, terminating = self._pods_by_rs(namespace, selector, rss)
+        finish_in = self._finish_terminating(namespace, terminating)
         self._advance_pods(namespace, key, pods_by_rs, new_rs)
         old_rss = [rs for rs in rss if new_rs is None or rs is not new_rs]
         if new_rs is not None and not paused:
@@ -228,7 +234,7 @@ class RolloutController(Controller):
         for rs in rss:
             self._sync_rs(rs, pods_by_rs, key)
         self._write_status(d, new_rs, old_rss, pods_by_rs, progress)
-        self._requeue(key, pods_by_rs)
+        self._requeue(key, pods_by_rs, finish_in)
 
     # -- ReplicaSets -----------------------------------------------------------------------------
 
@@ -280,14 +286,45 @@ class RolloutController(Controller):
         log.info("deployments: %s/%s: new ReplicaSet %s", m["namespace"], m["name"], rs_name(rs))
         return rs
 
-    def _pods_by_rs(self, namespace: str, selector: str, rss: list[Obj]) -> dict[str, list[Obj]]:
+    def _pods_by_rs(
+        self, namespace: str, selector: str, rss: list[Obj]
+    ) -> tuple[dict[str, list[Obj]], list[Obj]]:
+        """Live pods per ReplicaSet uid, and the Terminating ones (not counted, as upstream's
+        ``controller.FilterActivePods``)."""
         pods = self.kube.list(POD, namespace, label_selector=selector)[0]
         out: dict[str, list[Obj]] = {str(meta(rs).get("uid")): [] for rs in rss}
+        terminating: list[Obj] = []
         for pod in pods:
             owner = _owner_uid(pod)
-            if owner in out and not meta(pod).get("deletionTimestamp"):
+            if meta(pod).get("deletionTimestamp"):
+                terminating.append(pod)
+            elif owner in out:
                 out[owner].append(pod)
-        return out
+        return out, terminating
+
+    def _finish_terminating(self, namespace: str, pods: list[Obj]) -> float | None:
+        """The kubelet's part of a graceful delete: a Terminating pod is removed (a delete with
+        grace period 0) once its grace period x time scale has passed since the delete
+        (kubernetes ``pkg/kubelet/status/status_manager.go``: ``canBeDeleted`` -> Delete with
+        ``GracePeriodSeconds: 0``); seconds until the next one is due, or None."""
+        due_in: list[float] = []
+        for pod in pods:
+            m = meta(pod)
+            grace = float(m.get("deletionGracePeriodSeconds") or 0)
+            try:
+                deleted_at = datetime.fromisoformat(str(m["deletionTimestamp"])).timestamp()
+            except (KeyError, ValueError):
+                deleted_at = time.time()
+            # deletionTimestamp = delete time + grace (k8s.io/apiserver pkg/registry/rest/delete.go)
+            left = deleted_at - grace + grace * self.time_scale - time.time()
+            if left > 0:
+                due_in.append(left)
+                continue
+            self.kube.delete(POD, namespace, str(m["name"]), grace_period_s=0)
+            with self._lock:
+                self._env.pop((namespace, str(m["name"])), None)
+                self._timers.pop((namespace, str(m["name"])), None)
+        return min(due_in) if due_in else None
 
     def _roll(
         self, d: Obj, new_rs: Obj, old_rss: list[Obj], pods_by_rs: dict[str, list[Obj]]
@@ -469,10 +506,9 @@ class RolloutController(Controller):
         return env, first_fp
 
     def _delete_pod(self, namespace: str, name: str) -> None:
+        """The ReplicaSet controller's delete: graceful, the pod turns Terminating and keeps
+        its environment until the kubelet part removes it (``_finish_terminating``)."""
         self.kube.delete(POD, namespace, name)
-        with self._lock:
-            self._env.pop((namespace, name), None)
-            self._timers.pop((namespace, name), None)
 
     def _advance_pods(
         self,
@@ -527,9 +563,11 @@ class RolloutController(Controller):
                     if api_status(exc) != 404:
                         raise
 
-    def _requeue(self, key: tuple[str, str], pods_by_rs: dict[str, list[Obj]]) -> None:
+    def _requeue(
+        self, key: tuple[str, str], pods_by_rs: dict[str, list[Obj]], finish_in: float | None
+    ) -> None:
         now = time.monotonic()
-        waits = [1.0]
+        waits = [1.0] if finish_in is None else [1.0, finish_in + 0.005]
         with self._lock:
             for pods in pods_by_rs.values():
                 for pod in pods:

@@ -568,6 +568,7 @@ class KubeApiServer:
             or req.param("propagationPolicy") == "Orphan"
             or options.get("orphanDependents") is True
         )
+        grace = options.get("gracePeriodSeconds", req.param("gracePeriodSeconds"))
         obj = self._store.delete(
             rt,
             target.namespace or "",
@@ -576,6 +577,7 @@ class KubeApiServer:
             precondition_rv=pre.get("resourceVersion"),
             orphan=orphan,
             dry_run=dry_run or "All" in (options.get("dryRun") or []),
+            grace_period_s=None if grace in (None, "") else int(grace),
         )
         if rt.return_deleted_object:
             return self._single(req, rt, obj, 200)

@@ -13,7 +13,9 @@ Semantics mirrored from the real API server (k8s.io/apiserver ``registry/generic
   the main resource ignores ``.status`` for kinds with a status subresource, ``/status`` ignores
   everything but ``.status``; generation per ``Generation``; a write that changes nothing keeps
   the resourceVersion and emits no watch event.
-- delete: immediate (no finalizers), the DELETED event carries a fresh resourceVersion; objects
+- delete: immediate (no finalizers), except a Pod bound to a node: it stays, Terminating, with
+  ``deletionTimestamp`` = now + its grace period, until a delete with grace period 0 (the
+  kubelet's) removes it; the DELETED event carries a fresh resourceVersion; objects
   whose ownerReferences name the deleted uid are deleted too (background cascade), unless
   ``propagationPolicy: Orphan``; deleting a Namespace deletes its contents.
 - watch: from a resourceVersion (events after it) or from "now" with synthetic ADDED events for
@@ -73,6 +75,21 @@ class ListResult:
     resource_version: int
     continue_token: str
     remaining: int | None
+
+
+def _pod_grace_period_s(pod: Obj, requested: int | None) -> int:
+    """kubernetes ``pkg/registry/core/pod/strategy.go`` ``CheckGracefulDelete``: the requested
+    grace period, else ``spec.terminationGracePeriodSeconds`` (default 30); 0 for a pod never
+    bound to a node or already Failed/Succeeded (nothing runs it)."""
+    spec = pod.get("spec") or {}
+    if not spec.get("nodeName"):
+        return 0
+    if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+        return 0
+    if requested is not None:
+        return max(0, int(requested))
+    grace = spec.get("terminationGracePeriodSeconds")
+    return 30 if grace is None else max(0, int(grace))
 
 
 def now_rfc3339() -> str:
@@ -534,6 +551,7 @@ class Store:
         precondition_rv: str | None = None,
         orphan: bool = False,
         dry_run: bool = False,
+        grace_period_s: int | None = None,
     ) -> Obj:
         with self._cond:
             key = (namespace if rt.namespaced else "", name)
@@ -557,6 +575,9 @@ class Store:
                 )
             if dry_run:
                 return old
+            grace = _pod_grace_period_s(old, grace_period_s) if rt.key == "pods" else 0
+            if grace > 0:
+                return self._delete_gracefully(rt, key, old, grace)
             gone_obj = self._remove(rt, key, old)
             if rt.key == "namespaces":
                 for other in self.registry.types:
@@ -569,6 +590,28 @@ class Store:
                 gone_obj = clone(gone_obj)
                 gone_obj["status"] = {"phase": "Terminating"}
             return gone_obj
+
+    def _delete_gracefully(self, rt: ResourceType, key: Key, old: Obj, grace: int) -> Obj:
+        """k8s.io/apiserver ``pkg/registry/rest/delete.go`` ``BeforeDelete``: set
+        ``deletionTimestamp`` (now + grace) and ``deletionGracePeriodSeconds``; a second delete
+        may only shorten the grace period. The object stays until the kubelet's final delete."""
+        meta = old["metadata"]
+        current = meta.get("deletionGracePeriodSeconds")
+        if meta.get("deletionTimestamp") and current is not None and grace >= int(current):
+            return old
+        when = datetime.fromtimestamp(time.time() + grace, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        new = {
+            **old,
+            "metadata": {
+                **meta,
+                "deletionTimestamp": when,
+                "deletionGracePeriodSeconds": grace,
+                "resourceVersion": str(self._next_rv()),
+            },
+        }
+        self._objects[rt.key][key] = new
+        self._record(rt, "MODIFIED", new, old)
+        return new
 
     def _remove(self, rt: ResourceType, key: Key, old: Obj) -> Obj:
         del self._objects[rt.key][key]
