@@ -16,6 +16,10 @@ Class 3 (second half), every input checked before the point of no return: a key 
 in the YAML config (an environment copied and not renamed) is refused, naming both lines,
 instead of the second silently replacing the first.
 
+Class 4, the checkout heals itself: damage to the reused ``git.workdir`` (a corrupt index, a
+corrupt pack, a garbled config or ref) is detected, the workdir emptied and the branch cloned
+afresh, and the log (so the report's anomalies) says so.
+
 Class 6, the report is always complete: every anomaly the run saw (a retried push, a throttled
 check, a Lease someone else took) is in the report and its renderings, not only in the log.
 """
@@ -30,7 +34,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from rotator.redact import Secret
 from rotator.report import Outcome, RunReport, to_json, to_text
@@ -331,6 +338,90 @@ def test_an_environment_listed_twice_in_the_config_is_refused_naming_both_lines(
     assert world.resets == 0
     assert world.head() == seed_head
     assert world.slack_payloads() == [], "no run, no Slack report"
+
+
+# --- class 4: the checkout heals itself --------------------------------------------------------
+
+
+def _corrupt_index(dot_git: Path) -> None:
+    (dot_git / "index").write_bytes(b"not an index " * 8)
+
+
+def _corrupt_packs(dot_git: Path) -> None:
+    files = [p for p in (dot_git / "objects").rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        path.chmod(0o644)
+        path.write_bytes(b"not an object " * 8)
+
+
+def _garble_config(dot_git: Path) -> None:
+    (dot_git / "config").write_text("[core\n\tbare = maybe\n")
+
+
+def _break_the_tracking_ref(dot_git: Path) -> None:
+    ref = dot_git / "refs" / "remotes" / "origin" / "main"
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    ref.write_text("0123 not a sha\n")
+    (dot_git / "packed-refs").unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [_corrupt_index, _corrupt_packs, _garble_config, _break_the_tracking_ref],
+    ids=["corrupt-index", "corrupt-objects", "garbled-config", "broken-ref"],
+)
+def test_a_damaged_reused_checkout_is_cloned_afresh_and_the_log_says_so(
+    damage: Callable[[Path], None],
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    world = make_world()
+    first = world.run()
+    assert first.outcome is Outcome.SUCCEEDED, first.error
+    key = world.current_key()
+    workdir = world.sb.root / "checkout"
+    damage(workdir / ".git")
+
+    # The next run (rotated recently: it only verifies) reuses the checkout.
+    report = world.run()
+
+    assert report.outcome is Outcome.SUCCEEDED, report.error
+    assert int(report.exit_code) == 0
+    assert world.resets == 1
+    assert world.current_key() == key
+    assert "verified" in json.dumps(world.slack_payloads()[-1])
+    healed = [a for a in report.anomalies if "discarding it and cloning afresh" in a]
+    assert healed, report.anomalies
+    assert str(workdir) in healed[0]
+    fsck = subprocess.run(
+        ["git", "-C", str(workdir), "fsck", "--no-dangling"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert fsck.returncode == 0, fsck.stderr
+
+
+def test_a_reused_checkout_with_the_remote_down_is_still_aborted_with_the_remotes_error(
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    world = make_world()
+    assert world.run().outcome is Outcome.SUCCEEDED
+    seed_head = world.head()
+    world.sb.git.make_unreachable()
+
+    report = world.run()
+
+    world.sb.git.make_reachable()
+    assert report.outcome is Outcome.ABORTED, report.error
+    assert int(report.exit_code) == 3
+    assert world.resets == 1
+    assert world.head() == seed_head
+    assert "preflight: git: fetch main" in (report.error or ""), report.error
+    assert "aborted" in json.dumps(world.slack_payloads()[-1])
+    # The next run, with the remote back, clones afresh and only verifies.
+    again = world.run()
+    assert again.outcome is Outcome.SUCCEEDED, again.error
 
 
 # --- class 6: the report is always complete ----------------------------------------------------

@@ -447,19 +447,52 @@ class OpsRepo:
         workdir: Path,
         timeout_s: float = 120,
     ) -> OpsRepo:
-        """Fetch ``config.branch`` into ``workdir`` (a new or a leftover checkout), reset to it."""
+        """Fetch ``config.branch`` into ``workdir`` (a new or a leftover checkout), reset to it.
+
+        A leftover checkout that cannot be brought to the branch (a corrupt index or object, a
+        broken ref: any damage) is discarded and the branch cloned afresh into the emptied
+        workdir, once, and the log says so; the error of the fresh attempt is the real one.
+        """
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         env = git_environment(config, token=token, timeout_s=timeout_s)
         workdir = workdir.resolve()
+        try:
+            return cls._open_at(config, env=env, workdir=workdir, timeout_s=timeout_s, fresh=False)
+        except _ReusedCheckoutFailed as exc:
+            log.warning(
+                "the checkout in %s is not usable (%s): discarding it and cloning afresh",
+                workdir,
+                exc.cause,
+            )
+        _empty_workdir(workdir)
+        repo = cls._open_at(config, env=env, workdir=workdir, timeout_s=timeout_s, fresh=True)
+        log.info("cloned %s afresh into %s", config.branch, workdir)
+        return repo
+
+    @classmethod
+    def _open_at(
+        cls,
+        config: GitConfig,
+        *,
+        env: Mapping[str, str],
+        workdir: Path,
+        timeout_s: float,
+        fresh: bool,
+    ) -> OpsRepo:
         with _translating(f"prepare the checkout in {workdir}"):
-            repo = _init_or_reuse(workdir)
-            lock = _lock_workdir(repo, workdir)
+            repo, reused = _init_or_reuse(workdir)
+            lock = _lock_workdir(repo, workdir)  # held by another process: raised, never wiped
         self = cls(repo, config, env=env, lock=lock, timeout_s=timeout_s)
         try:
             self._ensure_branch_name()
             self._configure_remote()
             self.sync()
+        except GitError as exc:
+            self.close()
+            if reused and not fresh:
+                raise _ReusedCheckoutFailed(exc) from exc
+            raise
         except BaseException:
             self.close()
             raise
@@ -788,7 +821,16 @@ class OpsRepo:
         return status if status is not None else -1, text, err
 
 
-def _init_or_reuse(workdir: Path) -> git.Repo:
+class _ReusedCheckoutFailed(GitError):
+    """Preparing a leftover checkout failed: ``open`` discards it and tries a fresh one."""
+
+    def __init__(self, cause: GitError) -> None:
+        super().__init__(str(cause), retryable=cause.retryable)
+        self.cause = cause
+
+
+def _init_or_reuse(workdir: Path) -> tuple[git.Repo, bool]:
+    """The checkout in ``workdir`` and whether it is a leftover one (reused)."""
     dot_git = workdir / ".git"
     if dot_git.exists():
         try:
@@ -799,7 +841,7 @@ def _init_or_reuse(workdir: Path) -> git.Repo:
         else:
             if Path(repo.working_tree_dir or "").resolve() == workdir:
                 log.info("reusing the checkout in %s", workdir)
-                return repo
+                return repo, True
             repo.close()
             raise GitError(f"{workdir} is inside another git checkout; use an empty git.workdir")
     elif workdir.exists() and any(workdir.iterdir()):
@@ -808,7 +850,22 @@ def _init_or_reuse(workdir: Path) -> git.Repo:
         )
     # An empty template: no sample hooks and nothing from a global init.templateDir (GitPython
     # calls --template "unsafe" because a template can carry hooks; ours is empty).
-    return git.Repo.init(workdir, mkdir=True, template="", allow_unsafe_options=True)
+    return git.Repo.init(workdir, mkdir=True, template="", allow_unsafe_options=True), False
+
+
+def _empty_workdir(workdir: Path) -> None:
+    """Remove everything in a discarded checkout (not the directory: it may be a mount)."""
+    try:
+        for child in workdir.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    except OSError as exc:
+        raise GitError(
+            f"cannot empty the damaged checkout in {workdir} ({exc.strerror}): remove it by hand "
+            "or point git.workdir at an empty directory"
+        ) from exc
 
 
 def _lock_workdir(repo: git.Repo, workdir: Path) -> IO[bytes]:
