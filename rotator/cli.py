@@ -228,7 +228,7 @@ def _invocation(handler: Handler) -> Callable[..., Invocation]:
         values = {k: v for k, v in params.items() if k not in _GLOBALS}
         if "json_flag" in values:
             json_flag = values.pop("json_flag")
-            values["output"] = values.get("output") or ("json" if json_flag else "text")
+            values["output"] = values.get("output") or ("json" if json_flag else None)
         if "output" in values:
             values["json"] = values["output"] == "json"
         for key in ("envs", "strategies", "replicas"):

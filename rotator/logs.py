@@ -10,7 +10,8 @@ import shutil
 import sys
 import threading
 from collections.abc import Iterator
-from typing import IO, Literal
+from datetime import UTC, datetime
+from typing import IO, Any, Literal
 
 from rotator.redact import RedactingFilter, scrub
 
@@ -105,15 +106,24 @@ def collecting_anomalies(run_id: str) -> Iterator[AnomalyCollector]:
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (ISO 8601, UTC, with its zone), ``level``,
+    ``logger``, ``run_id``, ``step``, ``env``, ``message``; a report record (``log_report``)
+    carries the whole JSON report under ``report``."""
+
     def format(self, record: logging.LogRecord) -> str:
-        payload = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+        moment = datetime.fromtimestamp(record.created, UTC)
+        report = getattr(record, "report", None)
+        payload: dict[str, Any] = {
+            "time": moment.isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "run_id": getattr(record, "run_id", None) or _run.get(),
             "step": getattr(record, "step", "-"),
             "env": getattr(record, "env", "-"),
-            "message": record.getMessage(),
+            "message": getattr(record, "summary", None) if report else record.getMessage(),
         }
+        if report is not None:
+            payload["report"] = report
         if record.exc_info:
             payload["exception"] = scrub(record.exc_text or self.formatException(record.exc_info))
         return json.dumps(payload, sort_keys=True)

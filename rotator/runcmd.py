@@ -42,16 +42,38 @@ def render_report(report: RunReport, *, output: str = "text") -> str:
 
 
 def output_of(args: argparse.Namespace) -> str:
-    """``-o`` (or the old ``--json``) of a parsed command line; text when neither."""
+    """``-o`` (or the old ``--json``) of a parsed command line. Without either: text, except
+    with ``--log-format json`` (the CronJob's args), where the report becomes one log record
+    ("log"), so that the pod's log stream is JSON only."""
     output = getattr(args, "output", None)
     if output:
         return str(output)
-    return "json" if getattr(args, "json", False) else "text"
+    if getattr(args, "json", False):
+        return "json"
+    return "log" if getattr(args, "log_format", None) == "json" else "text"
+
+
+def log_report(report: RunReport) -> None:
+    """The report as one log record: under ``report`` in a JSON log line (the whole JSON
+    report), as the text report in a text log."""
+    log.info(
+        "%s",
+        to_text(report),
+        extra={
+            "report": to_json(report),
+            "summary": f"run report: {report.outcome.value} (exit {int(report.exit_code)})",
+            "run_id": report.run_id,
+            "in_report": True,
+        },
+    )
 
 
 def print_report(report: RunReport, *, as_json: bool = False, output: str | None = None) -> None:
-    text = render_report(report, output=output or ("json" if as_json else "text"))
-    sys.stdout.write(text + "\n")
+    chosen = output or ("json" if as_json else "text")
+    if chosen == "log":
+        log_report(report)
+        return
+    sys.stdout.write(render_report(report, output=chosen) + "\n")
     sys.stdout.flush()
 
 

@@ -298,6 +298,9 @@ class Scheduler:
         )
         if report.resume_command:
             log.warning("%s: to finish it by hand: %s", kind.value, report.resume_command)
+        from rotator.runcmd import log_report
+
+        log_report(report)  # each run's whole report, as one record
         self._publish(report)
         return report
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rotator.cli import main, parse_args
+from rotator.runcmd import output_of
 from rotator.version import REVISION_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,7 @@ def test_the_old_json_flag_still_means_json_output() -> None:
     args = parse_args(["status", "--json"])
     assert args.output == "json"
     assert args.json is True
-    assert parse_args(["status"]).output == "text"
+    assert output_of(parse_args(["status"])) == "text"
 
 
 def test_an_unknown_output_format_is_refused_with_the_choices(

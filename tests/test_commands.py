@@ -191,6 +191,25 @@ def test_status_names_the_run_that_holds_the_lease_during_a_rotation(
     assert doc["lock"]["holder"] == "rot-20261204-010203-abcdef"
 
 
+def test_in_the_cluster_run_writes_only_json_lines_and_the_report_among_them(
+    cli_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = cli_env
+    before = WorldState.of(world)
+    code = main(["--log-format", "json", "run", "--dry-run", "--config", str(world.config_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out == ""  # the pod's log stream is JSON only
+    records = [json.loads(line) for line in captured.err.splitlines()]  # every line is JSON
+    reports = [r for r in records if "report" in r]
+    assert len(reports) == 1
+    assert reports[0]["report"]["outcome"] == "dry-run"
+    validate_against_published_schema("report", reports[0]["report"])
+    run_id = reports[0]["report"]["run_id"]
+    assert any(r["run_id"] == run_id and r["step"] == "preflight" for r in records)
+    assert WorldState.of(world) == before
+
+
 def test_verify_proves_the_current_key_and_changes_nothing(
     cli_env: Sandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import signal
@@ -290,6 +291,19 @@ def test_metrics_are_written_after_each_run(
     first = metrics.read_text()
     assert 'rotator_last_run_outcome{outcome="succeeded"} 1.0' in first
     assert "rotator_last_success_timestamp_seconds" in first
+
+
+def test_each_scheduled_run_logs_its_whole_report_as_one_record(
+    tmp_path: Path, schedulers: list[tuple[Scheduler, FakeRun]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    sched = build(schedulers, make_config(tmp_path), FakeRun())
+    sched.fire(JobKind.ROTATION)
+    sched.fire(JobKind.ADOPT_CHECK)
+    records = [r for r in caplog.records if getattr(r, "report", None)]
+    assert [r.report["mode"] for r in records] == ["rotate", "adopt"]  # type: ignore[attr-defined]
+    assert all(r.report["schema_version"] == 1 for r in records)  # type: ignore[attr-defined]
+    assert "rotator run rot-" in records[0].getMessage()  # the text report, in a text log
 
 
 def test_a_crashing_run_is_logged_and_the_schedule_goes_on(
