@@ -227,6 +227,28 @@ class SlackConfig(_Model):
 class KubernetesConfig(_Model):
     kubeconfig: Path | None = None
     context: str | None = None
+    # Kubernetes Events for what the run did and found, on the SealedSecrets and Deployments
+    # it touched and on its own pod (kubectl describe shows them). RBAC: create events.
+    events: bool = True
+
+
+class JobPod(BaseModel):
+    """The run's own pod, from the downward API (POD_NAME, POD_NAMESPACE, POD_UID in the
+    CronJob's env); None outside a pod. The pod's Events need all three: kubectl describe
+    finds an object's Events by its uid."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> JobPod | None:
+        values = [environ.get(k, "").strip() for k in ("POD_NAME", "POD_NAMESPACE", "POD_UID")]
+        if not all(values):
+            return None
+        return cls(name=values[0], namespace=values[1], uid=values[2])
 
 
 class LockConfig(_Model):
@@ -304,6 +326,7 @@ class Config(_Model):
     schedule: ScheduleConfig = ScheduleConfig()
     metrics: MetricsConfig = MetricsConfig()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
+    pod: JobPod | None = Field(default=None, exclude=True)  # filled by the loader from env
 
     @field_validator("environments")
     @classmethod
@@ -539,7 +562,9 @@ def load_config(
         config = Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, str(source))) from None
-    return config.model_copy(update={"secrets": resolve_secrets(config, environ)})
+    return config.model_copy(
+        update={"secrets": resolve_secrets(config, environ), "pod": JobPod.from_env(environ)}
+    )
 
 
 class RunSwitches(_Model):

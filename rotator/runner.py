@@ -1419,10 +1419,45 @@ def run_once(
     clock = clock or SystemClock()
     run = Run(config, switches, clock=clock, clients=clients, run_id=run_id, signals=signals)
     report = run.execute()
+    record_events(report, run)
     if before_slack is not None:
         before_slack(replace(report, slack=SLACK_PENDING, anomalies=run.final_anomalies()))
     report = send_report(report, run)
     return replace(report, anomalies=run.final_anomalies())
+
+
+def record_events(report: RunReport, run: Run) -> int:
+    """Kubernetes Events for what the run did and found (``rotator.recorder``); best effort:
+    a refusal is one warning and never changes the outcome. Returns how many were written."""
+    from rotator.recorder import POD, EnvObjects, ObjectRef, events_for
+
+    config = run.config
+    if not config.kubernetes.events:
+        return 0
+    if run.dry_run:
+        log.info("dry run: skipping the Kubernetes Events")
+        return 0
+    objects = {
+        name: EnvObjects(env.namespace, env.secret_name, env.deployment)
+        for name, env in config.environments.items()
+    }
+    pod = config.pod
+    pod_ref = ObjectRef(*POD, pod.namespace, pod.name, pod.uid) if pod else None
+    written = 0
+    with log_context(step=Step.REPORT.value):
+        try:
+            kube = run.clients.kube
+            for event in events_for(report, objects, pod=pod_ref):
+                written += kube.record_event(event, instance=pod.name if pod else run.run_id)
+        except RotatorError as exc:
+            log.warning(
+                "Kubernetes Events not (all) recorded: %s (grant the job's ServiceAccount "
+                "`create` on events, or set kubernetes.events: false)",
+                exc,
+            )
+    if written:
+        log.info("recorded %d Kubernetes Event(s) (kubectl describe shows them)", written)
+    return written
 
 
 def send_report(report: RunReport, run: Run) -> RunReport:

@@ -282,8 +282,14 @@ def test_every_secret_the_config_reads_comes_from_a_mounted_secret_reference() -
 
 def test_no_secret_value_travels_in_the_environment() -> None:
     env = container()["env"]
-    assert all("valueFrom" not in e for e in env), "secrets are files, not env vars"
-    values = {e["name"]: e.get("value", "") for e in env}
+    # Only the downward API's pod identity comes from elsewhere (the pod's own Event).
+    downward = {e["name"]: e["valueFrom"] for e in env if "valueFrom" in e}
+    assert downward == {
+        "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
+        "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        "POD_UID": {"fieldRef": {"fieldPath": "metadata.uid"}},
+    }, "secrets are files, not env vars"
+    values = {e["name"]: e.get("value", "") for e in env if "valueFrom" not in e}
     assert set(values) == {
         "ROTATOR_CONFIG",
         "ROTATOR_TRIGGER",
@@ -361,6 +367,7 @@ def needed(config: Config) -> set[Atom]:
         atoms |= _atoms(controller.namespace, _rbac_rules(rules["controller"]))
     rules = required_rbac(lease_name=config.lock.name)
     atoms |= _atoms(config.lock.namespace, _rbac_rules(rules["lock"]))
+    atoms |= _atoms(one("CronJob", "rotator")["metadata"]["namespace"], _rbac_rules(rules["job"]))
     return atoms
 
 
@@ -545,10 +552,23 @@ def test_a_whole_rotation_runs_as_the_jobs_service_account_and_nothing_else_is_a
         kubeconfig = world.kube.write_kubeconfig(
             tmp_path / "rotator-sa.kubeconfig", token=token, user="rotator"
         )
+        # The job's pod, as the CronJob's downward API names it to the run.
+        pod = client.CoreV1Api(admin).create_namespaced_pod(
+            SA[0],
+            {
+                "metadata": {"name": "rotator-29000000-abcde"},
+                "spec": {"containers": [{"name": "rotator", "image": "rotator"}]},
+            },
+        )
+        pod_env = {
+            "POD_NAME": pod.metadata.name,
+            "POD_NAMESPACE": SA[0],
+            "POD_UID": pod.metadata.uid,
+        }
         config = load_config(
             world.config_path,
             overrides=[f"kubernetes.kubeconfig={kubeconfig}"],
-            environ=world.environ(),
+            environ={**world.environ(), **pod_env},
         )
         report = run_once(config, RunSwitches(trigger="test"))
         assert report.outcome is Outcome.SUCCEEDED, to_text(report)
@@ -558,6 +578,8 @@ def test_a_whole_rotation_runs_as_the_jobs_service_account_and_nothing_else_is_a
         used = {(e.namespace, e.api_group, e.resource, e.verb) for e in calls}
         assert ("align-prod", "apps", "deployments", "patch") in used
         assert ("kube-system", "", "services/proxy", "get") in used
+        for ns in ("align-preview", "align-prod", SA[0]):
+            assert (ns, "", "events", "create") in used, ns
 
         # Outside the list: the unsealed Secret, exec into a pod, anything cluster-wide.
         job = kube_config.new_client_from_config(str(kubeconfig))

@@ -54,6 +54,7 @@ from rotator.errors import (
     WaitTimeout,
 )
 from rotator.progress import WaitProgress, waiting
+from rotator.recorder import REPORTING_CONTROLLER, EventSpec
 
 if TYPE_CHECKING:
     from rotator.config import Config
@@ -104,7 +105,7 @@ def proxy_name(service: str, port_name: str) -> str:
     return f"http:{service}:{port_name}"
 
 
-NamespaceKind = Literal["app", "lock", "argocd", "controller"]
+NamespaceKind = Literal["app", "lock", "job", "argocd", "controller"]
 
 
 def required_rbac(
@@ -133,13 +134,18 @@ def required_rbac(
             RbacRule("apps", "deployments", ("get", "patch"), deployments, "restart, status"),
             RbacRule("apps", "deployments", ("list", "watch"), why="wait for rollout"),
             RbacRule(
-                "", "events", ("list",), why="Unsealed events, recent events in error messages"
+                "",
+                "events",
+                ("list", "create"),
+                why="Unsealed events, recent events in error messages; our own Events",
             ),
         ),
         "lock": (
             RbacRule("coordination.k8s.io", "leases", ("get", "update"), lease, "run lock"),
             RbacRule("coordination.k8s.io", "leases", ("create",), why="first run: the Lease"),
         ),
+        # The job's own namespace (the pod's, from the downward API).
+        "job": (RbacRule("", "events", ("create",), why="the run's outcome as its pod's Event"),),
         "argocd": (
             RbacRule("argoproj.io", "applications", ("get", "patch"), applications, "sync"),
             RbacRule("argoproj.io", "applications", ("list", "watch"), why="wait for sync"),
@@ -967,6 +973,79 @@ class Kube:
         return done
 
     # -- Events -------------------------------------------------------------------------
+
+    def record_event(self, event: EventSpec, *, instance: str) -> bool:
+        """Write one core/v1 Event about ``event.regarding``; False when the object is gone.
+
+        The object's uid is read first when the spec has none: ``kubectl describe`` finds an
+        object's Events by ``involvedObject.uid`` (kubectl ``describe.go``: it searches with
+        the object's full reference). The name is ``<object>.<hex nanoseconds>``, as
+        client-go's recorder makes it (``tools/record/event.go`` makeEvent), so a repeated
+        write of the same Event meets 409 AlreadyExists, which counts as written.
+        RBAC: ("", events, create); the uid read uses the object's existing ``get``.
+        """
+        ref = event.regarding
+        uid = ref.uid or self._object_uid(ref.kind, ref.namespace, ref.name)
+        if uid is None:
+            log.debug("no %s %s/%s: its Event is not written", ref.kind, ref.namespace, ref.name)
+            return False
+        now = self.clock.now().astimezone(UTC)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{ref.name}.{int(now.timestamp() * 1e9):x}",
+                "namespace": ref.namespace,
+            },
+            "involvedObject": {
+                "apiVersion": ref.api_version,
+                "kind": ref.kind,
+                "namespace": ref.namespace,
+                "name": ref.name,
+                "uid": uid,
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "action": event.action,
+            "message": event.note,
+            # core/v1 names reportingController "reportingComponent" (k8s.io/api core/v1
+            # types.go); with eventTime set, both reporting fields and action are required
+            # (pkg/apis/core/validation/events.go legacyValidateEvent).
+            "reportingComponent": REPORTING_CONTROLLER,
+            "reportingInstance": instance[:128],
+            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            # kubectl get events sorts and ages by these; core/v1 allows them with eventTime.
+            "firstTimestamp": rfc3339(now),
+            "lastTimestamp": rfc3339(now),
+            "count": 1,
+            "source": {"component": "rotator"},
+        }
+
+        def create() -> None:
+            try:
+                self._core.create_namespaced_event(
+                    ref.namespace,
+                    body,
+                    _preload_content=False,
+                    _request_timeout=self.request_timeout,
+                )
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+
+        self.request(f"record event {event.reason} on {ref.kind} {ref.namespace}/{ref.name}",
+                     create, idempotent=True)  # fmt: skip
+        return True
+
+    def _object_uid(self, kind: str, namespace: str, name: str) -> str | None:
+        if kind == "SealedSecret":
+            obj = self._get_sealed_json(namespace, name)
+        elif kind == "Deployment":
+            obj = self._get_deployment_json(namespace, name)
+        else:
+            raise ValueError(f"no uid lookup for {kind}: give the reference its uid")
+        uid = ((obj or {}).get("metadata") or {}).get("uid")
+        return str(uid) if uid else None
 
     def _events_about(self, namespace: str, involved_name: str) -> list[Json]:
         """The Events about an object (best effort: a failure gives an empty list).

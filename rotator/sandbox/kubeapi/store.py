@@ -417,6 +417,10 @@ class Store:
                     name,
                     [("immutable", "Forbidden: field is immutable when `immutable` is set")],
                 )
+        if rt.key == "events" and old is None:
+            causes = _event_errors(obj)
+            if causes:
+                raise invalid(rt, name, causes)
         if rt.key in ("deployments.apps", "replicasets.apps"):
             spec = obj.get("spec") or {}
             selector = spec.get("selector") or {}
@@ -751,3 +755,63 @@ class Store:
             "type": "BOOKMARK",
             "object": {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta},
         }
+
+
+# k8s.io/kubernetes pkg/apis/core/validation/events.go: the limits of legacyValidateEvent.
+EVENT_REASON_LIMIT = EVENT_ACTION_LIMIT = EVENT_REPORTING_INSTANCE_LIMIT = 128
+EVENT_NOTE_LIMIT = 1024
+_QUALIFIED_NAME = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+
+
+def _event_errors(obj: Obj) -> list[tuple[str, str]]:
+    """core/v1 Event create (pkg/apis/core/validation/events.go ValidateEventCreate for the
+    core/v1 request version: legacyValidateEvent only). An old-style Event (no eventTime) must
+    sit in its involvedObject's namespace; a new-style one (eventTime set) also needs
+    reportingController (json: reportingComponent, a qualified name), reportingInstance, action
+    and reason, each within its limit, and a message of at most 1024 characters."""
+    causes: list[tuple[str, str]] = []
+    namespace = _meta(obj).get("namespace", "")
+    involved = obj.get("involvedObject") or {}
+    involved_ns = involved.get("namespace") or ""
+    if not obj.get("eventTime"):
+        if (involved_ns and involved_ns != namespace) or (
+            not involved_ns and namespace not in ("", "default")
+        ):
+            causes.append(
+                (
+                    "involvedObject.namespace",
+                    f'Invalid value: "{involved_ns}": does not match event.namespace',
+                )
+            )
+        return causes
+    if not involved_ns and namespace not in ("default", "kube-system"):
+        causes.append(
+            (
+                "involvedObject.namespace",
+                f'Invalid value: "{involved_ns}": does not match event.namespace',
+            )
+        )
+    controller = obj.get("reportingComponent") or ""
+    if not controller:
+        causes.append(("reportingController", "Required value"))
+    elif not _QUALIFIED_NAME.match(controller):
+        causes.append(
+            ("reportingController", f'Invalid value: "{controller}": not a qualified name')
+        )
+    for fld, value, limit in (
+        ("reportingInstance", obj.get("reportingInstance") or "", EVENT_REPORTING_INSTANCE_LIMIT),
+        ("action", obj.get("action") or "", EVENT_ACTION_LIMIT),
+        ("reason", obj.get("reason") or "", EVENT_REASON_LIMIT),
+    ):
+        if not value:
+            causes.append((fld, "Required value"))
+        elif len(value) > limit:
+            causes.append((fld, f'Invalid value: "": can have at most {limit} characters'))
+    if len(obj.get("message") or "") > EVENT_NOTE_LIMIT:
+        causes.append(
+            ("message", f'Invalid value: "": can have at most {EVENT_NOTE_LIMIT} characters')
+        )
+    return causes
