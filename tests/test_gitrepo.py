@@ -430,6 +430,20 @@ def test_check_push_access_passes_on_a_writable_remote(repo: OpsRepo, remote: Ba
     assert remote.count() == 1
 
 
+def test_a_colleague_s_push_before_the_push_check_is_fetched_and_checked_again(
+    repo: OpsRepo, remote: BareRemote
+) -> None:
+    # The branch moves between our fetch and `git push --dry-run`: the dry run is refused as
+    # non-fast-forward. That is a lost race, not a missing permission.
+    theirs = remote.push_commit({"apps/preview/deploy.yaml": "replicas: 3\n"})
+
+    repo.check_push_access()
+
+    assert repo.head() == theirs  # checked against the new tip, which later reads see
+    assert repo.read_file("apps/preview/deploy.yaml") == "replicas: 3\n"
+    assert remote.tip() == theirs  # a dry run pushes nothing
+
+
 # --- HTTPS token through a real git http-backend --------------------------------------------
 
 

@@ -603,18 +603,46 @@ class OpsRepo:
 
     # -- writes
 
-    def check_push_access(self) -> None:
-        """A ``git push --dry-run`` of the current tip: raises GitError (with the fix) if denied."""
-        tip = self.head()
-        status, out, err = self._execute(
-            ["push", "--dry-run", "--porcelain", "origin", f"{tip}:refs/heads/{self.branch}"]
-        )
-        if status != 0:
-            raise translate_git_error(
-                git.exc.GitCommandError(["git", "push", "--dry-run"], status, err, out),
-                f"check push access to {self.branch} on {self._config.remote}",
+    def check_push_access(self, *, attempts: int = 3) -> None:
+        """A ``git push --dry-run`` of the current tip: raises GitError (with the fix) if denied.
+
+        A colleague's push between our fetch and the dry run makes the dry run non-fast-forward
+        (or, on some servers, a ref-update failure with the tip moved): that is a lost race, not
+        a permission problem, so fetch again and check the new tip (bounded by ``attempts``)."""
+        for attempt in range(1, attempts + 1):
+            tip = self.head()
+            status, out, err = self._execute(
+                ["push", "--dry-run", "--porcelain", "origin", f"{tip}:refs/heads/{self.branch}"]
             )
-        log.info("push access to %s on %s: ok", self.branch, self._config.remote)
+            if status == 0:
+                log.info("push access to %s on %s: ok", self.branch, self._config.remote)
+                return
+            if not self._lost_race(out):
+                raise translate_git_error(
+                    git.exc.GitCommandError(["git", "push", "--dry-run"], status, err, out),
+                    f"check push access to {self.branch} on {self._config.remote}",
+                )
+            log.warning(
+                "check push access: %s moved on %s since the fetch (attempt %d/%d); fetching again",
+                self.branch,
+                self._config.remote,
+                attempt,
+                attempts,
+            )
+            self.sync()
+        raise GitError(
+            f"check push access to {self.branch}: the branch moved on every one of {attempts} "
+            "attempts (others are pushing now); re-run in a minute",
+            retryable=True,
+        )
+
+    def _lost_race(self, porcelain: str) -> bool:
+        """Did a push (or dry run) fail because the branch moved, not because of a rule?"""
+        line = next((ln for ln in porcelain.splitlines() if f"refs/heads/{self.branch}" in ln), "")
+        behind = ("non-fast-forward", "fetch first", "stale info")
+        if line.startswith("!") and "[rejected]" in line and any(b in line for b in behind):
+            return True
+        return line.startswith("!") and "[remote rejected]" in line and self._remote_moved()
 
     def commit_files(
         self, files: Mapping[str, str], *, message: str, trailers: Mapping[str, str]
