@@ -105,13 +105,47 @@ def build_clients(config: Config, *, clock: Clock) -> Clients:
     def open_repo(workdir: Path) -> OpsRepo:
         return OpsRepo.open(config.git, token=config.secrets.git_https_token, workdir=workdir)
 
+    slack = None
+    if config.slack.enabled and config.secrets.slack_webhook_url is None:
+        # Preflight reports it with every other missing prerequisite (a run aborts); building
+        # the other clients must not fail on it, or every check would report it again.
+        log.warning("slack.webhook_url is missing: this run cannot post to Slack")
+    else:
+        slack = SlackClient.from_config(config, clock=clock)
     return Clients(
         posthog=PostHogClient.from_config(config, clock=clock),
         kube=kube,
         argocd=ArgoCD(kube),
-        slack=SlackClient.from_config(config, clock=clock),
+        slack=slack,
         open_repo=open_repo,
     )
+
+
+class _Problems:
+    """Preflight's failures, collected: a laptop dry run learns everything that is missing at
+    once, not one thing per run."""
+
+    def __init__(self) -> None:
+        self.errors: list[PreflightError] = []
+
+    def add(self, error: PreflightError) -> None:
+        self.errors.append(error)
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        try:
+            yield
+        except PreflightError as exc:
+            self.errors.append(exc)
+
+    def raise_if_any(self) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            listed = "; ".join(f"({i}) {e}" for i, e in enumerate(self.errors, 1))
+            raise PreflightError(
+                f"{len(self.errors)} problems, fix them all before the next run: {listed}"
+            ) from self.errors[0]
 
 
 class StepFailed(RotatorError):
@@ -424,35 +458,51 @@ class Run:
     # --- preflight ---------------------------------------------------------------------------
 
     def _preflight(self) -> None:
+        """Every check, each on its own: one run names every missing prerequisite (a check
+        that needs an earlier one, like git's files needing the checkout, is skipped)."""
         with self.step(Step.PREFLIGHT) as notes:
+            problems = _Problems()
             missing = dict(self.config.secrets.missing)
-            if missing:
-                path, why = sorted(missing.items())[0]
+            for path, why in sorted(missing.items()):
                 fix = " (or set slack.enabled=false)" if path == "slack.webhook_url" else ""
-                raise PreflightError(f"{path}: {why}{fix}")
-            for group in self.groups:
-                group.project = self._read_project(group.project_id)
-                group.key = group.project.api_token
-                group.old_fingerprint = group.key.fingerprint
-            notes.append(f"PostHog: {len(self.groups)} project(s) readable")
-            self._workdir = (
-                self.config.git.workdir
-                if self.config.git.workdir
-                else Path(tempfile.mkdtemp(prefix="rotator-ops-"))
-            )
-            self.repo = self._guard(
-                PreflightError, "git", lambda: self.clients.open_repo(self._workdir or Path())
-            )
-            self._guard(PreflightError, "git push permission", self.repo.check_push_access)
+                problems.add(PreflightError(f"{path}: {why}{fix}"))
+            if "posthog.personal_api_key" in missing:
+                problems.raise_if_any()  # no client can be built without it
+            with problems.check():
+                for group in self.groups:
+                    group.project = self._read_project(group.project_id)
+                    group.key = group.project.api_token
+                    group.old_fingerprint = group.key.fingerprint
+                notes.append(f"PostHog: {len(self.groups)} project(s) readable")
+            with problems.check():
+                self._workdir = (
+                    self.config.git.workdir
+                    if self.config.git.workdir
+                    else Path(tempfile.mkdtemp(prefix="rotator-ops-"))
+                )
+                self.repo = self._guard(
+                    PreflightError, "git", lambda: self.clients.open_repo(self._workdir or Path())
+                )
+                # A branch that moved meanwhile is fetched again there; what is left is a rule.
+                self._guard(PreflightError, "git push check", self.repo.check_push_access)
+                for env in self.env_names:
+                    self._read_git_fingerprint(env)
+                notes.append(
+                    f"git: {self.config.git.branch} at {self.repo.head()[:12]}, push allowed"
+                )
             for env in self.env_names:
-                self._read_git_fingerprint(env)
-            notes.append(f"git: {self.config.git.branch} at {self.repo.head()[:12]}, push allowed")
+                with problems.check():
+                    self.certs[env] = self._fetch_cert(env)
+            if len(self.certs) == len(self.env_names):
+                notes.append("sealing certs valid")
+            checked = 0
             for env in self.env_names:
-                self.certs[env] = self._fetch_cert(env)
-            notes.append("sealing certs valid")
-            for env in self.env_names:
-                self._check_cluster_objects(env)
-            notes.append("ArgoCD apps and Deployments found")
+                with problems.check():
+                    self._check_cluster_objects(env)
+                    checked += 1
+            if checked == len(self.env_names):
+                notes.append("ArgoCD apps and Deployments found")
+            problems.raise_if_any()
 
     def _open_repo_for_probe(self) -> None:
         """The checkout, when preflight stopped before it (PostHog unreadable): git's

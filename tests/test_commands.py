@@ -210,6 +210,32 @@ def test_in_the_cluster_run_writes_only_json_lines_and_the_report_among_them(
     assert WorldState.of(world) == before
 
 
+def test_a_dry_run_names_every_missing_prerequisite_in_one_run(
+    cli_env: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rotator.sandbox.world import SLACK_URL_ENV
+
+    world = cli_env
+    before = WorldState.of(world)
+    monkeypatch.delenv(SLACK_URL_ENV)  # a laptop without the Slack webhook ...
+    argv = ["run", "--dry-run", "-o", "json", "--config", str(world.config_path)]
+    # ... and with a typo in one Application's name and another in a Deployment's
+    argv += ["--set", "environments.prod.argocd_app.name=align-prdo"]
+    argv += ["--set", "environments.preview.deployment=align-preview-gatewya"]
+
+    code = main(argv)
+
+    report = json.loads(capsys.readouterr().out)
+    assert code == 3, report
+    assert report["outcome"] == "aborted-nothing-changed"
+    error = report["error"]
+    assert error.startswith("preflight: 3 problems, fix them all before the next run: (1) ")
+    assert f"slack.webhook_url: environment variable {SLACK_URL_ENV} is not set" in error
+    assert "ArgoCD Application argocd/align-prdo not found" in error
+    assert "align-preview-gatewya not found (environments.preview.deployment)" in error
+    assert WorldState.of(world) == before
+
+
 def test_verify_proves_the_current_key_and_changes_nothing(
     cli_env: Sandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
