@@ -21,7 +21,10 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from types import FrameType
+
+from rotator.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,18 @@ class StopSignals:
             self.first_at = time.monotonic()
         if self._armed:
             self._armed = False
+            raise KeyboardInterrupt
+
+    def request_stop(self, name: str) -> None:
+        """A stop asked for from another thread (the scheduler's signal handling): the run
+        stops at its next wait or clock reading (``StoppingClock``), as if signalled."""
+        self.received.append(name)
+        if self.first_at is None:
+            self.first_at = time.monotonic()
+
+    def ensure_running(self) -> None:
+        """Raise ``KeyboardInterrupt`` if a stop was asked for and the run still works."""
+        if self._armed and self.received:
             raise KeyboardInterrupt
 
     def disarm(self) -> None:
@@ -100,6 +115,30 @@ class StopSignals:
         if failed:
             raise failed[0]
         return True
+
+
+class StoppingClock:
+    """``base``, except that once a stop is asked for (``StopSignals.request_stop``), every
+    reading and sleep raises ``KeyboardInterrupt`` in whichever of the run's threads makes it,
+    until the run has stopped working (``disarm``): its waits end within one poll interval or
+    one watch (``waits.watch_timeout_s``), its finishing (release, report) is not cut."""
+
+    def __init__(self, base: Clock, signals: StopSignals) -> None:
+        self._base = base
+        self._signals = signals
+
+    def monotonic(self) -> float:
+        self._signals.ensure_running()
+        return self._base.monotonic()
+
+    def now(self) -> datetime:
+        self._signals.ensure_running()
+        return self._base.now()
+
+    def sleep(self, seconds: float) -> None:
+        self._signals.ensure_running()
+        self._base.sleep(seconds)
+        self._signals.ensure_running()
 
 
 def finish(

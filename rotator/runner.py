@@ -1037,8 +1037,12 @@ class Run:
         for thread in threads:
             thread.start()
         for thread in threads:
-            while thread.is_alive():
+            while thread.is_alive() and not _stopped(outcomes):
                 thread.join(timeout=0.5)
+        if _stopped(outcomes):
+            # A stop reached one environment's wait (the scheduler's StoppingClock): stop
+            # waiting for the others, as the main thread does on SIGTERM.
+            raise KeyboardInterrupt
         errors: list[StepFailed] = []
         for env in envs:
             exc = outcomes.get(env)
@@ -1401,6 +1405,10 @@ def _in_flight(obs: GroupObservation, plan: Plan, *, min_interval_s: float) -> s
             f"{obs.last_rotation_run or '?'}; this run verifies it"
         )
     return None
+
+
+def _stopped(outcomes: Mapping[EnvName, BaseException | None]) -> bool:
+    return any(isinstance(e, KeyboardInterrupt) for e in list(outcomes.values()))
 
 
 def _fp(value: str | None) -> Fingerprint | None:

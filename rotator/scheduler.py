@@ -15,7 +15,9 @@ PostHog's UI within minutes.
 - SIGTERM/SIGINT stop it: no new run starts; a run in progress is given up to
   ``stop_timeout_s`` to finish, because finishing is better than resuming, and then abandoned:
   stopping mid-rotation is safe, since the next run resumes from what PostHog, git and the
-  cluster show (the Lease expires on its own). A second signal abandons at once.
+  cluster show. A second signal (or the end of that bound) asks the run to stop as the CLI's
+  SIGTERM does (``interrupts.StoppingClock``): at its next wait it releases its Lease and
+  reports, within ``_stop_report_s``; only a run that does not is abandoned.
 - After each run the metrics file is written (``--metrics-file`` or ``metrics.file``) and pushed
   to ``metrics.pushgateway_url``, and the next fire times are logged.
 
@@ -47,6 +49,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from rotator.config import Config, RunSwitches
 from rotator.errors import ConfigError, ExitCode
+from rotator.interrupts import FINISH_BUDGET_S, StopSignals
 from rotator.logs import log_context
 from rotator.report import RunReport
 
@@ -194,7 +197,8 @@ class Scheduler:
     ) -> None:
         schedule = config.schedule
         self.config = config
-        self._run = run or _default_run
+        self._run = run  # None: run_once, stoppable through self._run_stop
+        self._run_stop: StopSignals | None = None  # the running run's, to ask it to stop
         base = switches or RunSwitches(trigger="schedule")
         # ROTATOR_FORCE would bypass policy.min_interval_s on every scheduled run: not here.
         self.rotation_switches = base.model_copy(update={"trigger": "schedule", "force": False})
@@ -242,6 +246,7 @@ class Scheduler:
                 self._count(report)  # under the run lock, before a waiting fire can start
             finally:
                 self._current = None
+                self._run_stop = None
                 self._run_lock.release()
             self.log_next_fire_times()
             return report
@@ -281,7 +286,11 @@ class Scheduler:
         )
         started = time.monotonic()
         try:
-            report = self._run(self.config, switches)
+            if self._run is not None:
+                report = self._run(self.config, switches)
+            else:
+                self._run_stop = StopSignals()
+                report = _default_run(self.config, switches, signals=self._run_stop)
         except Exception:
             # run_once reports every outcome; this is a bug, and the schedule must go on.
             log.exception("%s: the run crashed (unexpected error)", kind.value)
@@ -400,17 +409,44 @@ class Scheduler:
         if running is not None:
             log.info("stopping: waiting up to %.0fs for the running %s", bound, running)
         deadline = time.monotonic() + bound
+        asked = False
         while True:
             if self._run_lock.acquire(timeout=_POLL_S):
                 self._run_lock.release()
                 return True
-            if self._abandon.is_set() or time.monotonic() >= deadline:
+            if (self._abandon.is_set() and not asked) or time.monotonic() >= deadline:
+                if not asked and self._ask_run_to_stop():
+                    # It stops at its next wait and reports: a report beats abandoning it.
+                    # Later signals are only counted; the bound still holds.
+                    asked = True
+                    deadline = time.monotonic() + self._stop_report_s()
+                    continue
                 log.warning(
                     "stopping: abandoning the running %s; the next run resumes it from the "
                     "state in PostHog, git and the cluster (its Lease expires on its own)",
                     self._current or running or "run",
                 )
                 return False
+
+    def _ask_run_to_stop(self) -> bool:
+        """Ask the running run (once) to stop as on SIGTERM: release its Lease and report."""
+        stop = self._run_stop
+        if stop is None or stop.stopping or self._current is None:
+            return False
+        stop.request_stop(self._signals[-1] if self._signals else "stop")
+        log.warning(
+            "stopping: asking the running %s to stop; waiting up to %.0fs for its report",
+            self._current,
+            self._stop_report_s(),
+        )
+        return True
+
+    def _stop_report_s(self) -> float:
+        """How long a run asked to stop may take: to notice (one poll or one watch), then
+        release its Lease, post to Slack and push the metrics (each bounded)."""
+        waits = self.config.waits
+        noticed = max(waits.poll_interval_s, waits.watch_timeout_s) + self.config.timeouts.read_s
+        return noticed + 3 * FINISH_BUDGET_S
 
     # -- the CLI's loop --------------------------------------------------------------------
 
@@ -435,7 +471,7 @@ class Scheduler:
             if self._signals:
                 log.info(
                     "%s received: stopping (a running run gets up to %.0fs; a second signal "
-                    "abandons it)",
+                    "stops it, and it reports)",
                     self._signals[0],
                     self.stop_timeout_s,
                 )
@@ -458,10 +494,17 @@ class Scheduler:
         return int(ExitCode.OK)
 
 
-def _default_run(config: Config, switches: RunSwitches) -> RunReport:
+def _default_run(
+    config: Config, switches: RunSwitches, *, signals: StopSignals | None = None
+) -> RunReport:
+    from rotator.clock import SystemClock
+    from rotator.interrupts import StoppingClock
     from rotator.runner import run_once
 
-    return run_once(config, switches)
+    if signals is None:
+        return run_once(config, switches)
+    clock = StoppingClock(SystemClock(), signals)
+    return run_once(config, switches, clock=clock, signals=signals)
 
 
 def schedule_command(args: argparse.Namespace, config: Config) -> int:

@@ -318,6 +318,55 @@ def test_a_burst_of_signals_while_a_finished_run_reports_keeps_its_outcome_and_i
     world.sb.wait_for(lambda: world.converged_on(world.current_key()), timeout=15)
 
 
+def test_the_scheduler_stopped_twice_mid_rotation_has_its_run_release_the_lease_and_report(
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    world = make_world()
+    world.sb.stick_argocd("prod")  # the run waits after the reset, where the signals land
+    proc = world.popen(
+        "schedule", "--run-now", "--max-runs", "1", extra_env={"ROTATOR__WAITS__ARGOCD_S": "60"}
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    plan: list[tuple[Cue, Sequence[signal.Signals]]] = [
+        (lambda m: m.startswith("argocd: started"), (signal.SIGTERM,)),
+        (lambda m: m.startswith("stopping: waiting up to"), BURST),
+    ]
+    timer = threading.Timer(90, proc.kill)
+    timer.start()
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if plan and plan[0][0](log_message(line)):
+                for sig in plan.pop(0)[1]:
+                    proc.send_signal(sig)
+                    time.sleep(0.02)
+        proc.wait(timeout=30)
+    finally:
+        timer.cancel()
+        proc.stderr.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    log = "".join(lines)
+    assert not plan, log[-3000:]
+    assert proc.returncode == 0, log[-3000:]
+    assert "asking the running rotation to stop" in log, log[-3000:]
+    assert "abandoning" not in log, log[-3000:]
+    assert world.resets == 1
+    assert world.lease_holder() == "", "the stopped run released its Lease"
+    payloads = world.slack_payloads()
+    assert len(payloads) == 1, "one report"
+    text = json.dumps(payloads[0])
+    assert "FAILED after the key reset" in text, text
+    assert "Resume" in text, text
+    key = world.current_key()
+    world.sb.clear_faults()
+    again = world.run()
+    assert again.outcome is Outcome.SUCCEEDED, again.error
+    assert world.resets == 1
+    assert world.current_key() == key
+
+
 # --- class 3: a duplicate key in the config is refused, naming the line -----------------------
 
 
