@@ -120,7 +120,7 @@ def test_kubectl_rollout_status_waits_for_the_status_to_catch_up(world: World) -
 
     controller = threading.Thread(target=roll_out)
     controller.start()
-    out = world.kubectl("rollout", "status", "deploy/align-prod-gateway", "-n", NS, "--timeout=10s")
+    out = world.kubectl("rollout", "status", "deploy/align-prod-gateway", "-n", NS, "--timeout=60s")
     controller.join()
     assert out.returncode == 0, out.stderr
     assert 'deployment "align-prod-gateway" successfully rolled out' in out.stdout
@@ -199,19 +199,28 @@ def test_kubectl_over_plain_http_works_anonymously_without_rbac(tmp_path: Path) 
 
 
 def test_kubectl_get_watch_prints_table_rows_as_things_change(world: World) -> None:
-    apps = client.AppsV1Api(world.api)
-
-    def change() -> None:
-        time.sleep(0.3)
-        apps.patch_namespaced_deployment_status(
+    # The change is made only after kubectl has printed the first row, so a slow kubectl start
+    # on a loaded machine cannot make it list the changed object first (no timing in the test).
+    assert KUBECTL is not None
+    watcher = subprocess.Popen(
+        [KUBECTL, "--kubeconfig", str(world.kubeconfig), "get", "deploy", "-n", NS, "-w"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    killer = threading.Timer(60, watcher.kill)  # a deadline, never reached when all is well
+    killer.start()
+    try:
+        assert watcher.stdout is not None
+        rows = [watcher.stdout.readline().split()[:2] for _ in range(2)]
+        client.AppsV1Api(world.api).patch_namespaced_deployment_status(
             "align-prod-gateway", NS, {"status": {"readyReplicas": 1}}
         )
-
-    changer = threading.Thread(target=change)
-    changer.start()
-    out = world.kubectl("get", "deploy", "-n", NS, "-w", "--request-timeout=1s")
-    changer.join()
-    rows = [line.split()[:2] for line in out.stdout.splitlines()]
+        rows.append(watcher.stdout.readline().split()[:2])
+    finally:
+        killer.cancel()
+        watcher.kill()
+        watcher.communicate()
     assert rows == [
         ["NAME", "READY"],
         ["align-prod-gateway", "0/2"],
