@@ -25,10 +25,13 @@ def _needs(item: pytest.Item) -> tuple[str, ...]:
     return tuple(getattr(module, "NEEDS", real_peers.PARTS))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     real = [i for i in items if Path(str(i.path)).is_relative_to(REAL_DIR)]
     for item in real:
         item.add_marker(pytest.mark.real)
+        # One worker runs the whole tier (with --dist loadgroup): one control plane, not two.
+        item.add_marker(pytest.mark.xdist_group("real"))
     if not real or os.environ.get(real_peers.REQUIRED_ENV) == "1":
         return
     found = real_peers.peers()

@@ -92,7 +92,7 @@ from rotator.sandbox.controllers.deployments import (
     RolloutController,
     is_ready,
 )
-from rotator.sandbox.controllers.gateway import GatewaySimulator
+from rotator.sandbox.controllers.gateway import GatewaySimulator, PodEnv
 from rotator.sandbox.controllers.sealedsecrets import LATEST as SEALED_SECRETS_LATEST
 from rotator.sandbox.controllers.sealedsecrets import (
     PORT_NAME,
@@ -242,15 +242,7 @@ class Sandbox:
         self.root.mkdir(parents=True, exist_ok=True)
         self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
 
-        kube = self.kube = KubeApiServer(rbac=self.rbac, tls=True).start()
-        self._stoppers.append(kube.stop)
-        kube.write_kubeconfig(self.admin_kubeconfig_path)
-        if self.rbac:
-            token = generate_token("sa-", 24)
-            kube.add_token(token, user="system:serviceaccount:align-prod:rotator")
-            kube.write_kubeconfig(self.kubeconfig_path, token=token, user="rotator")
-        else:
-            kube.write_kubeconfig(self.kubeconfig_path)
+        self._start_kube()
 
         posthog = self.posthog = PostHogStandIn(
             window_s=t.scaled(t.ingestion_window_s), lag_s=t.scaled(t.ingestion_lag_s)
@@ -279,18 +271,7 @@ class Sandbox:
         ):
             client.ensure_namespace(ns)
 
-        self.sealed = SealedSecretsController(
-            self.admin_kubeconfig_path,
-            key_pairs=[self.key_pair],
-            unseal_delay_s=t.scaled(t.unseal_s),
-            version=self.sealed_secrets_version,
-        )
-        self.rollout = RolloutController(
-            self.admin_kubeconfig_path,
-            pod_start_s=t.scaled(t.pod_start_s),
-            pod_ready_s=t.scaled(t.pod_ready_s),
-            time_scale=t.time_scale,
-        )
+        cluster_controllers, pods = self._start_cluster_controllers()
         self.argocd = ArgoCDController(
             self.admin_kubeconfig_path,
             version=self.argocd_version,
@@ -302,11 +283,11 @@ class Sandbox:
         )
         self.gateway = GatewaySimulator(
             self.admin_kubeconfig_path,
-            rollout=self.rollout,
+            rollout=pods,
             ingest_url=posthog.ingest_url,
             interval_s=t.gateway_interval_s,
         )
-        for controller in (self.sealed, self.rollout, self.argocd, self.gateway):
+        for controller in (*cluster_controllers, self.argocd, self.gateway):
             controller.start()
             self._stoppers.append(controller.stop)
 
@@ -326,6 +307,37 @@ class Sandbox:
             self._grant_rotator_rbac()
         self._write_secret_files()
         self.write_config()
+
+    def _start_kube(self) -> None:
+        """The Kubernetes API (the stand-in) and the two kubeconfigs: admin and rotator's."""
+        kube = self.kube = KubeApiServer(rbac=self.rbac, tls=True).start()
+        self._stoppers.append(kube.stop)
+        kube.write_kubeconfig(self.admin_kubeconfig_path)
+        if self.rbac:
+            token = generate_token("sa-", 24)
+            kube.add_token(token, user="system:serviceaccount:align-prod:rotator")
+            kube.write_kubeconfig(self.kubeconfig_path, token=token, user="rotator")
+        else:
+            kube.write_kubeconfig(self.kubeconfig_path)
+
+    def _start_cluster_controllers(self) -> tuple[list[Any], PodEnv]:
+        """The cluster's own controllers (not yet started): the sealed-secrets controller and
+        the Deployment/ReplicaSet controllers with their kubelet; and what tells the gateway
+        simulator each pod's environment. (tests/real replaces them with the real ones.)"""
+        t = self.timing
+        self.sealed = SealedSecretsController(
+            self.admin_kubeconfig_path,
+            key_pairs=[self.key_pair],
+            unseal_delay_s=t.scaled(t.unseal_s),
+            version=self.sealed_secrets_version,
+        )
+        self.rollout = RolloutController(
+            self.admin_kubeconfig_path,
+            pod_start_s=t.scaled(t.pod_start_s),
+            pod_ready_s=t.scaled(t.pod_ready_s),
+            time_scale=t.time_scale,
+        )
+        return [self.sealed, self.rollout], self.rollout
 
     def _grant_rotator_rbac(self) -> None:
         """With ``rbac=True`` rotator's kubeconfig is the ServiceAccount ``align-prod/rotator``;

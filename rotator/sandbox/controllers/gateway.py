@@ -19,12 +19,13 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Protocol
 
 import requests
 
 from rotator.redact import fingerprint
 from rotator.sandbox.controllers.base import POD, Kube, Obj, meta, now_rfc3339
-from rotator.sandbox.controllers.deployments import RolloutController, is_ready
+from rotator.sandbox.controllers.deployments import is_ready
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,19 @@ POD_RELIST_S = 0.25
 HTTP_TIMEOUT = (1.0, 3.0)
 
 
+class PodEnv(Protocol):
+    """Whoever starts the pods' containers and knows their environment (the sandbox's
+    RolloutController, or the simulated kubelet against a real control plane)."""
+
+    def pod_env(self, namespace: str, pod: str) -> dict[str, str] | None: ...
+
+
 class GatewaySimulator:
     def __init__(
         self,
         kubeconfig: Path,
         *,
-        rollout: RolloutController,
+        rollout: PodEnv,
         ingest_url: str,
         interval_s: float = 1.0,
         env_var: str = "POSTHOG_API_KEY",
