@@ -129,6 +129,10 @@ go_wrapped() {
 }
 
 main() {
+  if [ "$check_only" = 0 ] && ! command -v go >/dev/null; then
+    echo "peers: go not found: install Go >= 1.26 (https://go.dev/dl/) and put it on PATH" >&2
+    exit 2
+  fi
   mkdir -p "$peers"
   for v in $SEALED_SECRETS_VERSIONS; do
     go_tool sealed-secrets-controller "$v" github.com/bitnami-labs/sealed-secrets \
