@@ -194,3 +194,33 @@ def test_dark_window_runs_from_the_reset_to_the_last_rollout() -> None:
     assert dark_window_s(NOW, [NOW + timedelta(seconds=5), NOW + timedelta(seconds=9)]) == 9
     assert dark_window_s(None, [NOW]) is None
     assert dark_window_s(NOW, []) is None
+
+
+# --- is a rotation in flight (the old key dead) before this run resets anything? -----------
+
+
+@pytest.mark.parametrize(
+    ("observation", "in_flight"),
+    [
+        # Nothing of ours in flight: a fresh rotation, or a rotation weeks ago.
+        (group(env(), env("prod")), False),
+        (group(env(), last_rotation_at=NOW - timedelta(days=7), last_rotation_run="r"), False),
+        # git records another key than PostHog's: an earlier run reset and did not finish.
+        (group(env(), env("prod", git_fingerprint=NEW), current=NEW), True),
+        (group(env(git_fingerprint=NEW, cluster_fingerprint=NEW), current=NEW), True),
+        # Reset so recently that this run only verifies.
+        (group(env(), last_rotation_at=NOW - timedelta(hours=1), last_rotation_run="r"), True),
+        # Same key everywhere but unsettled, and no rotator commit records it: someone's
+        # rollout is stuck, nothing of ours is in flight (the run aborts, nothing changed).
+        (group(env(rolled_out=False)), False),
+        # ... and with a rotator commit recording it: ours, interrupted after the restart.
+        (group(env(rolled_out=False), last_rotation_at=NOW - timedelta(days=7)), True),
+    ],
+)
+def test_a_rotation_is_in_flight_when_an_earlier_runs_reset_is_unfinished_or_unverified(
+    observation: GroupObservation, in_flight: bool
+) -> None:
+    from rotator.runner import _in_flight
+
+    plan = decide(observation, no_reset=False, min_interval_s=6 * 3600)
+    assert (_in_flight(observation, plan, min_interval_s=6 * 3600) is not None) is in_flight

@@ -1298,7 +1298,8 @@ class Kube:
         except KubeError as exc:
             if exc.status != 409:
                 raise
-            log.info("lock %s/%s changed while releasing; left as it is", namespace, name)
+            # Someone wrote the Lease between our read and our release: an anomaly to report.
+            log.warning("lock %s/%s changed while releasing; left as it is", namespace, name)
         else:
             log.info("lock %s/%s released by %s", namespace, name, holder)
 
