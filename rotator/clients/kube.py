@@ -122,17 +122,30 @@ def required_rbac(
     ``app``: each environment namespace (align-preview, align-prod); ``lock``: the Lease's
     namespace (``rotator``, the job's own: no app namespace grants Lease rights); ``argocd``:
     the Applications' namespace; ``controller``: the sealed-secrets controller's namespace
-    (kube-system). No Secrets, no pods/exec, nothing cluster-wide. Names given narrow
-    ``get``/``patch``/``update`` to those objects.
+    (kube-system). No Secrets, no pods/exec, nothing cluster-wide. Names given narrow every
+    verb but ``create`` (and the events list, which is by involvedObject) to those objects.
     """
     controller = controller or ControllerRef()
     lease = (lease_name or LockConfig().name,)
     return {
         "app": (
-            RbacRule(SEALED_GROUP, SEALED_PLURAL, ("get",), sealed_secrets, "unseal status"),
-            RbacRule(SEALED_GROUP, SEALED_PLURAL, ("list", "watch"), why="wait for unseal"),
-            RbacRule("apps", "deployments", ("get", "patch"), deployments, "restart, status"),
-            RbacRule("apps", "deployments", ("list", "watch"), why="wait for rollout"),
+            # list/watch too are narrowed by name: every wait watches (and re-lists) its one
+            # object with a metadata.name field selector, which the API server's RequestInfo
+            # turns into the request's name for RBAC (apiserver endpoints/request/requestinfo.go).
+            RbacRule(
+                SEALED_GROUP,
+                SEALED_PLURAL,
+                ("get", "list", "watch"),
+                sealed_secrets,
+                "unseal status; the unseal wait watches it by name",
+            ),
+            RbacRule(
+                "apps",
+                "deployments",
+                ("get", "patch", "list", "watch"),
+                deployments,
+                "restart, status; the rollout wait watches it by name",
+            ),
             RbacRule(
                 "",
                 "events",
@@ -147,8 +160,13 @@ def required_rbac(
         # The job's own namespace (the pod's, from the downward API).
         "job": (RbacRule("", "events", ("create",), why="the run's outcome as its pod's Event"),),
         "argocd": (
-            RbacRule("argoproj.io", "applications", ("get", "patch"), applications, "sync"),
-            RbacRule("argoproj.io", "applications", ("list", "watch"), why="wait for sync"),
+            RbacRule(
+                "argoproj.io",
+                "applications",
+                ("get", "patch", "list", "watch"),
+                applications,
+                "refresh, sync; the sync wait watches it by name",
+            ),
             RbacRule(
                 "argoproj.io",
                 "appprojects",
