@@ -202,6 +202,7 @@ class Run:
         self.started_at = clock.now()
         self.results: list[StepResult] = []
         self._results_lock = threading.Lock()
+        self._git_lock = threading.Lock()
         self.env_names = self._select_envs()
         self.groups = [
             _GroupState(pid, [e for e in names if e in self.env_names])
@@ -1090,8 +1091,38 @@ class Run:
                 # A resealed file: the SealedSecret shows the old spec's failure (Degraded)
                 # until the controller has seen ours; the unseal wait below is the judge.
                 degraded_fails=cfg.sealed_file not in self._reseal,
+                repo_url=self.config.git.remote,
+                descends_from_revision=lambda revision: self._descends_from(commit, revision),
             )
-            notes.append(f"{app.name} synced {commit[:12]}, {state.health}")
+            synced = ",".join(r[:12] for r in state.synced_revisions()) or commit[:12]
+            if synced != commit[:12]:
+                # Someone pushed on top of our commit: ArgoCD synced the branch tip. The unseal
+                # wait that follows still proves that OUR key landed (its fingerprint).
+                synced = f"{synced} (descends from {commit[:12]})"
+            notes.append(f"{app.name} synced {synced}, {state.health}")
+
+    def _descends_from(self, commit: str, revision: str) -> bool:
+        """Whether ``revision`` (what ArgoCD synced) is ``commit`` or a descendant of it, on the
+        ops repo's branch; a commit we do not have yet is fetched once. Environments call this
+        from their own threads: one git process at a time."""
+        from rotator.errors import GitError
+
+        repo = self.repo
+        if repo is None:
+            return False
+        with self._git_lock:
+            try:
+                return repo.is_ancestor(commit, revision)
+            except GitError:
+                pass  # not fetched yet (or not a commit of the branch at all)
+            try:
+                repo.fetch()
+                return repo.is_ancestor(commit, revision)
+            except GitError as exc:
+                log.info(
+                    "%s is not a commit of the branch after %s: %s", revision[:12], commit[:12], exc
+                )
+                return False
 
     def _retry_failed_sync(self, namespace: str, name: str, commit: str) -> bool:
         """ArgoCD's auto-sync never tries a revision again once its sync failed

@@ -114,23 +114,37 @@ def app(**changes: Any) -> AppState:
             "no successful sync",
             id="degraded-old-revision",
         ),
+        # an error seen for the first time is waited out: the next reconcile may clear it
         pytest.param(
             app(conditions=(("ComparisonError", "rpc error: repository not found"),)),
-            "failed",
-            "ComparisonError: rpc error",
+            "waiting",
+            "ComparisonError: rpc error: repository not found; waiting for a reconcile",
             id="comparison-error",
         ),
         pytest.param(
             app(conditions=(("InvalidSpecError", "spec.source.path does not exist"),)),
-            "failed",
+            "waiting",
             "InvalidSpecError",
             id="invalid-spec",
         ),
         pytest.param(
-            app(conditions=(("SyncError", "Failed sync attempt"),)),
+            app(conditions=(("SyncError", f"Failed last sync attempt to [{OLD}]: boom"),)),
+            "waiting",
+            "(about bbbbbbbbbbbb, not ours)",
+            id="sync-error-of-an-older-revision",
+        ),
+        # ... unless it names our commit
+        pytest.param(
+            app(conditions=(("SyncError", f"Failed last sync attempt to [{S}]: boom"),)),
             "failed",
-            "SyncError",
-            id="sync-error",
+            "SyncError: Failed last sync attempt",
+            id="sync-error-of-our-commit",
+        ),
+        pytest.param(
+            app(conditions=(("ComparisonError", f"unable to resolve {S} to a commit SHA"),)),
+            "failed",
+            "ComparisonError: unable to resolve",
+            id="comparison-error-naming-our-commit",
         ),
         pytest.param(
             app(conditions=(("OrphanedResourceWarning", "1 orphaned"),)),
@@ -178,7 +192,13 @@ def app(**changes: Any) -> AppState:
             id="multi-source",
         ),
         pytest.param(
-            app(sync_revision="", sync_revisions=(OLD, OLD), multi_source=True),
+            app(
+                sync_revision="",
+                sync_revisions=(OLD, OLD),
+                operation_revision="",
+                operation_revisions=(S, S),
+                multi_source=True,
+            ),
             "waiting",
             "not Synced at",
             id="multi-source-old",
@@ -240,7 +260,7 @@ def test_done_is_never_claimed_without_every_part_of_the_predicate(
         assert reconciled_delta >= 0
         assert not {"ComparisonError", "SyncError"} & set(conditions)
     if {"ComparisonError", "SyncError"} & set(conditions):
-        assert phase == "failed"
+        assert phase != "done"
 
 
 @pytest.mark.parametrize(
@@ -615,14 +635,64 @@ def test_an_older_revision_synced_and_healthy_is_not_done(argocd: ArgoCD, seed: 
     assert "no successful sync of aaaaaaaaaaaa" in str(info.value)
 
 
-def test_an_error_condition_fails_fast(argocd: ArgoCD, seed: Seed) -> None:
+def test_an_error_condition_still_there_after_the_next_reconcile_fails_fast(
+    argocd: ArgoCD, seed: Seed
+) -> None:
     name = seed_app(
         seed,
         auto=True,
         conditions=[{"type": "ComparisonError", "message": "repository not accessible"}],
     )
-    with pytest.raises(ArgoCDError, match="ComparisonError: repository not accessible"):
+    started = time.monotonic()
+    with (
+        FakeArgo(seed, name, head=OLD) as controller,  # reconciles on refresh, the error stays
+        pytest.raises(ArgoCDError, match=r"repository not accessible \(still there after"),
+    ):
         argocd.wait_for_revision("argocd", name, revision=S, deadline_s=30)
+    assert controller.initiated_by == []
+    assert time.monotonic() - started < 20
+
+
+def test_an_error_condition_naming_our_commit_fails_at_once(argocd: ArgoCD, seed: Seed) -> None:
+    name = seed_app(
+        seed,
+        auto=True,
+        conditions=[{"type": "SyncError", "message": f"Failed last sync attempt to [{S}]: x"}],
+    )
+    with pytest.raises(ArgoCDError, match="SyncError: Failed last sync attempt"):
+        argocd.wait_for_revision("argocd", name, revision=S, deadline_s=30)
+
+
+def test_a_timeout_names_the_error_condition_it_waited_out(argocd: ArgoCD, seed: Seed) -> None:
+    name = seed_app(
+        seed,
+        auto=True,
+        conditions=[{"type": "ComparisonError", "message": "rpc error: connection refused"}],
+    )  # nobody reconciles: the error is never confirmed, and never cleared
+    with pytest.raises(WaitTimeout) as info:
+        argocd.wait_for_revision("argocd", name, revision=S, deadline_s=1)
+    assert "ComparisonError: rpc error: connection refused" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("seen", "reconciled", "phase"),
+    [
+        ({}, T0, "waiting"),  # first sight
+        ({"ComparisonError": T0}, T0, "waiting"),  # no reconcile since
+        ({"ComparisonError": T0}, T0 + timedelta(seconds=1), "failed"),  # survived one
+        ({"ComparisonError": None}, T0, "failed"),  # first seen before any reconcile
+        ({"SyncError": T0}, T0 + timedelta(seconds=1), "waiting"),  # another kind
+    ],
+)
+def test_an_error_fails_only_once_it_survived_a_reconcile(
+    seen: dict[str, datetime | None], reconciled: datetime, phase: str
+) -> None:
+    state = app(
+        conditions=(("ComparisonError", "rpc error: code = Unavailable"),),
+        reconciled_at=reconciled,
+        sync_status="Unknown",
+    )
+    assert app_status_for(state, S, seen_errors=seen)[0] == phase
 
 
 def test_a_missing_application_fails_at_once(argocd: ArgoCD, seed: Seed) -> None:
@@ -666,3 +736,25 @@ def test_required_rbac_covers_every_argocd_call(
         argocd.get_project("argocd", "another-project")
     assert info.value.status == 403
     kube.close()
+
+
+def test_a_multi_source_sync_gives_our_commit_only_to_the_ops_repo_sources() -> None:
+    from rotator.clients.argocd import _sync_operation
+
+    obj = {
+        "spec": {
+            "sources": [
+                {
+                    "repoURL": "https://git.example/ops.git",
+                    "path": "apps",
+                    "targetRevision": "main",
+                },
+                {"repoURL": "https://git.example/platform", "path": "x", "targetRevision": "v2"},
+                {"repoURL": "https://charts.example", "chart": "gw", "targetRevision": "1.2.3"},
+                {"repoURL": "https://GIT.example/ops", "path": "sealed", "targetRevision": "main"},
+            ]
+        }
+    }
+    body = _sync_operation(obj, S, repo_url="https://git.example/ops")
+    assert body == {"revisions": [S, "v2", "1.2.3", S]}  # no sourcePositions (not in the CRD)
+    assert _sync_operation({"spec": {"source": {}}}, S, repo_url=None) == {"revision": S}

@@ -25,6 +25,7 @@ from rotator.clients.argocd import (
     sync_stoppers,
     sync_window_denial,
 )
+from rotator.redact import Secret
 from rotator.report import Outcome, StepStatus, to_text
 from rotator.sandbox import manifests
 from rotator.sandbox.controllers.argocd import (
@@ -34,8 +35,9 @@ from rotator.sandbox.controllers.argocd import (
     is_auto_sync_enabled,
     parse_version,
 )
-from rotator.sandbox.controllers.base import APP_PROJECT, APPLICATION
-from rotator.sandbox.gitremote import git
+from rotator.sandbox.controllers.base import APP_PROJECT, APPLICATION, CONFIGMAP
+from rotator.sandbox.gitremote import GitRemote, git
+from rotator.sandbox.posthog import generate_token
 from rotator.sandbox.world import Sandbox
 from rotator.steps import Step
 from tests.e2e_fixtures import ENVS, MakeSandbox, e2e_key_pair, make_sandbox, resets, rotate
@@ -416,3 +418,184 @@ def test_a_run_naming_another_app_project_aborts_with_the_setting_to_fix(
 
     assert (report.outcome, int(report.exit_code)) == (Outcome.ABORTED, 3), to_text(report)
     assert "environments.prod.argocd_app.project" in (report.error or "")
+
+
+# --- item 2: an error condition fails the wait only if it names our commit or survives -------
+
+
+def conditions_of(world: Sandbox, env: str) -> dict[str, str]:
+    status = world.application(env).get("status") or {}
+    return {c["type"]: c.get("message", "") for c in status.get("conditions") or []}
+
+
+def test_the_stand_in_ignores_a_repo_error_on_a_poll_but_shows_it_on_a_requested_refresh(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox(previous_rotation=False)
+    assert world.argocd is not None
+    world.argocd.poll_s, world.argocd.jitter_s = 10.0, 0.0  # a poll every 0.2 s (FAST)
+    reconciled = world.application("prod")["status"]["reconciledAt"]
+    world.inject_repo_hiccup("prod")
+    wait_for(lambda: world.argocd.repo_hiccups["align-prod"] == 0, what="a polled comparison")
+    assert "ComparisonError" not in conditions_of(world, "prod")  # within the grace period
+    wait_for(
+        lambda: world.application("prod")["status"]["reconciledAt"] != reconciled,
+        what="the next poll, which reads the repo fine",
+    )
+    world.argocd.poll_s = 10_000.0  # from now on only refreshes compare
+    world.inject_repo_hiccup("prod")
+    world.refresh_app("prod")
+    wait_for(lambda: "ComparisonError" in conditions_of(world, "prod"), what="ComparisonError")
+    assert "connection refused" in conditions_of(world, "prod")["ComparisonError"]
+    assert world.application("prod")["status"]["sync"]["status"] == "Unknown"
+    world.refresh_app("prod")
+    wait_for(lambda: "ComparisonError" not in conditions_of(world, "prod"), what="cleared")
+
+
+def test_a_repo_server_hiccup_on_our_refresh_does_not_fail_the_run(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    assert world.argocd is not None
+    world.argocd.poll_s = 10_000.0  # only the run's refreshes compare
+    world.inject_repo_hiccup("prod")
+
+    report = rotate(world)
+
+    assert report.outcome is Outcome.SUCCEEDED, to_text(report)
+    assert world.argocd.repo_hiccups["align-prod"] == 0  # the run did see the error
+
+
+def test_a_repo_error_that_outlasts_a_reconcile_fails_the_run_with_its_message(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    assert world.argocd is not None
+    world.argocd.poll_s = 10_000.0
+    world.inject_repo_hiccup("prod", times=1000)
+
+    report = rotate(world)
+
+    assert report.outcome is Outcome.FAILED_AFTER_RESET, to_text(report)
+    assert "connection refused" in (report.error or "")
+    assert "still there after a reconcile" in (report.error or "")
+
+
+# --- item 3: a commit pushed on top of ours before the refresh --------------------------------
+
+
+def test_a_commit_pushed_on_top_of_ours_before_the_refresh_is_accepted(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    world.git.arm_commit_on_top({"NOTES.md": "a colleague's note\n"})
+
+    report = rotate(world)
+
+    assert report.outcome is Outcome.SUCCEEDED, to_text(report)
+    tip = world.git.head()
+    assert world.git.log(limit=1) == ["colleague: a change on top"]
+    for env in ENVS:
+        assert synced_revision(world, env) == tip  # ArgoCD synced the descendant, not ours
+    details = [r.detail for r in report.steps if r.step is Step.ARGOCD]
+    assert all("descends from" in d for d in details), details
+
+
+def test_a_commit_on_top_that_seals_another_key_is_caught_by_the_unseal_check(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    other = Secret(generate_token("phc_"))
+    sealed = manifests.sealed_posthog("prod", key=other, cert=world.cert())
+    world.git.arm_commit_on_top({manifests.sealed_path("prod"): sealed})
+
+    report = rotate(world, "waits.unseal_s=3")
+
+    assert report.outcome is Outcome.FAILED_AFTER_RESET, to_text(report)
+    failed = [(r.step, r.env) for r in report.steps if r.status is StepStatus.FAILED]
+    assert (Step.UNSEAL, "prod") in failed, failed
+    assert (Step.ARGOCD, "prod") not in failed
+
+
+# --- item 4: multi-source Applications --------------------------------------------------------
+
+PLATFORM_CONFIG = """apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: platform-settings
+data:
+  region: eu-west-1
+"""
+
+
+def make_multi_source(world: Sandbox, env: str) -> str:
+    """``env``'s app with two sources: the ops repo (as before) and a platform repo that
+    rotator never commits to. Returns the platform repo's head."""
+    platform = GitRemote(world.root, name="platform.git")
+    if not platform.path.exists():
+        platform.create({"platform/settings.yaml": PLATFORM_CONFIG})
+    ops_source = world.application(env)["spec"]["source"]
+    patch_app(
+        world,
+        env,
+        {
+            "spec": {
+                "source": None,
+                "sources": [
+                    ops_source,
+                    {"repoURL": platform.url, "targetRevision": "main", "path": "platform"},
+                ],
+            }
+        },
+    )
+    return platform.head()
+
+
+def is_multi_converged(world: Sandbox, env: str, revisions: list[str]) -> bool:
+    app = world.application(env)
+    status = app.get("status") or {}
+    op = status.get("operationState") or {}
+    return (
+        app.get("operation") is None
+        and status.get("sync", {}).get("status") == "Synced"
+        and status.get("sync", {}).get("revisions") == revisions
+        and (op.get("syncResult") or {}).get("revisions") == revisions
+        and status.get("health", {}).get("status") == "Healthy"
+    )
+
+
+def test_the_stand_in_compares_and_syncs_every_source_of_a_multi_source_app(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox(previous_rotation=False)
+    platform_head = make_multi_source(world, "prod")
+    want = [world.seed_revision, platform_head]
+    wait_for(lambda: is_multi_converged(world, "prod", want), timeout=20, what="multi-source")
+    status = world.application("prod")["status"]
+    assert "revision" not in status["sync"]
+    assert [s["path"] for s in status["sync"]["comparedTo"]["sources"]] == [".", "platform"]
+    assert status["history"][-1]["revisions"] == want
+    assert world.client is not None
+    assert world.client.get(CONFIGMAP, "align-prod", "platform-settings") is not None
+
+
+def test_a_multi_source_app_gets_our_commit_only_for_the_ops_repo_source(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    platform_head = make_multi_source(world, "prod")
+    disable_auto_sync(world, "prod")  # rotator writes the operation itself
+    wait_for(
+        lambda: is_multi_converged(world, "prod", [world.seed_revision, platform_head]),
+        timeout=20,
+        what="multi-source prod",
+    )
+
+    report = rotate(world)
+
+    assert report.outcome is Outcome.SUCCEEDED, to_text(report)
+    pushed = world.git.head()
+    assert is_multi_converged(world, "prod", [pushed, platform_head])
+    last = world.application("prod")["status"]["operationState"]["operation"]
+    assert last["sync"] == {"revisions": [pushed, "main"]}  # no sourcePositions
+    assert last["initiatedBy"] == {"username": "rotator"}

@@ -223,7 +223,8 @@ def test_argocd_reports_a_sync_error_and_a_comparison_error(bare_sandbox: Sandbo
             and op["syncResult"]["revision"] == revision
             and "admission webhook denied" in op.get("message", "")
             and bool(errors)
-            and errors[0]["message"].startswith(f"Failed sync attempt to {revision}")
+            # 3.2+ (the sandbox's default 3.6); "Failed sync attempt to <sha>" before
+            and errors[0]["message"].startswith(f"Failed last sync attempt to [{revision}]")
             and status["sync"]["status"] == "OutOfSync"
         )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
@@ -46,6 +46,11 @@ ERROR_CONDITIONS = frozenset({"ComparisonError", "InvalidSpecError", "SyncError"
 FAILED_PHASES = frozenset({"Failed", "Error"})
 
 AppPhase = Literal["done", "waiting", "failed"]
+# "Is this revision our commit S (or, FACTS 4, a descendant of it)?"
+Accepts = Callable[[str], bool]
+# Indexes of the ops-repo sources in spec.sources (None: every source)
+Positions = tuple[int, ...] | None
+_SHA = re.compile(r"\b[0-9a-f]{40}\b")
 
 
 @dataclass(frozen=True)
@@ -84,12 +89,40 @@ class AppState:
     project: str = "default"
     skip_reconcile: str | None = None  # the annotation's value, when present
     destination: tuple[str, str, str] = ("", "", "")  # (server, name, namespace)
+    refresh_pending: bool = False  # the refresh annotation is still there (not yet consumed)
+    refresh_stamp: str | None = None  # its refresh-timestamp
+
+    def _at(self, single: str, multi: tuple[str, ...], positions: Positions) -> tuple[str, ...]:
+        """The revisions of the ops-repo sources: ``single`` for a one-source app; for a
+        multi-source app the entries of ``multi`` (paired one-to-one with ``spec.sources``,
+        FACTS 4) at ``positions`` (None: all of them)."""
+        if not self.multi_source:
+            return (single,) if single else ()
+        if positions is None:
+            return multi
+        if len(multi) != len(self.sources):
+            return ()
+        return tuple(multi[i] for i in positions)
+
+    def synced_revisions(self, positions: Positions = None) -> tuple[str, ...]:
+        return self._at(self.sync_revision, self.sync_revisions, positions)
+
+    def operation_revisions_at(self, positions: Positions = None) -> tuple[str, ...]:
+        return self._at(self.operation_revision, self.operation_revisions, positions)
+
+    def is_synced_to(self, accepts: Accepts, positions: Positions = None) -> bool:
+        revisions = self.synced_revisions(positions)
+        return bool(revisions) and all(accepts(r) for r in revisions)
+
+    def operation_is_to(self, accepts: Accepts, positions: Positions = None) -> bool:
+        revisions = self.operation_revisions_at(positions)
+        return bool(revisions) and all(accepts(r) for r in revisions)
 
     def has_synced_revision(self, revision: str) -> bool:
-        return self.sync_revision == revision or revision in self.sync_revisions
+        return self.is_synced_to(revision.__eq__)
 
     def operation_is_for(self, revision: str) -> bool:
-        return self.operation_revision == revision or revision in self.operation_revisions
+        return self.operation_is_to(revision.__eq__)
 
 
 def _strs(value: Any) -> tuple[str, ...]:
@@ -145,6 +178,8 @@ def app_from(obj: Mapping[str, Any]) -> AppState:
         ),
         project=as_str(spec.get("project")) or "default",
         skip_reconcile=_annotation(obj, SKIP_RECONCILE_ANNOTATION),
+        refresh_pending=_annotation(obj, REFRESH_ANNOTATION) is not None,
+        refresh_stamp=_annotation(obj, REFRESH_TIMESTAMP_ANNOTATION),
         destination=(
             as_str(dig(spec, "destination", "server")),
             as_str(dig(spec, "destination", "name")),
@@ -347,28 +382,68 @@ def is_auto_sync_enabled(spec: Mapping[str, Any]) -> bool:
     return isinstance(automated, Mapping) and automated.get("enabled") is not False
 
 
+def error_verdict(
+    state: AppState, accepts: Accepts, seen: Mapping[str, datetime | None]
+) -> tuple[str, str] | None:
+    """PURE. The first error condition that dooms the wait: ("failed", reason), or one to wait
+    out: ("waiting", reason), or None.
+
+    A requested refresh bypasses ArgoCD's repo-error grace period (argo-cd controller/state.go
+    ``CompareAppState``: ``repoErrorCache`` is skipped when ``noRevisionCache``), so one
+    repo-server hiccup shows as a ``ComparisonError`` that the next reconcile clears; right
+    after a push a ``SyncError`` can still describe an older revision (controller/
+    appcontroller.go ``autoSync``: "Failed last sync attempt to [<sha>]"). So an error fails
+    only when it names our commit, or when it is still there on a later reconcile than the one
+    where it was first seen (``seen``: condition type -> ``reconciledAt`` then)."""
+    app = f"application {state.namespace}/{state.name}"
+    for kind, message in state.conditions:
+        if kind not in ERROR_CONDITIONS:
+            continue
+        text = f"{app}: {kind}: {message or 'no message'}"
+        named = _SHA.findall(message)
+        if any(accepts(sha) for sha in named):
+            return "failed", text
+        if kind in seen:
+            first = seen[kind]
+            now = state.reconciled_at
+            if now is not None and (first is None or now > first):
+                return "failed", f"{text} (still there after a reconcile)"
+        about = f" (about {', '.join(sha[:12] for sha in named)}, not ours)" if named else ""
+        return "waiting", f"{text}{about}; waiting for a reconcile to clear it"
+    return None
+
+
 def app_status_for(  # noqa: PLR0911 - the FACTS 4 predicate, one reason per branch
-    state: AppState, revision: str, *, degraded_fails: bool = True
+    state: AppState,
+    revision: str,
+    *,
+    degraded_fails: bool = True,
+    accepts: Accepts | None = None,
+    positions: Positions = None,
+    seen_errors: Mapping[str, datetime | None] | None = None,
 ) -> tuple[AppPhase, str]:
     """PURE. Is the Application done for commit ``revision`` (FACTS 4), still on its way, or
     failed so that waiting longer cannot help? Returns the phase and a human reason.
 
     done: no top-level operation; operationState Succeeded with syncResult revision S; sync
     Synced at S; reconciledAt not before finishedAt (health is about the synced state); Healthy;
-    no error conditions. failed: an error condition; the operation for S Failed/Error; Degraded
-    after a finished sync of S (unless ``degraded_fails`` is False: then Degraded is waited out,
-    e.g. while a SealedSecret still shows the failure of the spec the sync replaced; ArgoCD's
-    SealedSecret health ignores observedGeneration).
+    no error conditions. "At S" means ``accepts`` (default: exactly S; the caller accepts
+    descendants of S too, FACTS 4) for every ops-repo source (``positions`` of a multi-source
+    app). failed: an error condition that names S or survived a reconcile (``error_verdict``);
+    the operation for S Failed/Error; Degraded after a finished sync of S (unless
+    ``degraded_fails`` is False: then Degraded is waited out, e.g. while a SealedSecret still
+    shows the failure of the spec the sync replaced; ArgoCD's SealedSecret health ignores
+    observedGeneration).
     """
+    ok = accepts or revision.__eq__
     app = f"application {state.namespace}/{state.name}"
     short = revision[:12]
-    errors = [(t, m) for t, m in state.conditions if t in ERROR_CONDITIONS]
-    if errors:
-        kind, message = errors[0]
-        return "failed", f"{app}: {kind}: {message or 'no message'}"
+    verdict = error_verdict(state, ok, seen_errors or {})
+    if verdict is not None and verdict[0] == "failed":
+        return "failed", verdict[1]
     # (a new operation already queued after the failure gets its chance)
     failed_op = state.operation_phase in FAILED_PHASES and not state.has_operation
-    if failed_op and state.operation_is_for(revision):
+    if failed_op and state.operation_is_to(ok, positions):
         return "failed", (
             f"{app}: sync of {short} {state.operation_phase.lower()}: "
             f"{state.operation_message or 'no message'}"
@@ -381,42 +456,58 @@ def app_status_for(  # noqa: PLR0911 - the FACTS 4 predicate, one reason per bra
     synced_s = (
         not state.has_operation
         and state.operation_phase == "Succeeded"
-        and state.operation_is_for(revision)
+        and state.operation_is_to(ok, positions)
         and state.sync_status == "Synced"
-        and state.has_synced_revision(revision)
+        and state.is_synced_to(ok, positions)
     )
     if synced_s and reconciled_after_sync and state.health == "Degraded" and degraded_fails:
         return "failed", (
             f"{app}: Degraded after syncing {short}: {state.health_message or 'no message'}"
         )
+    if verdict is not None:
+        return "waiting", verdict[1]
     if state.has_operation:
         return "waiting", f"{app}: an operation is running ({state.operation_phase or 'pending'})"
-    if not (state.operation_phase == "Succeeded" and state.operation_is_for(revision)):
-        last = state.operation_revision[:12] or "none"
+    if not (state.operation_phase == "Succeeded" and state.operation_is_to(ok, positions)):
+        last = ",".join(r[:12] for r in state.operation_revisions_at(positions)) or "none"
         return "waiting", (
             f"{app}: no successful sync of {short} yet "
             f"(last operation: {state.operation_phase or 'none'} at {last})"
         )
-    if not (state.sync_status == "Synced" and state.has_synced_revision(revision)):
-        at = state.sync_revision[:12] or ",".join(r[:12] for r in state.sync_revisions) or "?"
+    if not (state.sync_status == "Synced" and state.is_synced_to(ok, positions)):
+        at = ",".join(r[:12] for r in state.synced_revisions(positions)) or "?"
         return "waiting", f"{app}: {state.sync_status or 'Unknown'} at {at}, not Synced at {short}"
     if not reconciled_after_sync:
         return "waiting", f"{app}: not reconciled since the sync of {short} finished"
     if state.health != "Healthy":
         return "waiting", f"{app}: health {state.health or 'Unknown'}"
-    return "done", f"{app}: Synced and Healthy at {short}"
+    at = ",".join(r[:12] for r in state.synced_revisions(positions))
+    descendant = "" if at == short else f" ({at}, which descends from it)"
+    return "done", f"{app}: Synced and Healthy at {short}{descendant}"
+
+
+def manual_sync_revision(
+    state: AppState, revision: str, *, accepts: Accepts | None = None, positions: Positions = None
+) -> str | None:
+    """PURE. Without auto-sync, ArgoCD has compared against S (or a descendant: sync revision
+    accepted, OutOfSync) but nobody syncs it: the revision we must sync ourselves (FACTS 4), or
+    None. That is the compared revision, like ``argocd app sync`` of the branch does."""
+    ok = accepts or revision.__eq__
+    if (
+        state.auto_sync
+        or state.has_operation
+        or state.sync_status != "OutOfSync"
+        or not state.is_synced_to(ok, positions)
+        or (state.operation_is_to(ok, positions) and state.operation_phase == "Succeeded")
+    ):
+        return None
+    compared = state.synced_revisions(positions)
+    return compared[0] if compared else None
 
 
 def needs_manual_sync(state: AppState, revision: str) -> bool:
-    """PURE. Without auto-sync, ArgoCD has compared against S (sync revision S, OutOfSync) but
-    nobody syncs it: we must set the operation ourselves (FACTS 4)."""
-    return (
-        not state.auto_sync
-        and not state.has_operation
-        and state.has_synced_revision(revision)
-        and state.sync_status == "OutOfSync"
-        and not (state.operation_is_for(revision) and state.operation_phase == "Succeeded")
-    )
+    """PURE. ``manual_sync_revision`` for exactly S."""
+    return manual_sync_revision(state, revision) is not None
 
 
 class ArgoCD:
@@ -480,7 +571,7 @@ class ArgoCD:
             error=ArgoCDError,
         )
 
-    def refresh(self, namespace: str, name: str, *, hard: bool = False) -> None:
+    def refresh(self, namespace: str, name: str, *, hard: bool = False) -> str:
         """Ask the controller to compare now (it removes the annotations when done; auto-sync
         runs inside that refresh), like argo-cd util/argo/argo.go ``RefreshApp``: the refresh
         annotation plus ``refresh-timestamp`` (RFC3339Nano), so that a refresh landing while the
@@ -497,8 +588,17 @@ class ArgoCD:
             what=f"refresh application {namespace}/{name}",
             idempotent=True,
         )
+        return stamp
 
-    def sync(self, namespace: str, name: str, *, revision: str, username: str) -> bool:
+    def sync(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        revision: str,
+        username: str,
+        repo_url: str | None = None,
+    ) -> bool:
         """Start a sync of ``revision`` like ``argocd app sync`` does: set ``operation``, only
         when no operation is running, guarded by resourceVersion (a merge patch carrying
         ``metadata.resourceVersion`` is rejected with 409 if the app changed). 409 -> read again
@@ -521,7 +621,7 @@ class ArgoCD:
                 "metadata": {"resourceVersion": state.resource_version},
                 "operation": {
                     "initiatedBy": {"username": username},
-                    "sync": _sync_operation(obj, revision),
+                    "sync": _sync_operation(obj, revision, repo_url=repo_url),
                 },
             }
             try:
@@ -549,27 +649,84 @@ class ArgoCD:
         deadline_s: float,
         sync_if_manual: bool = True,
         degraded_fails: bool = True,
+        repo_url: str | None = None,
+        descends_from_revision: Accepts | None = None,
     ) -> AppState:
         """Wait until the Application is done for commit ``revision`` (``app_status_for``);
         fail fast (``ArgoCDError``) when it says failed; ``WaitTimeout("argocd")`` at the
-        deadline. Without auto-sync, start a sync of S once ArgoCD has compared against S.
+        deadline, naming the last state (an error condition being waited out included).
+        Without auto-sync, start a sync once ArgoCD has compared against S.
         Call ``refresh`` first to skip ArgoCD's polling interval.
+
+        ``repo_url``: the ops repo; of a multi-source app only its sources must reach S.
+        ``descends_from_revision(r)``: whether commit ``r`` descends from S (someone pushed on
+        top before the refresh: auto-sync syncs the branch tip and never reports S itself).
+        An error condition seen for the first time gets one more refresh: if the next
+        reconcile still shows it, it is real.
         RBAC: (argoproj.io, applications, get, list, watch, patch)."""
         synced_once = False
+        seen_errors: dict[str, datetime | None] = {}
+        awaiting: set[str] = set()  # error kinds we asked a refresh for, not yet consumed
+        our_refresh: dict[str, Any] = {"stamp": None, "seen": False}
+        verdicts: dict[str, bool] = {}
+
+        def accepts(candidate: str) -> bool:
+            if candidate == revision:
+                return True
+            if not candidate or descends_from_revision is None:
+                return False
+            if candidate not in verdicts:
+                verdicts[candidate] = descends_from_revision(candidate)
+            return verdicts[candidate]
 
         def check(obj: Json | None) -> WaitOutcome:
             nonlocal synced_once
             if obj is None:
                 raise ArgoCDError(f"application {namespace}/{name} not found", status=404)
             state = app_from(obj)
-            phase, reason = app_status_for(state, revision, degraded_fails=degraded_fails)
+            positions = ops_source_positions(state, repo_url) if state.multi_source else None
+            present = {kind for kind, _ in state.conditions if kind in ERROR_CONDITIONS}
+            for kind in list(seen_errors):
+                if kind not in present:
+                    del seen_errors[kind]  # cleared: a later one is judged afresh
+            awaiting.intersection_update(present)
+            if state.refresh_pending and state.refresh_stamp == our_refresh["stamp"]:
+                our_refresh["seen"] = True  # our request is in; its removal comes after
+            if awaiting and our_refresh["seen"] and not state.refresh_pending:
+                # The reconcile that consumed OUR refresh still shows the error. reconciledAt
+                # has whole seconds, so two reconciles within one second look alike: this is
+                # the sure sign (None: "seen before that reconcile").
+                for kind in awaiting:
+                    seen_errors[kind] = None
+                awaiting.clear()
+            phase, reason = app_status_for(
+                state,
+                revision,
+                degraded_fails=degraded_fails,
+                accepts=accepts,
+                positions=positions,
+                seen_errors=seen_errors,
+            )
             if phase == "failed":
                 raise ArgoCDError(f"{reason}; fix it in git or ArgoCD, then re-run")
             if phase == "done":
                 return WaitOutcome(True, state)
-            if sync_if_manual and not synced_once and needs_manual_sync(state, revision):
+            fresh = present - seen_errors.keys()
+            if fresh:
+                for kind in fresh:
+                    seen_errors[kind] = state.reconciled_at
+                awaiting.update(fresh)
+                log.info(
+                    "application %s/%s: %s; refreshing once to see if it lasts",
+                    namespace,
+                    name,
+                    reason,
+                )
+                our_refresh.update(stamp=self.refresh(namespace, name), seen=False)
+            target = manual_sync_revision(state, revision, accepts=accepts, positions=positions)
+            if sync_if_manual and not synced_once and target is not None:
                 synced_once = True
-                self.sync(namespace, name, revision=revision, username="rotator")
+                self.sync(namespace, name, revision=target, username="rotator", repo_url=repo_url)
             return WaitOutcome(reason=reason)
 
         state: AppState = self.kube.wait(
@@ -588,15 +745,22 @@ class ArgoCD:
         return state
 
 
-def _sync_operation(obj: Mapping[str, Any], revision: str) -> Json:
-    """``operation.sync`` for S: ``revision`` for one source; ``revisions`` per source for a
-    multi-source app (git sources get S, Helm chart sources keep their targetRevision)."""
+def _sync_operation(obj: Mapping[str, Any], revision: str, *, repo_url: str | None) -> Json:
+    """``operation.sync`` for S: ``revision`` for one source; for a multi-source app
+    ``revisions``, paired one-to-one with ``spec.sources`` (argo-cd types.go ``SyncOperation``;
+    controller/sync.go ``SyncAppState``): the ops repo's sources get S, every other source
+    keeps its own targetRevision. There is no ``sourcePositions`` on the Application (that is
+    a field of the API server's sync request, not of ``SyncOperation``). Without ``repo_url``,
+    every git (non-chart) source gets S."""
     sources = [s for s in dig(obj, "spec", "sources") or [] if isinstance(s, Mapping)]
     if not sources:
         return {"revision": revision}
+
+    def is_ops(source: Mapping[str, Any]) -> bool:
+        if repo_url is None:
+            return not source.get("chart")
+        return same_repo_url(as_str(source.get("repoURL")), repo_url)
+
     return {
-        "revisions": [
-            as_str(s.get("targetRevision")) if s.get("chart") else revision for s in sources
-        ],
-        "sourcePositions": list(range(1, len(sources) + 1)),
+        "revisions": [revision if is_ops(s) else as_str(s.get("targetRevision")) for s in sources]
     }

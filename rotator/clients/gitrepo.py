@@ -751,8 +751,22 @@ class OpsRepo:
             return PushResult(sha=sha, attempts=0, reapplied=False)
         return self.push(reapply=files_fn, message=message, trailers=trailers, attempts=attempts)
 
+    def fetch(self) -> str:
+        """Fetch the branch into ``origin/<branch>`` without touching the checkout; its sha."""
+        self._fetch_branch()
+        return self.head()
+
     def sync(self) -> str:
         """Fetch the branch and hard-reset the checkout to it (local commits are dropped)."""
+        branch = self.branch
+        self._fetch_branch()
+        self._run(
+            ["checkout", "--quiet", "--force", "-B", branch, self._tracking], what="check out"
+        )
+        self._run(["clean", "--quiet", "-ffdx"], what="clean the checkout")
+        return self.head()
+
+    def _fetch_branch(self) -> None:
         branch = self.branch
         self._run(
             [
@@ -766,11 +780,6 @@ class OpsRepo:
             ],
             what=f"fetch {branch} from {self._config.remote}",
         )
-        self._run(
-            ["checkout", "--quiet", "--force", "-B", branch, self._tracking], what="check out"
-        )
-        self._run(["clean", "--quiet", "-ffdx"], what="clean the checkout")
-        return self.head()
 
     # -- internals
 

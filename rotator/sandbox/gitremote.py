@@ -8,6 +8,8 @@ Fault hooks:
 - ``arm_concurrent_commit()``: the NEXT push is rejected by a pre-receive hook that first
   commits a change of ``CONCURRENT.md`` to the branch, exactly as if someone had pushed a
   moment earlier (after a fetch the retry succeeds).
+- ``arm_commit_on_top(files)``: right after the NEXT push lands, a post-receive hook commits
+  ``files`` on top of it, as if a colleague pushed a moment later (before anyone refreshed).
 - ``reject_pushes(reason)`` / ``accept_pushes()``: every push is declined by the hook.
 - ``unreachable()`` (context manager) or ``make_unreachable()`` / ``make_reachable()``: the
   repository directory is moved away, so fetch and push fail as for a remote that is down.
@@ -50,6 +52,28 @@ if [ -f "$GIT_DIR/sandbox-concurrent" ]; then
   git update-ref "$branch" "$commit" "$parent" || exit 1
   echo "rejected: $branch moved on (a concurrent commit landed first); fetch and retry" >&2
   exit 1
+fi
+exit 0
+"""
+
+
+_POST_HOOK = """#!/bin/sh
+# rotator sandbox: a colleague's commit right after the next push (see rotator/sandbox/gitremote.py)
+if [ -f "$GIT_DIR/sandbox-on-top" ]; then
+  mv "$GIT_DIR/sandbox-on-top" "$GIT_DIR/sandbox-on-top.taken"
+  branch="refs/heads/$(cat "$GIT_DIR/sandbox-branch")"
+  parent=$(git rev-parse "$branch") || exit 0
+  export GIT_INDEX_FILE="$GIT_DIR/sandbox-index-on-top"
+  git read-tree "$parent" || exit 0
+  while IFS="$(printf '\t')" read -r blob path; do
+    git update-index --add --cacheinfo 100644 "$blob" "$path" || exit 0
+  done < "$GIT_DIR/sandbox-on-top.taken"
+  tree=$(git write-tree) || exit 0
+  rm -f "$GIT_INDEX_FILE" "$GIT_DIR/sandbox-on-top.taken"
+  commit=$(GIT_AUTHOR_NAME=colleague GIT_AUTHOR_EMAIL=colleague@example.invalid \\
+    GIT_COMMITTER_NAME=colleague GIT_COMMITTER_EMAIL=colleague@example.invalid \\
+    git commit-tree "$tree" -p "$parent" -m "colleague: a change on top") || exit 0
+  git update-ref "$branch" "$commit" "$parent"
 fi
 exit 0
 """
@@ -104,6 +128,9 @@ class GitRemote:
         hook = self.path / "hooks" / "pre-receive"
         hook.write_text(_HOOK)
         hook.chmod(0o755)
+        post = self.path / "hooks" / "post-receive"
+        post.write_text(_POST_HOOK)
+        post.chmod(0o755)
         with tempfile.TemporaryDirectory(prefix="ops-seed-") as tmp:
             work = Path(tmp)
             git("init", "--quiet", f"--initial-branch={self.branch}", str(work))
@@ -150,7 +177,8 @@ class GitRemote:
     def accept_pushes_once_for(self, work: Path) -> None:
         reject = self.path / "sandbox-reject"
         concurrent = self.path / "sandbox-concurrent"
-        saved = [(p, p.read_text()) for p in (reject, concurrent) if p.exists()]
+        on_top = self.path / "sandbox-on-top"
+        saved = [(p, p.read_text()) for p in (reject, concurrent, on_top) if p.exists()]
         for p, _ in saved:
             p.unlink()
         try:
@@ -163,11 +191,27 @@ class GitRemote:
         """The next push is rejected after a colleague's commit lands on the branch."""
         (self.path / "sandbox-concurrent").write_text("1")
 
+    def arm_commit_on_top(self, files: Mapping[str, str]) -> None:
+        """Right after the next push lands, a colleague's commit of ``files`` goes on top."""
+        lines = []
+        for path, text in files.items():
+            blob = subprocess.run(
+                ["git", "hash-object", "-w", "--stdin"],
+                cwd=self.path,
+                input=text,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=GIT_TIMEOUT_S,
+            ).stdout.strip()
+            lines.append(f"{blob}\t{path}\n")
+        (self.path / "sandbox-on-top").write_text("".join(lines))
+
     def reject_pushes(self, reason: str = "rejected by policy (sandbox)") -> None:
         (self.path / "sandbox-reject").write_text(reason + "\n")
 
     def accept_pushes(self) -> None:
-        for name in ("sandbox-reject", "sandbox-concurrent"):
+        for name in ("sandbox-reject", "sandbox-concurrent", "sandbox-on-top"):
             (self.path / name).unlink(missing_ok=True)
 
     def make_unreachable(self) -> None:

@@ -29,10 +29,12 @@ is the real world; ``FAST`` makes a whole rotation take a few seconds.
 Fault hooks (for the reliability suite), all reversible with ``clear_faults()``:
 
 - git: ``git.arm_concurrent_commit()`` (next push rejected after a colleague's commit),
+  ``git.arm_commit_on_top(files)`` (a colleague's commit lands right after the next push),
   ``git.reject_pushes()``, ``git.unreachable()`` / ``make_unreachable()``, ``commit_directly()``;
 - ArgoCD (``argocd_version="3.6"``, a constructor setting: the upstream version whose
   behaviour the stand-in follows where 2.x and 3.x differ): ``inject_sync_error(env, msg)``,
-  ``inject_degraded(env, msg)``, ``stick_argocd(env)`` (never picks up new commits),
+  ``inject_degraded(env, msg)``, ``inject_repo_hiccup(env, times)`` (repo-server reads fail),
+  ``stick_argocd(env)`` (never picks up new commits),
   ``argocd.poll_s`` / ``sync_s``;
 - sealed-secrets (``sealed_secrets_version="v0.36.6"``, a constructor setting: the release
   whose status writing the stand-in follows; v0.24.1 and v0.24.2 lie in different ways. Not
@@ -639,6 +641,11 @@ class Sandbox:
         self.argocd.degraded[manifests.app_name(env)] = message
         self.argocd.refresh(manifests.app_name(env))
 
+    def inject_repo_hiccup(self, env: str, times: int = 1) -> None:
+        """The next ``times`` repo-server reads for ``env``'s app fail (a restart, a blip)."""
+        assert self.argocd is not None
+        self.argocd.repo_hiccups[manifests.app_name(env)] = times
+
     def stick_argocd(self, env: str) -> None:
         assert self.argocd is not None
         self.argocd.stuck(manifests.app_name(env))
@@ -653,6 +660,7 @@ class Sandbox:
         if self.argocd is not None:
             self.argocd.sync_errors.clear()
             self.argocd.degraded.clear()
+            self.argocd.repo_hiccups.clear()
             for env in manifests.ENVS:
                 self.argocd.unstick(manifests.app_name(env))
         if self.rollout is not None:

@@ -132,23 +132,33 @@ class RepoError(Exception):
 @dataclass
 class _Op:
     operation: Obj
-    revision: str
+    revisions: list[str]  # one per source (one-source apps: one)
     started_at: str
     due: float
     automated: bool
+
+    @property
+    def revision(self) -> str:
+        return self.revisions[0] if self.revisions else ""
 
 
 @dataclass
 class _AppState:
     next_poll: float = 0.0
-    revision: str = ""  # last compared revision
+    revisions: list[str] = field(default_factory=list)  # last compared, one per source
     manifests: list[Obj] = field(default_factory=list)
     op: _Op | None = None
     attempted: str = ""  # revision of the last sync attempt (alreadyAttemptedSync)
     attempt_ok: bool = True
     attempt_message: str = ""
     comparison_error: str = ""
-    pinned: str | None = None  # "stuck" fault
+    pinned: str | None = None  # "stuck" fault (first source)
+    repo_error_since: float | None = None  # repoErrorCache: first repo error in a row
+    compared_sources: str = ""  # the sources the last comparison was of
+
+    @property
+    def revision(self) -> str:
+        return self.revisions[0] if self.revisions else ""
 
 
 def repo_path(repo_url: str) -> Path:
@@ -352,6 +362,11 @@ class ArgoCDController(Controller):
         self._rendered: dict[tuple[str, str, str], list[Obj]] = {}
         self.sync_errors: dict[str, str] = {}
         self.degraded: dict[str, str] = {}
+        # app -> how many more repo-server reads fail (a hiccup; see _compare)
+        self.repo_hiccups: dict[str, int] = {}
+        # --repo-error-grace-period-seconds: defaultAppResyncPeriod + jitter = 180 s (3.x),
+        # defaultAppResyncPeriod = 180 s (2.x): cmd/argocd-application-controller
+        self.repo_error_grace_s = 180.0
         self.syncs = 0
 
     # -- fault hooks -----------------------------------------------------------------------------
@@ -415,7 +430,6 @@ class ArgoCDController(Controller):
         top: Obj = {}  # top-level merge patch fields besides status
         now = time.monotonic()
         spec = app.get("spec") or {}
-        source = spec.get("source") or {}
         windows = self._sync_windows(app)
 
         compare = False
@@ -440,10 +454,17 @@ class ArgoCDController(Controller):
                 # was requested meanwhile (that one is lost until the next poll).
                 top["metadata"] = {"annotations": {REFRESH_ANNOTATION: None}}
             compare = True
-        if now >= state.next_poll or not state.revision:
+        if now >= state.next_poll or not state.revisions:
             compare = True
+        sources_now = json.dumps(app_sources(app), sort_keys=True, default=str)
+        if state.compared_sources and sources_now != state.compared_sources:
+            # argo-cd controller/appcontroller.go needRefreshAppStatus: "spec.source differs"
+            # (or "at least one of the spec.sources differs") -> compare at once
+            compare = True
+        ignored = False
         if compare:
-            self._compare(app, state, status, source)
+            ignored = self._compare(app, state, status, refreshed=refresh_requested)
+            state.compared_sources = sources_now
             state.next_poll = now + self._poll_interval()
         self._diff_live(app, state, status)
         automated = (spec.get("syncPolicy") or {}).get("automated") or {}
@@ -451,10 +472,11 @@ class ArgoCDController(Controller):
         # argo-cd controller/appcontroller.go processAppRefreshQueueItem: autoSync runs only when
         # project.Spec.SyncWindows.Matches(app).CanSync(false) allows it.
         can_auto_sync = not self._window_blocks(app, windows, manual=False)
-        if compare and auto and can_auto_sync and state.op is None and not app.get("operation"):
+        compared = compare and not ignored
+        if compared and auto and can_auto_sync and state.op is None and not app.get("operation"):
             self._auto_sync(app, state, status, top, automated)
         if state.op is None and "operation" not in top and app.get("operation") is None:
-            _set_condition(status, "SyncError", _sync_error_message(state, status))
+            _set_condition(status, "SyncError", self._sync_error_message(state))
         else:
             # Upstream autoSync returns no condition while an operation is in progress
             # ("Skipping auto-sync: another operation is in progress"), which clears SyncError.
@@ -471,6 +493,18 @@ class ArgoCDController(Controller):
         if state.op is not None:
             waits.append(max(0.0, state.op.due - time.monotonic()))
         self.queue.add(key, after=min(waits))
+
+    def _sync_error_message(self, state: _AppState) -> str:
+        """controller/appcontroller.go autoSync, a failed attempt at the compared revision(s):
+        "Failed sync attempt to <sha>: ..." before 3.2, "Failed last sync attempt to [<sha>]:
+        ..." (Go's %s of the revisions slice) from v3.2.0."""
+        attempt = ",".join(state.revisions)
+        if not (state.attempted and not state.attempt_ok and state.attempted == attempt):
+            return ""
+        if self.version < (3, 2):
+            return f"Failed sync attempt to {state.revision}: {state.attempt_message}"
+        listed = " ".join(state.revisions)
+        return f"Failed last sync attempt to [{listed}]: {state.attempt_message}"
 
     def _consume_refresh(self, app: Obj, *, retry: bool = True) -> bool:
         """Remove the refresh annotations of the request this reconcile served (3.6+).
@@ -531,26 +565,60 @@ class ArgoCDController(Controller):
                     self._rendered.pop(next(iter(self._rendered)))
         return _deep_copy(cached)  # type: ignore[no-any-return]
 
-    def _compare(self, app: Obj, state: _AppState, status: Obj, source: Obj) -> None:
-        target = str(source.get("targetRevision") or "HEAD")
+    def _compare(self, app: Obj, state: _AppState, status: Obj, *, refreshed: bool) -> bool:
+        """Resolve every source's targetRevision and render it. Returns True when a repo error
+        is ignored (the reconcile leaves the status as it was).
+
+        argo-cd controller/state.go CompareAppState: a repo error is ignored (and remembered in
+        repoErrorCache) on its first occurrence and within the grace period after it, unless
+        the comparison was requested by a refresh (``noRevisionCache``): then it shows at once
+        as ``ComparisonError`` and sync status Unknown. A successful read forgets it."""
+        sources, multi = app_sources(app)
+        name = str(meta(app).get("name"))
+        revisions: list[str] = []
+        manifests: list[Obj] = []
         try:
-            repo = repo_path(str(source.get("repoURL") or ""))
-            revision = resolve_revision(repo, state.pinned or target)
-            if state.pinned == "HEAD":
-                state.pinned = revision
-            manifests = self._render(repo, revision, source)
+            for i, source in enumerate(sources):
+                self._maybe_hiccup(name)
+                target = str(source.get("targetRevision") or "HEAD")
+                pinned = state.pinned if i == 0 and not multi else None
+                repo = repo_path(str(source.get("repoURL") or ""))
+                revision = resolve_revision(repo, pinned or target)
+                if i == 0 and state.pinned == "HEAD":
+                    state.pinned = revision
+                revisions.append(revision)
+                manifests.extend(self._render(repo, revision, source))
         except RepoError as exc:
+            now = time.monotonic()
+            if not refreshed:
+                since = state.repo_error_since
+                if since is None or now - since <= self.repo_error_grace_s * self.time_scale:
+                    if since is None:
+                        state.repo_error_since = now
+                    log.info("argocd: %s: ignoring repo error (grace period): %s", name, exc)
+                    return True
             state.comparison_error = (
-                "Failed to load target state: failed to generate manifest for source 1 of 1: "
-                f"rpc error: code = Unknown desc = {exc}"
+                "Failed to load target state: failed to generate manifest for source "
+                f"{len(revisions) + 1} of {len(sources)}: rpc error: code = Unknown desc = {exc}"
             )
-            log.info("argocd: %s: comparison error: %s", meta(app).get("name"), exc)
+            log.info("argocd: %s: comparison error: %s", name, exc)
         else:
+            state.repo_error_since = None
             state.comparison_error = ""
-            state.revision = revision
+            state.revisions = revisions
             state.manifests = manifests
         status["reconciledAt"] = now_rfc3339()
         _set_condition(status, "ComparisonError", state.comparison_error)
+        return False
+
+    def _maybe_hiccup(self, name: str) -> None:
+        """The ``repo_hiccups`` fault: this repo-server call fails, as when it restarts."""
+        if self.repo_hiccups.get(name, 0) > 0:
+            self.repo_hiccups[name] -= 1
+            raise RepoError(
+                "rpc error: code = Unavailable desc = connection error: dial tcp "
+                "argocd-repo-server:8081: connect: connection refused (injected)"
+            )
 
     def _target_namespace(self, app: Obj, obj: Obj) -> str:
         dest = ((app.get("spec") or {}).get("destination") or {}).get("namespace") or ""
@@ -611,16 +679,18 @@ class ArgoCDController(Controller):
         sync_status = (
             "Unknown" if state.comparison_error else ("Synced" if in_sync else "OutOfSync")
         )
-        status["sync"] = {
-            "status": sync_status,
-            "revision": state.revision,
-            "comparedTo": {
-                "source": _deep_copy(source),
-                "destination": _deep_copy(spec.get("destination") or {}),
-            },
-        }
-        if state.comparison_error and not state.revision:
-            status["sync"].pop("revision")
+        sources, multi = app_sources(app)
+        compared: Obj = {"destination": _deep_copy(spec.get("destination") or {})}
+        status["sync"] = {"status": sync_status, "comparedTo": compared}
+        if multi:
+            # types.go SyncStatus.Revisions / ComparedTo.Sources: one entry per spec.sources
+            compared["sources"] = _deep_copy(sources)
+            if state.revisions:
+                status["sync"]["revisions"] = list(state.revisions)
+        else:
+            compared["source"] = _deep_copy(source)
+            if state.revision:
+                status["sync"]["revision"] = state.revision
         status["sourceType"] = "Directory"
 
     # -- sync operations -------------------------------------------------------------------------
@@ -628,32 +698,47 @@ class ArgoCDController(Controller):
     def _auto_sync(self, app: Obj, state: _AppState, status: Obj, top: Obj, automated: Obj) -> None:
         if state.comparison_error or (status.get("sync") or {}).get("status") != "OutOfSync":
             return
-        revision = state.revision
-        if state.attempted == revision and not (automated.get("selfHeal") and state.attempt_ok):
+        attempt = ",".join(state.revisions)
+        if state.attempted == attempt and not (automated.get("selfHeal") and state.attempt_ok):
             return  # alreadyAttemptedSync: a failed attempt is reported as SyncError
-        operation = {
-            "sync": {"revision": revision},
-            "initiatedBy": {"automated": True},
-            "retry": {},
-        }
+        sources, multi = app_sources(app)
+        # argo-cd controller/appcontroller.go autoSync: Revision, or for multi-source Revisions
+        # (syncStatus.Revisions) with Sources
+        sync: Obj = (
+            {"revisions": list(state.revisions), "sources": _deep_copy(sources)}
+            if multi
+            else {"revision": state.revision}
+        )
+        operation = {"sync": sync, "initiatedBy": {"automated": True}, "retry": {"limit": 5}}
         top["operation"] = operation
         self._start_operation(app, state, status, operation, automated=True)
 
     def _start_operation(
         self, app: Obj, state: _AppState, status: Obj, operation: Obj, *, automated: bool
     ) -> None:
-        source = (app.get("spec") or {}).get("source") or {}
-        wanted = str(
-            (operation.get("sync") or {}).get("revision") or source.get("targetRevision") or "HEAD"
-        )
+        """controller/sync.go newSyncOperationResult: the operation's revision(s), each source's
+        targetRevision where none is given (state.go CompareAppState: a ``revisions`` list of
+        another length than ``spec.sources`` is replaced by the targetRevisions)."""
+        sources, multi = app_sources(app)
+        sync = operation.get("sync") or {}
+        if multi:
+            asked = [str(r) for r in sync.get("revisions") or []]
+            if len(asked) != len(sources):
+                asked = [str(src.get("targetRevision") or "HEAD") for src in sources]
+        else:
+            asked = [str(sync.get("revision") or sources[0].get("targetRevision") or "HEAD")]
         started = now_rfc3339()
-        try:
-            revision = resolve_revision(repo_path(str(source.get("repoURL") or "")), wanted)
-        except RepoError:
-            revision = wanted
+        revisions: list[str] = []
+        for source, wanted in zip(sources, asked, strict=True):
+            try:
+                revisions.append(
+                    resolve_revision(repo_path(str(source.get("repoURL") or "")), wanted)
+                )
+            except RepoError:
+                revisions.append(wanted)
         state.op = _Op(
             operation=_deep_copy(operation),
-            revision=revision,
+            revisions=revisions,
             started_at=started,
             due=time.monotonic() + self.sync_s * self.time_scale,
             automated=automated,
@@ -663,16 +748,16 @@ class ArgoCDController(Controller):
             "phase": "Running",
             "message": "one or more tasks are running",
             "startedAt": started,
-            "syncResult": {"revision": revision, "source": _deep_copy(source)},
+            "syncResult": _sync_result(sources, multi, revisions),
         }
-        log.info("argocd: %s: sync to %s started", meta(app).get("name"), revision[:12])
+        log.info("argocd: %s: sync to %s started", meta(app).get("name"), _short(revisions))
 
     def _finish_operation(self, app: Obj, state: _AppState, status: Obj, top: Obj) -> None:
         op = state.op
         assert op is not None
         state.op = None
         app_name = str(meta(app).get("name"))
-        source = (app.get("spec") or {}).get("source") or {}
+        sources, multi = app_sources(app)
         results: list[Obj] = []
         phase, message = "Succeeded", "successfully synced (all tasks run)"
         if app_name in self.sync_errors:
@@ -680,14 +765,17 @@ class ArgoCDController(Controller):
             message = f"one or more objects failed to apply, reason: {self.sync_errors[app_name]}"
         else:
             try:
-                repo = repo_path(str(source.get("repoURL") or ""))
-                revision = resolve_revision(repo, op.revision)
-                manifests = self._render(repo, revision, source)
-            except RepoError as exc:
+                resolved: list[str] = []
+                manifests: list[Obj] = []
+                for source, wanted in zip(sources, op.revisions, strict=True):
+                    repo = repo_path(str(source.get("repoURL") or ""))
+                    resolved.append(resolve_revision(repo, wanted))
+                    manifests.extend(self._render(repo, resolved[-1], source))
+            except (RepoError, ValueError) as exc:
                 phase = "Error"
                 message = f"ComparisonError: {exc}"
             else:
-                op.revision = revision
+                op.revisions = resolved
                 try:
                     for manifest in manifests:
                         results.append(self._apply(app, manifest))
@@ -695,7 +783,7 @@ class ArgoCDController(Controller):
                     phase = "Failed"
                     message = f"one or more objects failed to apply, reason: {exc}"
         finished = now_rfc3339()
-        state.attempted = op.revision
+        state.attempted = ",".join(op.revisions)
         state.attempt_ok = phase == "Succeeded"
         state.attempt_message = message
         self.syncs += 1
@@ -705,27 +793,22 @@ class ArgoCDController(Controller):
             "message": message,
             "startedAt": op.started_at,
             "finishedAt": finished,
-            "syncResult": {
-                "revision": op.revision,
-                "source": _deep_copy(source),
-                "resources": results,
-            },
+            "syncResult": {**_sync_result(sources, multi, op.revisions), "resources": results},
         }
         if phase == "Succeeded":
             history = list(status.get("history") or [])
             history.append(
                 {
                     "id": (history[-1]["id"] + 1) if history else 0,
-                    "revision": op.revision,
+                    **_sync_result(sources, multi, op.revisions),
                     "deployStartedAt": op.started_at,
                     "deployedAt": finished,
-                    "source": _deep_copy(source),
                     "initiatedBy": op.operation.get("initiatedBy") or {},
                 }
             )
             status["history"] = history[-10:]
         top["operation"] = None
-        log.info("argocd: %s: sync to %s %s", app_name, op.revision[:12], phase)
+        log.info("argocd: %s: sync to %s %s", app_name, _short(op.revisions), phase)
 
     def _apply(self, app: Obj, manifest: Obj) -> Obj:
         """``kubectl apply`` of one object: create, or patch just the manifest's fields."""
@@ -866,6 +949,16 @@ def can_sync(windows: list[Obj], app: Obj, *, manual: bool, now: datetime) -> bo
     return True
 
 
+def app_sources(app: Obj) -> tuple[list[Obj], bool]:
+    """argo-cd types.go ``ApplicationSpec.GetSources``/``HasMultipleSources``: ``spec.sources``
+    when set (multi-source), else the one ``spec.source``."""
+    spec = app.get("spec") or {}
+    sources = [s for s in spec.get("sources") or [] if isinstance(s, dict)]
+    if sources:
+        return sources, True
+    return [spec.get("source") or {}], False
+
+
 def _go_bool(value: Any) -> bool:
     """Go ``strconv.ParseBool`` true values (anything unparseable is not true)."""
     return value in ("1", "t", "T", "TRUE", "true", "True")
@@ -875,10 +968,16 @@ def _rfc6901(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def _sync_error_message(state: _AppState, status: Obj) -> str:
-    if state.attempted and not state.attempt_ok and state.attempted == state.revision:
-        return f"Failed sync attempt to {state.attempted}: {state.attempt_message}"
-    return ""
+def _sync_result(sources: list[Obj], multi: bool, revisions: list[str]) -> Obj:
+    """types.go SyncOperationResult / RevisionHistory: revision + source, or for a
+    multi-source app revisions + sources (paired one-to-one)."""
+    if multi:
+        return {"revisions": list(revisions), "sources": _deep_copy(sources)}
+    return {"revision": revisions[0] if revisions else "", "source": _deep_copy(sources[0])}
+
+
+def _short(revisions: list[str]) -> str:
+    return ",".join(r[:12] for r in revisions)
 
 
 def _set_condition(status: Obj, ctype: str, message: str) -> None:
