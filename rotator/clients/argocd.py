@@ -250,7 +250,7 @@ def _window_is_active(window: Mapping[str, Any], now: datetime) -> bool:
     schedule or duration cannot be read (upstream: such a window blocks every sync)."""
     from zoneinfo import ZoneInfo
 
-    from rotator.scheduler import crontab_trigger
+    from rotator.cron import crontab_trigger
 
     schedule = as_str(window.get("schedule"))
     duration = parse_go_duration(as_str(window.get("duration")))
