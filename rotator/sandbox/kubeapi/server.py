@@ -583,6 +583,36 @@ class KubeApiServer:
             return self._single(req, rt, obj, 200)
         return json_response(200, _success(rt, obj))
 
+    def _ensure_not_too_large(self, req: Request) -> None:
+        """A LIST at a resourceVersion the server has not reached: 504 Timeout (k8s.io/apiserver
+        pkg/storage/cacher/watch_cache.go ``waitUntilFreshAndBlock`` ->
+        pkg/storage/errors.go ``NewTooLargeResourceVersionError``). The real server first waits
+        up to 3 s for the version to arrive; the stand-in, whose versions are all local,
+        answers at once."""
+        rv_param = req.param("resourceVersion")
+        if rv_param in ("", "0") or req.param("resourceVersionMatch") not in ("", "NotOlderThan"):
+            return
+        try:
+            wanted = int(rv_param)
+        except ValueError as exc:
+            raise bad_request(f"invalid resource version: {rv_param}") from exc
+        current = self._store.resource_version
+        if wanted > current:
+            raise ApiError(
+                504,
+                "Timeout",
+                f"Timeout: Too large resource version: {wanted}, current: {current}",
+                details={
+                    "causes": [
+                        {
+                            "reason": "ResourceVersionTooLarge",
+                            "message": "Too large resource version",
+                        }
+                    ],
+                    "retryAfterSeconds": 1,
+                },
+            )
+
     def _single(self, req: Request, rt: ResourceType, obj: Obj, code: int) -> Response:
         version = wants_table(req.headers.get("accept", ""))
         if version is not None and req.method == "GET":
@@ -631,6 +661,7 @@ class KubeApiServer:
             limit = int(req.param("limit") or 0)
         except ValueError as exc:
             raise bad_request("limit must be an integer") from exc
+        self._ensure_not_too_large(req)
         result = self._store.list(
             rt, namespace, match, limit=max(0, limit), continue_token=req.param("continue")
         )

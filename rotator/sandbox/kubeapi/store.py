@@ -77,6 +77,22 @@ class ListResult:
     remaining: int | None
 
 
+# k8s.io/apimachinery pkg/util/validation/validation.go dns1123SubdomainFmt
+DNS1123_SUBDOMAIN_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_B64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def _corrupt_base64_at(text: str) -> int:
+    """Where Go's ``base64.StdEncoding`` stops: the first byte outside the alphabet (padding
+    only at the end), else the start of an incomplete final quantum."""
+    stripped = text.replace("\r", "").replace("\n", "")
+    body = stripped.rstrip("=")
+    for i, ch in enumerate(body):
+        if ch not in _B64_ALPHABET:
+            return i
+    return len(stripped) - len(stripped) % 4 if len(stripped) % 4 else max(0, len(body) - 1)
+
+
 def _pod_grace_period_s(pod: Obj, requested: int | None) -> int:
     """kubernetes ``pkg/registry/core/pod/strategy.go`` ``CheckGracefulDelete``: the requested
     grace period, else ``spec.terminationGracePeriodSeconds`` (default 30); 0 for a pod never
@@ -245,7 +261,8 @@ class Store:
                         "metadata.name",
                         f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist '
                         "of lower case alphanumeric characters, '-' or '.', and must start and "
-                        "end with an alphanumeric character",
+                        "end with an alphanumeric character (e.g. 'example.com', regex used for "
+                        f"validation is '{DNS1123_SUBDOMAIN_FMT}')",
                     )
                 ],
             )
@@ -272,19 +289,15 @@ class Store:
             data = obj.get("data") or {}
             for k, v in string_data.items():
                 data[k] = base64.b64encode(str(v).encode()).decode()
-            for k, v in data.items():
+            for v in data.values():
                 try:
                     base64.b64decode(str(v), validate=True)
                 except (ValueError, binascii.Error) as exc:
-                    raise invalid(
-                        rt,
-                        _meta(obj).get("name", ""),
-                        [
-                            (
-                                f"data[{k}]",
-                                "Invalid value: <secret contents redacted>: illegal base64",
-                            )
-                        ],
+                    # Decoding the body, before any validation: 400, not 422 (the []byte field
+                    # is base64 in JSON; Go's encoding/base64 CorruptInputError names the byte).
+                    raise bad_request(
+                        f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                        f"illegal base64 data at input byte {_corrupt_base64_at(str(v))}"
                     ) from exc
             if data:
                 obj["data"] = data
