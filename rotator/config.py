@@ -56,6 +56,17 @@ def _dns_name(value: str) -> str:
     return value
 
 
+def _git_ident_name(value: str) -> str:
+    # git ident.c fmt_ident: a name that is empty or only "crud" (bytes <= 32 and , : ; < > "
+    # \ ') makes `git commit` die ("name consists only of disallowed characters"): that commit
+    # comes after the reset, so refuse the name here.
+    if not any(ord(c) > 32 and c not in ",:;<>\"\\'" for c in value):
+        raise ValueError(
+            "git refuses an author name that is empty or only spaces and , : ; < > \" \\ '"
+        )
+    return value
+
+
 def _data_key(value: str) -> str:
     if not _DATA_KEY.match(value):
         raise ValueError("a Secret data key uses only letters, digits, '-', '_' and '.'")
@@ -198,7 +209,7 @@ class EnvironmentConfig(_Model):
 class GitConfig(_Model):
     remote: str
     branch: str = "main"
-    author_name: str = "rotator"
+    author_name: Annotated[str, AfterValidator(_git_ident_name)] = "rotator"
     author_email: str = "rotator@users.noreply.invalid"
     workdir: Path | None = None
     https_token: SecretSource | None = None

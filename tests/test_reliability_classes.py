@@ -39,6 +39,7 @@ from typing import Any
 
 import pytest
 
+from rotator.errors import ConfigError
 from rotator.redact import Secret
 from rotator.report import Outcome, RunReport, to_json, to_text
 from rotator.sandbox.controllers.base import LEASE
@@ -402,6 +403,21 @@ def test_an_environment_listed_twice_in_the_config_is_refused_naming_both_lines(
     assert world.resets == 0
     assert world.head() == seed_head
     assert world.slack_payloads() == [], "no run, no Slack report"
+
+
+@pytest.mark.parametrize("name", ["''", "' <> '", "'\"; ,'"])
+def test_a_git_author_name_git_would_refuse_at_the_commit_after_the_reset_is_a_config_error(
+    name: str,
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    # A sibling of class 3: the author name is first used by the commit, after the reset.
+    world = make_world()
+    seed_head = world.head()
+    with pytest.raises(ConfigError, match=r"git\.author_name: .*git refuses an author name"):
+        world.run(f"git.author_name={name}")
+    assert world.resets == 0
+    assert world.head() == seed_head
+    assert world.slack_payloads() == []
 
 
 # --- class 4: the checkout heals itself --------------------------------------------------------
