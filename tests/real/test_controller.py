@@ -29,6 +29,7 @@ from rotator.clients.sealing import load_cert, seal_manifest, verify_with_contro
 from rotator.config import ControllerRef, SealingScope, Timeouts, Waits
 from rotator.errors import KubeError
 from rotator.redact import fingerprint
+from tests.go_tools import go_tool
 from tests.real.cluster import CONTROLLER_NAME, CONTROLLER_NAMESPACE, Cluster
 from tests.real.peers import peers
 from tests.real.world import apply_rotator_rbac
@@ -185,18 +186,17 @@ def test_v0_24_2_leaves_observed_generation_stale_and_rotators_wait_goes_by_its_
     assert not state.is_observed
 
 
-def test_cronjob_yaml_passes_the_real_servers_validation(rbac: Cluster, inside: Cluster) -> None:
-    """``kubectl apply --dry-run=server``: schema, defaults and admission of a current server
-    (batch/v1 CronJob with timeZone, the Roles), not a client-side guess."""
+def server_dry_run(cluster: Cluster, manifest: Path) -> set[str]:
+    """``kubectl apply --dry-run=server -f manifest`` as admin; the kinds the server accepted."""
     proc = subprocess.run(
         [
             str(PEERS.kube("kubectl")),
             "--kubeconfig",
-            str(inside.kubeconfig("admin")),
+            str(cluster.kubeconfig("admin")),
             "apply",
             "--dry-run=server",
             "-f",
-            str(CRONJOB),
+            str(manifest),
             "-o",
             "json",
         ],
@@ -206,5 +206,37 @@ def test_cronjob_yaml_passes_the_real_servers_validation(rbac: Cluster, inside: 
     )
     assert proc.returncode == 0, proc.stderr.decode()
     out = json.loads(proc.stdout)
-    kinds = {i["kind"] for i in out.get("items", [out])}
+    return {i["kind"] for i in out.get("items", [out])}
+
+
+def test_cronjob_yaml_passes_the_real_servers_validation(rbac: Cluster, inside: Cluster) -> None:
+    """``kubectl apply --dry-run=server``: schema, defaults and admission of a current server
+    (batch/v1 CronJob with timeZone, the Roles), not a client-side guess."""
+    kinds = server_dry_run(inside, CRONJOB)
     assert {"CronJob", "Role", "RoleBinding", "ServiceAccount", "ConfigMap"} <= kinds
+
+
+def test_the_helm_chart_passes_the_real_servers_validation(
+    rbac: Cluster, inside: Cluster, tmp_path: Path
+) -> None:
+    """The chart as ``helm template`` renders it for this server's version, applied with
+    ``--dry-run=server``."""
+    proc = subprocess.run(
+        [
+            str(go_tool("helm")),
+            "template",
+            "rotator",
+            str(ROOT / "charts" / "rotator"),
+            "--namespace",
+            "rotator",
+            "--kube-version",
+            PEERS.kubernetes_version.lstrip("v"),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    rendered = tmp_path / "chart.yaml"
+    rendered.write_bytes(proc.stdout)
+    assert {"CronJob", "Role", "RoleBinding", "ServiceAccount"} <= server_dry_run(inside, rendered)
