@@ -1041,11 +1041,15 @@ def test_an_expired_lease_is_taken_over_only_after_watching_it_unchanged_for_its
     clock = ObservingClock(timedelta(0))
     kube = Kube.from_config(make_config(kubeconfig, poll_interval_s=2), clock=clock)
     caplog.set_level(logging.INFO, logger="rotator.clients.kube")
+    caplog.set_level(logging.INFO, logger="rotator.progress")
     taken = kube.acquire_lease("align-prod", name, holder="run-2", duration_s=30)
     assert taken.holder == "run-2"
     assert taken.transitions == 1
     assert clock.t >= 30  # watched the record for the whole lease duration first
     assert "crashed-run" in caplog.text
+    # A wait like any other: its heartbeat says what it waits for while it waits.
+    assert f"lock: still waiting: the Lease align-prod/{name}, " in caplog.text
+    assert "last seen: the lease of crashed-run looks expired" in caplog.text
     with pytest.raises(KubeError, match="lost the lock"):
         crashed.renew_lease("align-prod", name, holder="crashed-run")
     crashed.close()

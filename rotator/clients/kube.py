@@ -1173,6 +1173,25 @@ class Kube:
         A create that gets 409 (someone was faster) re-reads.
         RBAC: (coordination.k8s.io, leases, get, create, update).
         """
+        with waiting(
+            "lock",
+            f"the Lease {namespace}/{name}",
+            clock=self.clock,
+            interval_s=self.waits.heartbeat_s,
+        ) as progress:
+            return self._acquire_lease(
+                namespace, name, holder=holder, duration_s=duration_s, progress=progress
+            )
+
+    def _acquire_lease(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        holder: str,
+        duration_s: int,
+        progress: WaitProgress,
+    ) -> LeaseState:
         observed: LeaseRecord | None = None
         observed_at = 0.0
         conflicts = 0
@@ -1206,6 +1225,10 @@ class Kube:
                     self.clock.monotonic() - observed_at
                 )
                 if remaining > 0:
+                    progress.observe(
+                        f"the lease of {current.holder} looks expired; taking it over once "
+                        f"unchanged for {max(current.duration_s, duration_s)}s"
+                    )
                     self.clock.sleep(min(self.waits.poll_interval_s, remaining))
                     continue
             try:
