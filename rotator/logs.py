@@ -46,6 +46,11 @@ def log_context(
             var.reset(token)
 
 
+def current_env() -> str:
+    """The environment the current context logs for ("-" outside one)."""
+    return _env.get()
+
+
 class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "step"):

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from rotator.clock import Clock
-from rotator.logs import live_lines
+from rotator.logs import current_env, live_lines
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,11 @@ class WaitProgress:
         log.info("%s: still waiting: %s", self.step, line)
         return True
 
+    def live_text(self) -> str:
+        """The live line's part: time and state first, as a narrow terminal cuts the end."""
+        limit = f"/{self.deadline_s:.0f}s" if self.deadline_s is not None else ""
+        return f"{self.elapsed:.0f}s{limit} {self.state or 'waiting'} ({self.what})"
+
     def summary(self, now: float | None = None) -> str:
         elapsed = (self.clock.monotonic() if now is None else now) - self.started
         limit = f" of {self.deadline_s:.0f}s" if self.deadline_s is not None else ""
@@ -88,10 +93,12 @@ class WaitProgress:
 
 def _tick(progress: WaitProgress, stop: threading.Event, key: str) -> None:
     display = live_lines()
+    env = current_env()  # the ticker runs in a copy of the wait's context
+    label = progress.step if env in ("", "-") else f"{progress.step} {env}"
     while not stop.wait(_TICK_S):
         progress.beat()
         if display is not None:
-            display.show(key, f"[{progress.step}] {progress.summary()}")
+            display.show(key, f"[{label}] {progress.live_text()}")
 
 
 @contextlib.contextmanager

@@ -171,3 +171,23 @@ def test_text_logs_that_are_not_on_a_terminal_get_no_live_line() -> None:
         assert not isinstance(handler, LiveLines)
     finally:
         logging.getLogger().removeHandler(handler)
+
+
+def test_on_a_terminal_a_wait_draws_its_step_env_time_and_state_live(
+    terminal: tuple[Terminal, LiveLines],
+) -> None:
+    stream, _ = terminal
+    with (
+        log_context(step="unseal", env="prod"),
+        waiting("unseal", "sealedsecret x", clock=SystemClock(), deadline_s=180) as wait,
+    ):
+        wait.observe("Synced=False")
+        drawn = threading.Event()
+        for _ in range(600):  # the ticker draws once a second; allow a loaded machine a minute
+            if "[unseal prod] " in stream.getvalue():
+                drawn.set()
+                break
+            drawn.wait(0.1)
+    assert drawn.is_set(), stream.getvalue()
+    line = stream.getvalue().split("[unseal prod] ", 1)[1]
+    assert "/180s Synced=False (sealedsecret x)" in line.split("\r")[0]
