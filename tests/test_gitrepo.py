@@ -444,6 +444,29 @@ def test_a_colleague_s_push_before_the_push_check_is_fetched_and_checked_again(
     assert remote.tip() == theirs  # a dry run pushes nothing
 
 
+def test_a_push_check_that_loses_every_race_says_the_branch_keeps_moving_not_permission(
+    remote: BareRemote, tmp_path: Path
+) -> None:
+    moves = iter(range(100))
+
+    class BusyBranch(OpsRepo):
+        """Someone pushes again right after each of our fetches."""
+
+        def sync(self) -> str:
+            tip = super().sync()
+            remote.push_commit({"apps/preview/deploy.yaml": f"moved {next(moves)}\n"})
+            return tip
+
+    remote.push_commit({"apps/preview/deploy.yaml": "moved first\n"})  # after our first fetch
+    with (
+        BusyBranch.open(config(remote.file_url), token=None, workdir=tmp_path / "w") as ops,
+        pytest.raises(GitError, match="the branch moved on every one of 3 attempts") as info,
+    ):
+        ops.check_push_access()
+    assert info.value.retryable
+    assert "permission" not in str(info.value)
+
+
 # --- HTTPS token through a real git http-backend --------------------------------------------
 
 
