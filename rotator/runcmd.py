@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import sys
-import threading
 from pathlib import Path
 
 from rotator.config import Config, RunSwitches
@@ -121,16 +120,15 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
 
 
 def _exit_now_if_abandoned(code: int) -> None:
-    """After an interrupt, per-environment waits may still run in daemon threads; a daemon
-    thread writing to stderr during interpreter shutdown aborts the process (SIGABRT) and loses
-    the exit code. The report is out and the Lease released, so leave at once."""
-    if any(
-        t.daemon and t.is_alive() and t.name.startswith("rotator-") for t in threading.enumerate()
-    ):
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    """After a stop signal, leave at once: per-environment waits may still run in daemon
+    threads (one writing to stderr during interpreter shutdown aborts the process, SIGABRT), and
+    the interpreter's shutdown puts the default signal handlers back, so one more SIGTERM of a
+    burst would end the process as killed (-15) and lose the exit code. The report is out and
+    the Lease released."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def status_command(args: argparse.Namespace, config: Config) -> int:
@@ -145,6 +143,11 @@ def status_command(args: argparse.Namespace, config: Config) -> int:
 def verify_command(args: argparse.Namespace, config: Config) -> int:
     from rotator.status import verify_current_key
 
-    report = verify_current_key(config, switches_from_args(args, trigger="cli"))
+    # Like `run`: the first SIGTERM/SIGINT stops the check, none cuts its report short.
+    signals = StopSignals()
+    signals.install()
+    report = verify_current_key(config, switches_from_args(args, trigger="cli"), signals=signals)
     print_report(report, output=output_of(args))
+    if signals.stopping:
+        _exit_now_if_abandoned(int(report.exit_code))
     return int(report.exit_code)

@@ -1586,10 +1586,11 @@ def verify_only(
     *,
     clock: Clock | None = None,
     clients: Clients | None = None,
+    signals: StopSignals | None = None,
 ) -> RunReport:
     """`rotator verify`: the Live Events check for PostHog's current key; changes nothing."""
     clock = clock or SystemClock()
-    run = Run(config, switches, clock=clock, clients=clients)
+    run = Run(config, switches, clock=clock, clients=clients, signals=signals)
     with collecting_anomalies(run.run_id) as run._anomalies:
         return _verify_only(run)
 
@@ -1613,6 +1614,14 @@ def _verify_only(run: Run) -> RunReport:
         outcome, error = Outcome.ABORTED, str(exc)
     except RotatorError as exc:
         outcome, error = Outcome.FAILED, str(exc)
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM (runcmd maps it): the check is unfinished
+        log.error("interrupted: stopping and reporting", extra=IN_REPORT)
+        outcome, error = Outcome.INCONCLUSIVE, INTERRUPTED
+    except Exception as exc:  # the report must always be written
+        log.error("unexpected error", exc_info=exc, extra=IN_REPORT)
+        outcome, error = Outcome.FAILED, f"unexpected error: {type(exc).__name__}"
+    if run.signals is not None:
+        run.signals.disarm()  # a later signal must not cut the report short
     report = run._report(outcome, error)
     return replace(
         report,

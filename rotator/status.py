@@ -19,6 +19,7 @@ from rotator.clock import SystemClock
 from rotator.config import Config, RunSwitches
 from rotator.contract import EnvStatusDoc, LockDoc, StatusDoc
 from rotator.errors import GitError, RotatorError
+from rotator.interrupts import StopSignals
 from rotator.redact import scrub
 from rotator.report import RunReport
 from rotator.runner import (
@@ -258,5 +259,7 @@ def render_status(doc: StatusDoc, *, output: str = "text") -> str:
     return status_text(doc)
 
 
-def verify_current_key(config: Config, switches: RunSwitches) -> RunReport:
-    return verify_only(config, switches)
+def verify_current_key(
+    config: Config, switches: RunSwitches, *, signals: StopSignals | None = None
+) -> RunReport:
+    return verify_only(config, switches, signals=signals)

@@ -174,10 +174,15 @@ def _slack_retrying(message: str) -> bool:
 
 
 def _run_with_signals(
-    world: World, plan: Sequence[tuple[Cue, Sequence[signal.Signals]]], *, timeout: float = 90
+    world: World,
+    plan: Sequence[tuple[Cue, Sequence[signal.Signals]]],
+    *,
+    timeout: float = 90,
+    command: Sequence[str] = ("run", "--json"),
+    extra_env: dict[str, str] | None = None,
 ) -> Finished:
     """Run ``rotator run --json``; at each cue (a log message), send its signals, in order."""
-    proc = world.popen("run", "--json")
+    proc = world.popen(*command, extra_env=extra_env)
     assert proc.stdout is not None
     assert proc.stderr is not None
     out: list[str] = []
@@ -366,6 +371,31 @@ def test_the_scheduler_stopped_twice_mid_rotation_has_its_run_release_the_lease_
     assert again.outcome is Outcome.SUCCEEDED, again.error
     assert world.resets == 1
     assert world.current_key() == key
+
+
+def test_signals_during_rotator_verify_give_one_inconclusive_report_not_exit_130(
+    make_world: Callable[..., World],  # noqa: F811
+) -> None:
+    world = make_world()
+    posthog = world.sb.posthog
+    assert posthog is not None
+    posthog.inject("query", "5xx", times=10_000, status=503)  # the marker is polled on
+
+    done = _run_with_signals(
+        world,
+        [
+            (lambda m: m.startswith("verify: started (marker event)"), (signal.SIGINT,)),
+            (lambda m: m.startswith("interrupted: stopping"), BURST),
+        ],
+        command=("verify", "--json"),
+        extra_env={"ROTATOR__WAITS__MARKER_S": "60"},
+    )
+
+    report = _one_report(done)
+    assert report["outcome"] == Outcome.INCONCLUSIVE.value, report["error"]
+    assert report["error"] == "interrupted (SIGTERM or SIGINT)"
+    assert done.returncode == 1 == report["exit_code"], done.stderr[-3000:]
+    assert world.resets == 0
 
 
 # --- class 3: a duplicate key in the config is refused, naming the line -----------------------
