@@ -135,10 +135,56 @@ def is_loopback(host: str) -> bool:
 HttpUrl = Annotated[str, Field(min_length=1)]
 
 
+class ResetMethod(StrEnum):
+    """How the project key is reset (FACTS section 2).
+
+    ``session``: as PostHog's web app does, logged in as a service user (the only way on
+    PostHog Cloud and on self-hosted PostHog built after PR #51237, 2026-03-17);
+    ``personal_api_key``: with a legacy personal key without scopes, only on self-hosted
+    PostHog older than that.
+    """
+
+    SESSION = "session"
+    PERSONAL_API_KEY = "personal_api_key"
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+class ResetConfig(_Model):
+    method: ResetMethod = ResetMethod.SESSION
+    # The service user: admin of the project(s), a TOTP device, no SSO enforced on its domain.
+    email: str | None = None
+    password: SecretSource = SecretSource(env="ROTATOR_POSTHOG_PASSWORD")
+    totp_secret: SecretSource = SecretSource(env="ROTATOR_POSTHOG_TOTP_SECRET")
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.fullmatch(value):
+            raise ValueError("an email address (the PostHog service user's login)")
+        return value
+
+
 class PostHogConfig(_Model):
     app_host: HttpUrl = "https://eu.posthog.com"
     ingest_host: HttpUrl = "https://eu.i.posthog.com"
+    # Read-only: scopes project:read and query:read (the reset uses `reset`).
     personal_api_key: SecretSource = SecretSource(env="ROTATOR_POSTHOG_PERSONAL_API_KEY")
+    reset: ResetConfig = ResetConfig()
+    # `/e/` is served by Cloud's Rust capture and by older self-hosted Django capture alike;
+    # `/i/v0/e/` only by the former (FACTS section 2).
+    capture_path: str = "/e/"
+    # HogQL queries per hour this personal key may spend (HogQLQueryThrottle: 120/hour on
+    # legacy teams and self-hosted, 2400/hour otherwise); rotator spaces its queries to fit.
+    query_budget_per_hour: Annotated[float, Field(gt=0, le=36000)] = 120
+
+    @field_validator("capture_path")
+    @classmethod
+    def _capture_path(cls, value: str) -> str:
+        if not re.fullmatch(r"/[A-Za-z0-9_/.-]*", value) or ".." in value:
+            raise ValueError("a URL path on the ingestion host, such as /e/ or /i/v0/e/")
+        return value
 
     _urls = field_validator("app_host", "ingest_host")(classmethod(lambda cls, v: check_url(v)))
 
@@ -318,6 +364,8 @@ class Secrets(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     posthog_personal_api_key: Secret | None = None
+    posthog_password: Secret | None = None
+    posthog_totp_secret: Secret | None = None
     slack_webhook_url: Secret | None = None
     git_https_token: Secret | None = None
     # A secret that could not be read: field path -> why (reported by preflight, not at load).
@@ -520,9 +568,20 @@ def _read_secret(
 
 def resolve_secrets(config: Config, environ: Mapping[str, str]) -> Secrets:
     missing: dict[str, str] = {}
+    reset = config.posthog.reset
+    session = reset if reset.method is ResetMethod.SESSION else None
     return Secrets(
         posthog_personal_api_key=_read_secret(
             config.posthog.personal_api_key, "posthog.personal_api_key", environ, missing
+        ),
+        posthog_password=_read_secret(
+            session.password if session else None, "posthog.reset.password", environ, missing
+        ),
+        posthog_totp_secret=_read_secret(
+            session.totp_secret if session else None,
+            "posthog.reset.totp_secret",
+            environ,
+            missing,
         ),
         slack_webhook_url=_read_secret(
             config.slack.webhook_url if config.slack.enabled else None,
@@ -630,6 +689,8 @@ def effective_config_tree(config: Config) -> dict[str, Any]:
     secrets = config.secrets
     resolved = {
         "posthog.personal_api_key": secrets.posthog_personal_api_key,
+        "posthog.reset.password": secrets.posthog_password,
+        "posthog.reset.totp_secret": secrets.posthog_totp_secret,
         "slack.webhook_url": secrets.slack_webhook_url,
         "git.https_token": secrets.git_https_token,
     }

@@ -10,6 +10,7 @@
     |   +-- PostHogError
     |   |   +-- ResetForbidden       403 on reset: nothing changed, the message names the remedy
     |   |   +-- ResetOutcomeUnknown  the reset was sent but no answer came back: read the key back
+    |   |   +-- LoginFailed          the service user's session login was refused: nothing changed
     |   +-- SealingError
     |   |   +-- CertError            the sealing certificate is missing, expired, not RSA, too small
     |   +-- GitError
@@ -104,6 +105,10 @@ class ResetForbidden(PostHogError):
 
 class ResetOutcomeUnknown(PostHogError):
     """The reset request was sent but its answer was lost; the key may or may not be new."""
+
+
+class LoginFailed(PostHogError):
+    """The service user could not log in (or may not reset); raised before any reset."""
 
 
 class SealingError(ClientError):

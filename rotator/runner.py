@@ -31,6 +31,7 @@ from rotator.config import (
     EnvironmentConfig,
     EnvName,
     ProjectId,
+    ResetMethod,
     RestartStrategy,
     RunSwitches,
 )
@@ -66,7 +67,7 @@ if TYPE_CHECKING:
     from rotator.clients.argocd import AppState, ArgoCD
     from rotator.clients.gitrepo import OpsRepo
     from rotator.clients.kube import Kube
-    from rotator.clients.posthog import PostHogClient, Project
+    from rotator.clients.posthog import PostHogClient, PostHogSession, Project
     from rotator.clients.sealing import SealingCert
     from rotator.clients.slack import SlackClient
 
@@ -91,13 +92,15 @@ class Clients:
     argocd: ArgoCD
     slack: SlackClient | None
     open_repo: Callable[[Path], OpsRepo]
+    # posthog.reset.method: session: a fresh, not yet logged-in session of the service user.
+    posthog_session: Callable[[], PostHogSession] | None = None
 
 
 def build_clients(config: Config, *, clock: Clock) -> Clients:
     from rotator.clients.argocd import ArgoCD
     from rotator.clients.gitrepo import OpsRepo
     from rotator.clients.kube import Kube
-    from rotator.clients.posthog import PostHogClient
+    from rotator.clients.posthog import PostHogClient, PostHogSession
     from rotator.clients.slack import SlackClient
 
     kube = Kube.from_config(config, clock=clock)
@@ -118,6 +121,7 @@ def build_clients(config: Config, *, clock: Clock) -> Clients:
         argocd=ArgoCD(kube),
         slack=slack,
         open_repo=open_repo,
+        posthog_session=lambda: PostHogSession.from_config(config, clock=clock),
     )
 
 
@@ -219,6 +223,8 @@ class Run:
         self._inconclusive: list[str] = []
         self._workdir: Path | None = None
         self._lease: _LeaseKeeper | None = None
+        self._session: PostHogSession | None = None
+        self.reset_by = "none"
         self.plan_lines: list[str] = []
         self._anomalies: AnomalyCollector | None = None
         # Sealed files git holds for PostHog's key that the controller failed to open.
@@ -309,6 +315,7 @@ class Run:
             try:
                 self._preflight()
                 self._lock()
+                self._preflight_session()
                 self._run_groups()
             except (Exception, KeyboardInterrupt) as exc:  # the report must always be written
                 stopped = exc
@@ -464,6 +471,8 @@ class Run:
         with self.step(Step.PREFLIGHT) as notes:
             problems = _Problems()
             missing = dict(self.config.secrets.missing)
+            if not self._may_reset:  # no login happens: the service user's secrets are moot
+                missing = {p: w for p, w in missing.items() if not p.startswith("posthog.reset.")}
             for path, why in sorted(missing.items()):
                 fix = " (or set slack.enabled=false)" if path == "slack.webhook_url" else ""
                 problems.add(PreflightError(f"{path}: {why}{fix}"))
@@ -475,6 +484,8 @@ class Run:
                     group.key = group.project.api_token
                     group.old_fingerprint = group.key.fingerprint
                 notes.append(f"PostHog: {len(self.groups)} project(s) readable")
+            with problems.check():
+                self._check_gateway_filters(notes)
             with problems.check():
                 self._workdir = (
                     self.config.git.workdir
@@ -514,6 +525,90 @@ class Run:
             self.repo = self.clients.open_repo(self._workdir)
         except RotatorError as exc:
             log.debug("opening the checkout to look for a rotation in flight: %s", exc)
+
+    @property
+    def _may_reset(self) -> bool:
+        return not self.switches.no_reset
+
+    def _preflight_session(self) -> None:
+        """The last preflight check, once the Lease is held: log the service user in and check
+        it may reset every project, so a broken login aborts with nothing changed instead of
+        at the point of no return. After the Lease, because a TOTP code is single-use per
+        30 s step: a run that would be refused the Lease must not spend the step's code."""
+        if not self._may_reset or self.config.posthog.reset.method is not ResetMethod.SESSION:
+            return
+        with self.step(Step.PREFLIGHT, detail="PostHog session") as notes:
+            self._log_in(notes)
+
+    def _log_in(self, notes: list[str]) -> None:
+        from rotator.errors import LoginFailed
+
+        factory = self.clients.posthog_session
+        if self.config.posthog.reset.email is None:
+            raise PreflightError(
+                "posthog.reset.email: required with posthog.reset.method: session (the PostHog "
+                "service user's email; or run with --no-reset)"
+            )
+        if factory is None:
+            raise PreflightError("posthog.reset.method is session but no session client is set")
+        try:
+            session = self._session = factory()
+            session.login()
+            for group in self.groups:
+                session.ensure_may_reset(group.project_id)
+        except (LoginFailed, ConfigError) as exc:
+            raise PreflightError(str(exc)) from exc
+        notes.append(
+            f"PostHog: logged in as {session.email}, admin of {len(self.groups)} project(s)"
+        )
+
+    def _check_gateway_filters(self, notes: list[str]) -> None:
+        """Each gateway_event_filter parses and PostHog runs it, before anything changes."""
+        from rotator.clients.posthog import ensure_condition
+
+        checked = 0
+        for group in self.groups:
+            filters: dict[str, str] = {}
+            for env in group.envs:
+                where = self._env(env).gateway_event_filter
+                if where is None:
+                    continue
+                try:
+                    filters[env] = ensure_condition(where)
+                except ValueError as exc:
+                    raise PreflightError(
+                        f"environments.{env}.gateway_event_filter: {exc}; fix the HogQL condition"
+                    ) from None
+            if not filters:
+                continue
+            since = self.clock.now() - timedelta(minutes=5)
+            try:
+                self.clients.posthog.count_gateway_events(
+                    group.project_id, filters=filters, since=since
+                )
+            except ClientError as exc:
+                raise PreflightError(self._name_bad_filter(group.project_id, filters, exc)) from exc
+            checked += len(filters)
+        if checked:
+            notes.append(f"gateway_event_filter of {checked} environment(s) ran in PostHog")
+
+    def _name_bad_filter(
+        self, project_id: ProjectId, filters: Mapping[str, str], exc: ClientError
+    ) -> str:
+        """A refused combined query: name the environment whose filter PostHog refuses."""
+        if exc.status == 400 and len(filters) > 1:
+            since = self.clock.now() - timedelta(minutes=5)
+            for env, where in filters.items():
+                try:
+                    self.clients.posthog.count_gateway_events(
+                        project_id, filters={env: where}, since=since
+                    )
+                except ClientError as single:
+                    return f"environments.{env}.gateway_event_filter: PostHog refused it: {single}"
+        if exc.status == 400:
+            env = next(iter(filters))
+            return f"environments.{env}.gateway_event_filter: PostHog refused it: {exc}"
+        return f"counting gateway events in PostHog project {project_id}: {exc}"
 
     def _guard(self, error: type[RotatorError], what: str, fn: Callable[[], T]) -> T:
         try:
@@ -704,6 +799,10 @@ class Run:
         self._lease = None
 
     def _cleanup(self) -> None:
+        if self._session is not None:
+            self._session.logout()
+            self._session.close()
+            self._session = None
         if self.repo is not None:
             self.repo.close()
         if self._workdir is not None and self.config.git.workdir is None:
@@ -857,8 +956,11 @@ class Run:
                 group.key = Secret(f"phc_dryrun{uuid.uuid4().hex}")
                 return
             group.reset_at = self.clock.now()
+            resetter = self._session or self.clients.posthog
+            if self.config.posthog.reset.method is ResetMethod.SESSION and self._session is None:
+                raise PreflightError("no PostHog session to reset with; nothing changed")
             try:
-                project = self.clients.posthog.reset_key(group.project_id)
+                project = resetter.reset_key(group.project_id)
             except ResetForbidden as exc:
                 group.reset_at = None
                 raise PreflightError(str(exc)) from exc
@@ -884,7 +986,10 @@ class Run:
             group.project = project
             group.key = project.api_token
             group.key_since = group.reset_at
-            notes.append(f"{old.fingerprint} -> {group.key.fingerprint}")
+            self.reset_by = (
+                f"session of {self._session.email}" if self._session else "personal API key"
+            )
+            notes.append(f"{old.fingerprint} -> {group.key.fingerprint} (reset by {self.reset_by})")
 
     def _read_back(self, project_id: ProjectId) -> Project:
         try:

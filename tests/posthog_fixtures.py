@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from rotator.clients.http import RetryPolicy
-from rotator.clients.posthog import PostHogClient
+from rotator.clients.posthog import PostHogClient, PostHogSession
 from rotator.config import ProjectId
 from rotator.redact import Secret
-from rotator.sandbox.posthog import PostHogStandIn, generate_token
+from rotator.sandbox.posthog import PostHogStandIn, RateLimits, generate_token
 from tests.git_fixtures import silent_server
 
 PROJECT = ProjectId(4242)
@@ -53,9 +53,17 @@ class FakeClock:
             self._offset += seconds
 
 
+SERVICE_EMAIL = "rotator@align.example"
+SERVICE_PASSWORD = "correct horse battery staple (fake test fixture)"
+# A labelled fake test fixture: base32 of 20 bytes, like the secret PostHog shows at enrollment.
+SERVICE_TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
+
 @dataclass
 class PostHogWorld:
-    """A running stand-in with one project, a legacy (may reset) and a scoped personal key."""
+    """A running stand-in with one project, a legacy and a scoped personal key, and the
+    service user (admin, TOTP). ``world``: a self-hosted legacy PostHog (the legacy key may
+    reset); ``cloud_world``: PostHog Cloud (no token may reset; the session may)."""
 
     standin: PostHogStandIn
     project: ProjectId
@@ -77,13 +85,29 @@ class PostHogWorld:
             **options,
         )
 
+    def session(self, **kwargs: Any) -> PostHogSession:
+        options: dict[str, Any] = {
+            "app_host": self.standin.url,
+            "email": SERVICE_EMAIL,
+            "password": Secret(SERVICE_PASSWORD),
+            "totp_secret": Secret(SERVICE_TOTP_SECRET),
+            "timeout": (1.0, 2.0),
+            "retry": FAST_RETRY,
+        }
+        options.update(kwargs)
+        return PostHogSession(**options)
+
 
 def personal_key() -> Secret:
     return Secret(generate_token("phx_", 35))
 
 
 def start_world(**standin_options: Any) -> PostHogWorld:
+    standin_options.setdefault("flavour", "self_hosted_legacy")
+    if standin_options["flavour"] == "self_hosted_legacy":
+        standin_options.setdefault("rate_limits", RateLimits())
     standin = PostHogStandIn(**standin_options).start()
+    standin.add_user(SERVICE_EMAIL, SERVICE_PASSWORD, totp_secret=SERVICE_TOTP_SECRET)
     initial = standin.add_project(PROJECT, "Preview & Production")
     legacy = standin.add_personal_key(personal_key(), legacy=True)
     scoped = standin.add_personal_key(personal_key(), scoped=True, legacy=False, scopes=("*",))
@@ -99,6 +123,16 @@ def fake_clock_fixture() -> FakeClock:
 def world_fixture() -> Iterator[PostHogWorld]:
     """Real time, short lag and window (the sandbox's scaled-down PostHog)."""
     world = start_world(lag_s=0.05, window_s=0.4, separate_hosts=True)
+    try:
+        yield world
+    finally:
+        world.standin.stop()
+
+
+@pytest.fixture(name="cloud_world")
+def cloud_world_fixture() -> Iterator[PostHogWorld]:
+    """PostHog Cloud as it is since PR #51237 (the stand-in's default flavour)."""
+    world = start_world(lag_s=0.05, window_s=0.4, separate_hosts=True, flavour="cloud")
     try:
         yield world
     finally:

@@ -31,6 +31,7 @@ from tests.posthog_fixtures import (  # noqa: F401 - fixtures
     FakeClock,
     PostHogWorld,
     closed_port_url,
+    cloud_world_fixture,
     fake_clock_fixture,
     personal_key,
     silent_server_fixture,
@@ -186,20 +187,25 @@ def test_a_lost_reset_response_is_recovered_by_reading_the_key_back(
 # --- errors and their messages -------------------------------------------------------------------
 
 
-def test_a_scoped_personal_key_cannot_reset_and_the_error_names_the_remedy(
-    world: PostHogWorld,
+@pytest.mark.parametrize("which", ["scoped_key", "legacy_key"])
+def test_on_posthog_cloud_no_personal_key_may_reset_and_the_error_names_the_session_remedy(
+    cloud_world: PostHogWorld, which: str
 ) -> None:
+    # PR #51237: `*`-scoped keys and the former legacy keys (migrated to ["*"]) alike.
+    world = cloud_world
     with pytest.raises(ResetForbidden) as caught:
-        world.client(world.scoped_key).reset_key(world.project)
+        world.client(getattr(world, which)).reset_key(world.project)
 
     message = str(caught.value)
-    assert "does not support Personal API Key access" in message
+    assert "This action does not support personal API key access" in message
     assert "nothing changed" in message
-    assert "without scopes" in message
+    assert "posthog.reset.method: session" in message
+    assert "without scopes" not in message
     assert "rotator run --no-reset" in message
     assert caught.value.status == 403
     assert caught.value.code == "permission_denied"
     assert world.standin.current_key(world.project) == world.initial_key
+    assert world.standin.counters().resets == {}
 
 
 def test_a_reset_refused_for_another_reason_is_forbidden_with_the_admin_remedy(

@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,34 @@ from tests.posthog_fixtures import (  # noqa: F401 - fixtures
     PostHogWorld,
     fake_clock_fixture,
     personal_key,
+    start_world,
     timed_world_fixture,
-    world_fixture,
 )
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def post_capture(world: PostHogWorld, body: Any, path: str = "/i/v0/e/") -> requests.Response:
+@pytest.fixture(name="world")
+def cloud_world_fixture() -> Iterator[PostHogWorld]:
+    """The stand-in's default flavour, PostHog Cloud."""
+    world = start_world(lag_s=0.05, window_s=0.4, separate_hosts=True, flavour="cloud")
+    try:
+        yield world
+    finally:
+        world.standin.stop()
+
+
+@pytest.fixture(name="legacy_world")
+def legacy_world_fixture() -> Iterator[PostHogWorld]:
+    """A self-hosted PostHog built before PR #51237: a legacy key without scopes may reset."""
+    world = start_world(lag_s=0.05, window_s=0.4, flavour="self_hosted_legacy")
+    try:
+        yield world
+    finally:
+        world.standin.stop()
+
+
+def post_capture(world: PostHogWorld, body: Any, path: str = "/e/") -> requests.Response:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     return requests.post(world.standin.ingest_url + path, data=data, timeout=2)
 
@@ -195,8 +216,9 @@ def test_the_old_key_window_is_measured_from_the_reset_at_ingestion_time(
 
 
 def test_project_and_reset_routes_answer_like_posthog_including_the_environments_alias(
-    world: PostHogWorld,
+    legacy_world: PostHogWorld,
 ) -> None:
+    world = legacy_world
     project = api(world, "GET", f"/api/environments/{world.project}/", world.legacy_key).json()
     assert project["id"] == world.project
     assert project["api_token"] == world.initial_key.reveal()
@@ -245,7 +267,7 @@ def test_personal_key_errors_use_posthogs_bodies(world: PostHogWorld) -> None:
     assert refused.json() == drf(
         "authentication_error",
         "permission_denied",
-        "This action does not support Personal API Key access",
+        "This action does not support personal API key access",
     )
     no_scope = api(world, "POST", path + "query/", reader, json={})
     assert no_scope.status_code == 403
@@ -403,7 +425,8 @@ def test_a_5xx_fault_hits_the_next_n_calls_only(world: PostHogWorld) -> None:
     assert world.standin.calls("project") == 3
 
 
-def test_a_lost_response_acts_then_closes_the_connection(world: PostHogWorld) -> None:
+def test_a_lost_response_acts_then_closes_the_connection(legacy_world: PostHogWorld) -> None:
+    world = legacy_world
     world.standin.inject("reset_token", "lose_response")
 
     with pytest.raises(requests.ConnectionError):

@@ -1,7 +1,8 @@
 """The secret-leak scan (issue 7): a full rotation, a failed one (after the reset) and a crashed
 one, then every byte the job produced is searched for every secret it handled (the old key,
-each new key, the PostHog personal API key, the Slack webhook URL), raw and base64-encoded at
-any alignment: zero hits.
+each new key, the PostHog personal API key, the Slack webhook URL, the service user's password and
+TOTP secret, every session cookie and CSRF token PostHog issued), raw and base64-encoded at any
+alignment: zero hits.
 
 Scanned: stdout and stderr of the subprocess runs; every log record of the in-process run
 (captured unredacted, before any handler's filter, tracebacks included); the JSON and text
@@ -109,10 +110,15 @@ def test_no_secret_appears_in_anything_a_run_produces(
     sb = world.sb
     assert sb.personal_key is not None
     assert sb.slack is not None
+    assert sb.service_password is not None
+    assert sb.totp_secret is not None
+    assert sb.posthog is not None
     secrets = {
         "old key": sb.initial_keys["prod"].reveal(),
         "personal API key": sb.personal_key.reveal(),
         "Slack webhook URL": sb.slack.url.reveal(),
+        "service user password": sb.service_password.reveal(),
+        "TOTP secret": sb.totp_secret.reveal(),
     }
     blobs: list[tuple[str, str]] = []
 
@@ -160,6 +166,11 @@ def test_no_secret_appears_in_anything_a_run_produces(
     blobs.append(("the bare git repo (all objects)", git_objects(sb.git.path)))
     blobs += list(checkout_files(sb.root / "checkout"))
     blobs += list(kube_objects(world))
+
+    # Every session cookie and CSRF token PostHog handed the runs (they reset by session).
+    issued = sb.posthog.login_flow.issued_secrets()
+    assert len(issued) >= 6
+    secrets.update({f"session cookie or CSRF token {i}": v for i, v in enumerate(issued)})
 
     assert len(blobs) > 50
     assert find_leaks(secrets, blobs) == []

@@ -90,13 +90,21 @@ def test_a_sigterm_while_the_reset_is_in_flight_is_reported_as_failed_after_rese
     world = make_sandbox()
     config = config_for(world)
     clients = sandbox_clients(config)
-    reset_key = clients.posthog.reset_key
+    make_session = clients.posthog_session
+    assert make_session is not None
 
-    def reset_then_sigterm(project_id: Any) -> Any:
-        reset_key(project_id)
-        raise KeyboardInterrupt
+    def session_with_sigterm_after_reset() -> Any:
+        session = make_session()
+        reset_key = session.reset_key
 
-    clients.posthog.reset_key = reset_then_sigterm  # type: ignore[method-assign]
+        def reset_then_sigterm(project_id: Any) -> Any:
+            reset_key(project_id)
+            raise KeyboardInterrupt
+
+        session.reset_key = reset_then_sigterm  # type: ignore[method-assign]
+        return session
+
+    clients.posthog_session = session_with_sigterm_after_reset
 
     report = run_once(config, RunSwitches(trigger="test"), clients=clients)
 

@@ -67,6 +67,7 @@ def request(
     headers: Mapping[str, str] | None = None,
     describe_error: Callable[[requests.Response], str] | None = None,
     ok_statuses: tuple[int, ...] = (),
+    allow_redirects: bool = True,
 ) -> requests.Response:
     """Send one request; return the response for any status < 400 (or in ``ok_statuses``).
 
@@ -81,7 +82,13 @@ def request(
         wait: float | None = None
         try:
             response = session.request(
-                method, url, json=json, data=data, headers=dict(headers or {}), timeout=timeout
+                method,
+                url,
+                json=json,
+                data=data,
+                headers=dict(headers or {}),
+                timeout=timeout,
+                allow_redirects=allow_redirects,
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
             kind = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"

@@ -24,13 +24,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import pyotp
 import requests
 from urllib3.exceptions import NewConnectionError
 
 from rotator.clients.http import RetryPolicy, request, truncate
 from rotator.clock import Clock, Deadline, SystemClock
 from rotator.config import ProjectId
-from rotator.errors import ConfigError, PostHogError, ResetForbidden, ResetOutcomeUnknown
+from rotator.errors import (
+    ConfigError,
+    LoginFailed,
+    PostHogError,
+    ResetForbidden,
+    ResetOutcomeUnknown,
+)
 from rotator.progress import WaitProgress, waiting
 from rotator.redact import Secret
 
@@ -42,24 +49,38 @@ log = logging.getLogger(__name__)
 MARKER_EVENT = "rotator_check"
 MARKER_DISTINCT_ID = "rotator"
 # posthog/models/utils.py generate_random_token_project: "phc_" + base62; capture caps at 64.
-_PROJECT_KEY = re.compile(r"^phc_[0-9A-Za-z]{1,60}$")
-# Personal-key query limits are 240/min and 2400/h: one query per 1.5 s keeps under both.
-QUERY_INTERVAL_S = 3600 / 2400
+# Checked with fullmatch: `$` would let a trailing newline through.
+_PROJECT_KEY = re.compile(r"phc_[0-9A-Za-z]{1,60}")
+# Keys minted before the `phc_` prefix existed (generate_random_token: base62, or the older
+# urlsafe tokens): accepted when reading and adopting, never from a reset (which mints phc_).
+_LEGACY_PROJECT_KEY = re.compile(r"[0-9A-Za-z_-]{32,64}")
+ADMIN_LEVEL = 8  # posthog/models/organization.py OrganizationMembership.Level.ADMIN
+SESSION_COOKIE = "sessionid"
+CSRF_COOKIE = "posthog_csrftoken"  # posthog/settings/web.py CSRF_COOKIE_NAME
+TOTP_STEP_S = 30
+# HogQLQueryThrottle: 120/hour per personal key on legacy teams and self-hosted (FACTS 2):
+# one query per 30 s fits it; `posthog.query_budget_per_hour` sets another budget.
+QUERY_INTERVAL_S = 3600 / 120
 _MAX_POLL_FACTOR = 4.0
 DEFAULT_RETRY = RetryPolicy()
 _SCOPE_IN_DETAIL = re.compile(r"missing required scope '([^']+)'")
 _HOGQL_SAFE_STRING = re.compile(r"^[^\x00-\x1f]*$")
 
 RESET_FORBIDDEN_REMEDY = (
-    "nothing changed. PostHog does not let a personal API key with scopes reset the project "
-    "key: use a personal API key without scopes (a legacy key), or reset the key in PostHog "
-    "(Project settings -> Project API key -> Reset) and then run `rotator run --no-reset` to "
-    "roll the new key out"
+    "nothing changed. PostHog lets no token reset the project key (since PR #51237 every "
+    "personal API key, `*` included, gets this answer): set posthog.reset.method: session and "
+    "give rotator a service user (README: PostHog setup), or reset the key in PostHog "
+    "(Project settings -> Project API key -> Reset) and run `rotator run --no-reset`"
 )
 RESET_NEEDS_ADMIN_REMEDY = (
-    "nothing changed. Resetting the project key needs a project admin: use a personal API key "
-    "of an admin of this project (without scopes), or reset the key in PostHog and then run "
+    "nothing changed. Resetting the project key needs a project admin: make the service user "
+    "(posthog.reset.email) an admin of this project, or reset the key in PostHog and then run "
     "`rotator run --no-reset`"
+)
+RESET_CSRF_REMEDY = (
+    "nothing changed. PostHog's CSRF check refused the session (X-CSRFToken or Referer missing "
+    "or wrong): check that no proxy strips those headers, or that posthog.app_host is the "
+    "host the session logged in to"
 )
 RESET_UNKNOWN_REMEDY = (
     "the reset may or may not have happened. Do not reset again: read the key back "
@@ -74,6 +95,8 @@ class Project:
     name: str
     api_token: Secret
     live_events_token: Secret | None
+    # The caller's `effective_membership_level` on the project (admin = 8, owner = 15).
+    membership_level: int | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +227,82 @@ def _never_sent(exc: BaseException | None) -> bool:
     return False
 
 
+def parse_project(project_id: ProjectId, data: Any, *, what: str, minted: bool = False) -> Project:
+    """The project JSON of ``GET /api/projects/{id}/`` or a reset's answer, checked strictly.
+
+    ``minted``: the answer of a reset, which only ever mints ``phc_`` + base62; a read also
+    accepts a key minted before the prefix existed (FACTS section 2).
+    """
+    if not isinstance(data, dict):
+        raise PostHogError(f"{what}: PostHog answered something other than a JSON object")
+    token = data.get("api_token")
+    if not isinstance(token, str) or not token:
+        raise PostHogError(f"{what}: PostHog's answer has no `api_token`")
+    shapes = (_PROJECT_KEY,) if minted else (_PROJECT_KEY, _LEGACY_PROJECT_KEY)
+    if not any(shape.fullmatch(token) for shape in shapes):
+        # Never echo the value: it may be a key of another shape.
+        raise PostHogError(
+            f"{what}: `api_token` in PostHog's answer is not a project key "
+            f"(phc_ + base62, at most 64 chars, nothing around it; got {len(token)} chars)"
+        )
+    live = data.get("live_events_token")
+    answered_id = data.get("id")
+    if answered_id is not None and answered_id != int(project_id):
+        raise PostHogError(f"{what}: PostHog answered for project {answered_id!r}")
+    level = data.get("effective_membership_level")
+    return Project(
+        id=project_id,
+        name=str(data.get("name") or ""),
+        api_token=Secret(token),
+        live_events_token=Secret(live) if isinstance(live, str) and live else None,
+        membership_level=level if isinstance(level, int) else None,
+    )
+
+
+def reset_error(
+    exc: PostHogError, body: _ErrorBody, what: str, project_id: ProjectId
+) -> PostHogError:
+    """What a failed reset PATCH means: never sent, refused (nothing changed) or unknown."""
+    unknown = RESET_UNKNOWN_REMEDY.format(project_id=int(project_id))
+    status = exc.status
+    if status is None:
+        if _never_sent(exc.__cause__):
+            return PostHogError(
+                f"{what}: could not connect ({type(exc.__cause__).__name__}); the request "
+                f"was not sent, nothing changed",
+                retryable=True,
+            )
+        return ResetOutcomeUnknown(
+            f"{what}: no answer ({type(exc.__cause__).__name__}); {unknown}",
+            retryable=False,
+        )
+    if status >= 500:
+        return ResetOutcomeUnknown(
+            f"{exc}; {unknown}", retryable=False, status=status, code=body.code
+        )
+    if status == 403:
+        detail = body.detail or "forbidden"
+        if "personal api key access" in detail.lower():
+            remedy = RESET_FORBIDDEN_REMEDY
+        elif detail.startswith("CSRF Failed"):
+            remedy = RESET_CSRF_REMEDY
+        else:
+            remedy = RESET_NEEDS_ADMIN_REMEDY
+        return ResetForbidden(
+            f"{what}: PostHog answered 403 ({truncate(detail)}); {remedy}",
+            status=status,
+            code=body.code,
+        )
+    if status == 429:
+        return PostHogError(
+            f"{exc}; the reset was throttled before it ran, nothing changed; try again later",
+            retryable=False,
+            status=status,
+            code=body.code,
+        )
+    return PostHogError(f"{exc}; nothing changed", retryable=False, status=status, code=body.code)
+
+
 # --- the client -------------------------------------------------------------------------------
 
 
@@ -222,6 +321,7 @@ class PostHogClient:
         session: requests.Session | None = None,
         key_source: str = "the configured personal API key",
         query_interval_s: float = QUERY_INTERVAL_S,
+        capture_path: str = "/e/",
     ) -> None:
         self._app = app_host.rstrip("/")
         self._ingest = ingest_host.rstrip("/")
@@ -230,6 +330,7 @@ class PostHogClient:
         self._clock: Clock = clock or SystemClock()
         self._key_source = key_source
         self._query_interval_s = query_interval_s
+        self._capture_path = "/" + capture_path.lstrip("/")
         self._last_query: float | None = None
         self._query_lock = threading.Lock()
         # The key is added per request by the session's auth object (masked repr), never via
@@ -261,6 +362,8 @@ class PostHogClient:
             retry=RetryPolicy(attempts=t.attempts),
             clock=clock,
             key_source=f"the personal API key from {source.describe()}",
+            query_interval_s=3600 / config.posthog.query_budget_per_hour,
+            capture_path=config.posthog.capture_path,
         )
 
     def close(self) -> None:
@@ -329,28 +432,10 @@ class PostHogClient:
     def _api_url(self, project_id: ProjectId, suffix: str = "") -> str:
         return f"{self._app}/api/projects/{int(project_id)}/{suffix}"
 
-    def _project(self, project_id: ProjectId, data: Any, *, what: str) -> Project:
-        if not isinstance(data, dict):
-            raise PostHogError(f"{what}: PostHog answered something other than a JSON object")
-        token = data.get("api_token")
-        if not isinstance(token, str) or not token:
-            raise PostHogError(f"{what}: PostHog's answer has no `api_token`")
-        if not _PROJECT_KEY.match(token):
-            # Never echo the value: it may be a key of another shape.
-            raise PostHogError(
-                f"{what}: `api_token` in PostHog's answer is not a project key "
-                f"(phc_ + base62, at most 64 chars; got {len(token)} chars)"
-            )
-        live = data.get("live_events_token")
-        answered_id = data.get("id")
-        if answered_id is not None and answered_id != int(project_id):
-            raise PostHogError(f"{what}: PostHog answered for project {answered_id!r}")
-        return Project(
-            id=project_id,
-            name=str(data.get("name") or ""),
-            api_token=Secret(token),
-            live_events_token=Secret(live) if isinstance(live, str) and live else None,
-        )
+    def _project(
+        self, project_id: ProjectId, data: Any, *, what: str, minted: bool = False
+    ) -> Project:
+        return parse_project(project_id, data, what=what, minted=minted)
 
     # the API ------------------------------------------------------------------------------
 
@@ -377,58 +462,15 @@ class PostHogClient:
                 describe_error=self._describe(body),
             )
         except PostHogError as exc:
-            raise self._reset_error(exc, body, what, project_id) from exc
+            raise reset_error(exc, body, what, project_id) from exc
         try:
-            project = self._project(project_id, _json(response, what), what=what)
+            project = self._project(project_id, _json(response, what), what=what, minted=True)
         except PostHogError as exc:
             # The reset happened (200) but the answer is unusable: the key is unknown to us.
             unknown = RESET_UNKNOWN_REMEDY.format(project_id=int(project_id))
             raise ResetOutcomeUnknown(f"{exc}; {unknown}", status=200) from exc
         log.info("PostHog project %s: key reset, new key %s", int(project_id), project.api_token)
         return project
-
-    def _reset_error(
-        self, exc: PostHogError, body: _ErrorBody, what: str, project_id: ProjectId
-    ) -> PostHogError:
-        unknown = RESET_UNKNOWN_REMEDY.format(project_id=int(project_id))
-        status = exc.status
-        if status is None:
-            if _never_sent(exc.__cause__):
-                return PostHogError(
-                    f"{what}: could not connect ({type(exc.__cause__).__name__}); the request "
-                    f"was not sent, nothing changed",
-                    retryable=True,
-                )
-            return ResetOutcomeUnknown(
-                f"{what}: no answer ({type(exc.__cause__).__name__}); {unknown}",
-                retryable=False,
-            )
-        if status >= 500:
-            return ResetOutcomeUnknown(
-                f"{exc}; {unknown}", retryable=False, status=status, code=body.code
-            )
-        if status == 403:
-            detail = body.detail or "forbidden"
-            remedy = (
-                RESET_FORBIDDEN_REMEDY
-                if "personal api key access" in detail.lower()
-                else RESET_NEEDS_ADMIN_REMEDY
-            )
-            return ResetForbidden(
-                f"{what}: PostHog answered 403 ({truncate(detail)}); {remedy}",
-                status=status,
-                code=body.code,
-            )
-        if status == 429:
-            return PostHogError(
-                f"{exc}; the reset was throttled before it ran, nothing changed; try again later",
-                retryable=False,
-                status=status,
-                code=body.code,
-            )
-        return PostHogError(
-            f"{exc}; nothing changed", retryable=False, status=status, code=body.code
-        )
 
     def capture(
         self,
@@ -453,7 +495,7 @@ class PostHogClient:
             payload["timestamp"] = timestamp.astimezone(UTC).isoformat()
         self._call(
             "POST",
-            f"{self._ingest}/i/v0/e/",
+            f"{self._ingest}{self._capture_path}",
             what=f"send event {event!r} with key {key.fingerprint}",
             idempotent=True,
             json=payload,
@@ -564,6 +606,24 @@ class PostHogClient:
             self._clock.sleep(min(wait, deadline.remaining))
             wait = min(wait * 1.5, poll_s * _MAX_POLL_FACTOR)
 
+    def count_gateway_events(
+        self, project_id: ProjectId, *, filters: Mapping[str, str], since: datetime
+    ) -> dict[str, int]:
+        """Every environment's count in ONE query (``countIf`` per filter): the HogQL budget
+        is 120/hour per personal key on legacy teams and self-hosted (FACTS section 2)."""
+        names = list(filters)
+        if not names:
+            return {}
+        columns = ", ".join(f"countIf({ensure_condition(filters[n])})" for n in names)
+        hogql = f"SELECT {columns} FROM events WHERE timestamp >= {hogql_time(since)}"  # noqa: S608
+        rows = self.query(project_id, hogql)
+        try:
+            return {name: int(rows[0][i]) for i, name in enumerate(names)}
+        except (IndexError, TypeError, ValueError):
+            raise PostHogError(
+                f"count events in PostHog project {int(project_id)}: unexpected answer shape"
+            ) from None
+
     def count_events(self, project_id: ProjectId, *, where: str, since: datetime) -> int:
         """``count()`` of events with ``timestamp >= since AND (where)``."""
         # `since` is rendered by hogql_time; `where` is checked to stay inside its parentheses.
@@ -580,6 +640,387 @@ class PostHogClient:
             ) from None
 
 
+# --- the service user's session (posthog.reset.method: session) -------------------------------
+
+_LOGIN_FIXES: dict[str, str] = {
+    "invalid_credentials": (
+        "wrong email or password: check posthog.reset.email and the password in {password}; "
+        "rotator never retries a login (PostHog locks the account after 30 failures)"
+    ),
+    "sso_enforced": (
+        "the email's domain enforces SSO ({detail}), so a password login is impossible: use a "
+        "service user on a domain without SSO enforcement"
+    ),
+    "not_verified": (
+        "the user's email is not verified: open the verification link PostHog mailed to it"
+    ),
+    "code_based_verification_required": (
+        "the user has no TOTP device, so PostHog mails a code on every new login, which "
+        "cannot run unattended: enroll a TOTP device for it and put the base32 secret in "
+        "{totp}"
+    ),
+    "too_many_failed_attempts": (
+        "PostHog locked the account after too many failed logins ({detail}): fix the password "
+        "in {password}, wait for the cool-off, then run again"
+    ),
+    "2fa_invalid": (
+        "PostHog refused the TOTP code: check that {totp} holds the base32 secret of this "
+        "user's TOTP device and that this machine's clock is right (NTP)"
+    ),
+    "2fa_expired": ("more than 600 s passed between the password and the TOTP step: run again"),
+    "2fa_too_many_attempts": (
+        "PostHog throttles TOTP codes after failed ones: check the secret in {totp}, wait a "
+        "few minutes, then run again"
+    ),
+}
+
+
+class _TotpLedger:
+    """The last TOTP step this process used per (app host, user): a code is single-use per
+    30 s step (django_otp TOTPDevice ``last_t``), so two runs of one process (the scheduler,
+    the tests) must not log in within the same step. Like the redaction registry, the one
+    process-wide state here: runs of one process have no other way to know of each other."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._steps: dict[tuple[str, str], int] = {}
+
+    def last(self, who: tuple[str, str]) -> int | None:
+        with self._lock:
+            return self._steps.get(who)
+
+    def use(self, who: tuple[str, str], step: int) -> None:
+        with self._lock:
+            self._steps[who] = max(step, self._steps.get(who, step))
+
+
+_TOTP_LEDGER = _TotpLedger()
+
+
+class PostHogSession:
+    """The service user's logged-in session: what PostHog's web app uses to reset the key.
+
+    One fresh cookie jar per instance (never reused across runs): ``POST /api/login`` with the
+    email and password, ``POST /api/login/token`` with a TOTP code (FACTS section 2,
+    posthog/api/authentication.py), then API calls with the ``sessionid`` cookie; unsafe
+    methods add ``X-CSRFToken`` (the ``posthog_csrftoken`` cookie) and ``Referer`` (Django's
+    CSRF check on HTTPS). Logins are never retried (django-axes locks the account after 30
+    failures) and two logins never use the same TOTP step (a code is single-use).
+    """
+
+    def __init__(
+        self,
+        *,
+        app_host: str,
+        email: str,
+        password: Secret,
+        totp_secret: Secret | None,
+        timeout: tuple[float, float],
+        clock: Clock | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        password_from: str = "posthog.reset.password",  # noqa: S107 - a description
+        totp_from: str = "the configured TOTP secret",
+    ) -> None:
+        self._app = app_host.rstrip("/")
+        self._email = email
+        self._password = password
+        self._totp = totp_secret
+        self._timeout = timeout
+        self._clock: Clock = clock or SystemClock()
+        self._retry = retry
+        self._sources = {"password": password_from, "totp": totp_from}
+        self._http = requests.Session()
+        self._http.headers["User-Agent"] = "rotator (posthog key rotation)"
+        self._http.trust_env = True
+        self._logged_in = False
+        if totp_secret is not None:
+            try:
+                pyotp.TOTP(totp_secret.reveal()).at(0)
+            except (ValueError, TypeError):  # binascii.Error is a ValueError
+                raise ConfigError(
+                    f"posthog.reset.totp_secret: not a base32 TOTP secret ({totp_from}); "
+                    "use the secret PostHog showed when the TOTP device was enrolled"
+                ) from None
+
+    @classmethod
+    def from_config(cls, config: Config, *, clock: Clock | None = None) -> PostHogSession:
+        reset = config.posthog.reset
+        secrets = config.secrets
+        if reset.email is None:
+            raise ConfigError(
+                "posthog.reset.email: required with posthog.reset.method: session "
+                "(the PostHog service user's email)"
+            )
+        for path, value in (
+            ("posthog.reset.password", secrets.posthog_password),
+            ("posthog.reset.totp_secret", secrets.posthog_totp_secret),
+        ):
+            if value is None:
+                why = secrets.missing.get(path, "it is not set")
+                raise ConfigError(f"{path}: {why}")
+        assert secrets.posthog_password is not None
+        t = config.timeouts
+        return cls(
+            app_host=config.posthog.app_host,
+            email=reset.email,
+            password=secrets.posthog_password,
+            totp_secret=secrets.posthog_totp_secret,
+            timeout=(t.connect_s, t.read_s),
+            clock=clock,
+            retry=RetryPolicy(attempts=t.attempts),
+            password_from=f"posthog.reset.password ({reset.password.describe()})",
+            totp_from=f"posthog.reset.totp_secret ({reset.totp_secret.describe()})",
+        )
+
+    @property
+    def email(self) -> str:
+        return self._email
+
+    @property
+    def logged_in(self) -> bool:
+        return self._logged_in
+
+    def close(self) -> None:
+        self._http.close()
+
+    # plumbing -----------------------------------------------------------------------------
+
+    def _post_login(
+        self, path: str, payload: Mapping[str, str], *, what: str, ok_401: bool = False
+    ) -> requests.Response:
+        body = _ErrorBody()
+        try:
+            return request(
+                self._http,
+                "POST",
+                f"{self._app}{path}",
+                what=what,
+                error=PostHogError,
+                timeout=self._timeout,
+                idempotent=False,  # never retry a login blindly
+                clock=self._clock,
+                json=dict(payload),
+                describe_error=_login_describe(body),
+                ok_statuses=(401,) if ok_401 else (),  # 2fa_required: the usual first answer
+            )
+        except PostHogError as exc:
+            raise self._login_error(exc, body, what) from exc
+
+    def _login_error(self, exc: PostHogError, body: _ErrorBody, what: str) -> LoginFailed:
+        fix = _LOGIN_FIXES.get(body.code or "")
+        if fix is not None:
+            text = fix.format(
+                password=self._sources["password"],
+                totp=self._sources["totp"],
+                detail=truncate(body.detail or "", 80),
+            )
+            message = f"{what}: {body.code}: {text}; nothing changed"
+        elif exc.status is None:
+            message = (
+                f"{what}: no answer ({exc}); not retried (a login is never retried blindly); "
+                "nothing changed, run again"
+            )
+        else:
+            message = f"{what}: unexpected answer ({exc}); nothing changed"
+        return LoginFailed(message, status=exc.status, code=body.code)
+
+    def _totp_code(self) -> str:
+        """The current TOTP code, waiting for the next step if this process used this one."""
+        assert self._totp is not None
+        who = (self._app, self._email.lower())
+        now = self._clock.now().timestamp()
+        step = int(now // TOTP_STEP_S)
+        last = _TOTP_LEDGER.last(who)
+        if last is not None and step <= last:
+            wait = (last + 1) * TOTP_STEP_S - now + 0.5
+            log.info(
+                "PostHog login: waiting %.0fs for a fresh TOTP step (codes are single-use)", wait
+            )
+            self._clock.sleep(wait)
+            now = self._clock.now().timestamp()
+            step = int(now // TOTP_STEP_S)
+        _TOTP_LEDGER.use(who, step)
+        return str(pyotp.TOTP(self._totp.reveal()).at(step * TOTP_STEP_S))
+
+    def _cookie(self, name: str) -> str | None:
+        value = self._http.cookies.get(name)
+        if value:
+            Secret(value)  # registered: scrubbed from any log line or message
+        return value
+
+    def _csrf_headers(self) -> dict[str, str]:
+        token = self._cookie(CSRF_COOKIE)
+        if not token:
+            raise LoginFailed(
+                f"PostHog session of {self._email}: the login set no {CSRF_COOKIE} cookie; "
+                "nothing changed (is posthog.app_host the PostHog app host?)"
+            )
+        return {"X-CSRFToken": token, "Referer": f"{self._app}/"}
+
+    # the flow -----------------------------------------------------------------------------
+
+    def login(self) -> None:
+        """Log in as the service user. Raises ``LoginFailed`` with the fix; never retries."""
+        what = f"log in to PostHog as {self._email}"
+        self._http.cookies.clear()  # a fresh jar: never a session of an earlier run
+        response = self._post_login(
+            "/api/login",
+            {"email": self._email, "password": self._password.reveal()},
+            what=what,
+            ok_401=True,
+        )
+        code = _parse_error(response).code if response.status_code == 401 else None
+        if response.status_code == 401 and code == "code_based_verification_required":
+            raise self._login_error(PostHogError(what, status=401), _ErrorBody(code=code), what)
+        if response.status_code == 401 and code != "2fa_required":
+            raise self._login_error(
+                PostHogError(f"{what}: HTTP 401: {code}", status=401), _ErrorBody(code=code), what
+            )
+        if code == "2fa_required":
+            if self._totp is None:
+                raise LoginFailed(
+                    f"{what}: PostHog asks for a TOTP code but no TOTP secret is configured: "
+                    f"set posthog.reset.totp_secret ({self._sources['totp']}); nothing changed",
+                    status=401,
+                    code=code,
+                )
+            self._send_totp(what)
+        if self._cookie(SESSION_COOKIE) is None:
+            raise LoginFailed(f"{what}: PostHog set no session cookie; nothing changed")
+        self._cookie(CSRF_COOKIE)
+        self._logged_in = True
+        log.info("PostHog: logged in as %s", self._email)
+
+    def _send_totp(self, what: str) -> None:
+        """The TOTP step; one more try in the NEXT step only after ``2fa_invalid``.
+
+        Not a blind retry: the password step stands (600 s), a code is single-use per step and
+        another process (a run started within the same 30 s) may have used this step's code.
+        A second refusal in a fresh step means the secret is wrong. TOTP failures do not count
+        toward django-axes' lockout; django_otp's throttle (2**(n-1) s after n failures) is over
+        by the next step.
+        """
+        try:
+            self._post_login(
+                "/api/login/token", {"token": self._totp_code()}, what=f"{what} (TOTP step)"
+            )
+        except LoginFailed as exc:
+            if exc.code != "2fa_invalid":
+                raise
+            log.warning(
+                "PostHog login: TOTP code refused; one more try with the next step's code "
+                "(another login may have used this step's)"
+            )
+            self._post_login(
+                "/api/login/token", {"token": self._totp_code()}, what=f"{what} (TOTP step)"
+            )
+
+    def _ensure_logged_in(self) -> None:
+        if not self._logged_in:
+            raise LoginFailed("PostHog session: not logged in (call login() first)")
+
+    def get_project(self, project_id: ProjectId) -> Project:
+        """The project as the service user sees it (with its ``effective_membership_level``)."""
+        self._ensure_logged_in()
+        what = f"read PostHog project {int(project_id)} as {self._email}"
+        response = request(
+            self._http,
+            "GET",
+            f"{self._app}/api/projects/{int(project_id)}/",
+            what=what,
+            error=PostHogError,
+            timeout=self._timeout,
+            idempotent=True,
+            retry=self._retry,
+            clock=self._clock,
+            describe_error=_login_describe(_ErrorBody()),
+        )
+        return parse_project(project_id, _json(response, what), what=what)
+
+    def ensure_may_reset(self, project_id: ProjectId) -> Project:
+        """Preflight: the session may reset this project's key (admin or owner)."""
+        try:
+            project = self.get_project(project_id)
+        except LoginFailed:
+            raise
+        except PostHogError as exc:
+            raise LoginFailed(f"{exc}; nothing changed", status=exc.status) from exc
+        level = project.membership_level
+        if level is None or level < ADMIN_LEVEL:
+            raise LoginFailed(
+                f"PostHog user {self._email} is not an admin of project {int(project_id)} "
+                f"(effective_membership_level {level}, admin is {ADMIN_LEVEL}): make it an "
+                "admin of the project (Project settings -> Access control); nothing changed"
+            )
+        return project
+
+    def reset_key(self, project_id: ProjectId) -> Project:
+        """The reset, as the web app does it: sent exactly once, never retried."""
+        self._ensure_logged_in()
+        what = f"reset the key of PostHog project {int(project_id)} (as {self._email})"
+        body = _ErrorBody()
+        try:
+            response = request(
+                self._http,
+                "PATCH",
+                f"{self._app}/api/projects/{int(project_id)}/reset_token/",
+                what=what,
+                error=PostHogError,
+                timeout=self._timeout,
+                idempotent=False,
+                clock=self._clock,
+                json={},
+                headers=self._csrf_headers(),
+                describe_error=_login_describe(body),
+            )
+        except PostHogError as exc:
+            raise reset_error(exc, body, what, project_id) from exc
+        try:
+            project = parse_project(project_id, _json(response, what), what=what, minted=True)
+        except PostHogError as exc:
+            unknown = RESET_UNKNOWN_REMEDY.format(project_id=int(project_id))
+            raise ResetOutcomeUnknown(f"{exc}; {unknown}", status=200) from exc
+        log.info("PostHog project %s: key reset, new key %s", int(project_id), project.api_token)
+        return project
+
+    def logout(self) -> None:
+        """End the session (best effort: a failed logout never fails a run)."""
+        if not self._logged_in:
+            return
+        self._logged_in = False
+        try:
+            request(
+                self._http,
+                "POST",
+                f"{self._app}/logout",
+                what=f"log out of PostHog ({self._email})",
+                error=PostHogError,
+                timeout=self._timeout,
+                idempotent=False,
+                clock=self._clock,
+                headers=self._csrf_headers(),
+                ok_statuses=(302,),
+                allow_redirects=False,
+            )
+            log.info("PostHog: logged out %s", self._email)
+        except PostHogError as exc:
+            log.warning(
+                "PostHog: logging out %s failed (%s); the session expires", self._email, exc
+            )
+        finally:
+            self._http.cookies.clear()
+
+
+def _login_describe(body: _ErrorBody) -> Callable[[requests.Response], str]:
+    def describe(response: requests.Response) -> str:
+        parsed = _parse_error(response)
+        body.code, body.detail = parsed.code, parsed.detail
+        detail = parsed.detail or truncate(response.text)
+        return (f"{parsed.code}: " if parsed.code else "") + truncate(detail)
+
+    return describe
+
+
 def _json(response: requests.Response, what: str) -> Any:
     try:
         return response.json()
@@ -594,6 +1035,7 @@ __all__ = [
     "MARKER_EVENT",
     "MarkerHit",
     "PostHogClient",
+    "PostHogSession",
     "Project",
     "ProjectId",
     "ensure_check_id",

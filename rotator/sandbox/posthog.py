@@ -51,6 +51,14 @@ from typing import Any, Literal
 
 from rotator.clock import Clock, SystemClock
 from rotator.redact import Secret, fingerprint
+from rotator.sandbox.posthog_login import (
+    ADMIN_LEVEL,
+    Flavour,
+    LoginFlow,
+    LoginReply,
+    SessionUser,
+    set_cookie_headers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +70,16 @@ DEFAULT_CACHE_TTL_S = 6 * 3600.0
 DEFAULT_HOGQL_LIMIT = 100
 INGEST_PREFIX = "/ingest"
 
-Route = Literal["project", "reset_token", "query", "capture"]
+Route = Literal["project", "reset_token", "query", "capture", "login"]
 FaultKind = Literal["5xx", "hang", "lose_response", "slow", "acted_5xx", "no_api_token"]
-ROUTES: tuple[Route, ...] = ("project", "reset_token", "query", "capture")
+ROUTES: tuple[Route, ...] = ("project", "reset_token", "query", "capture", "login")
+# posthog/permissions.py APIScopePermission: the message for an action without required_scopes.
+NO_TOKEN_ACCESS = "This action does not support personal API key access"
+# posthog/permissions.py TeamMemberStrictManagementPermission (PATCH needs admin).
+NOT_ADMIN = "You don't have sufficient permissions in the project."
+# posthog/clickhouse/client/limit.py get_api_personal_rate_limiter: max_concurrency=3 API
+# queries per ORGANIZATION (FACTS says per team); the stand-in has one organization.
+MAX_CONCURRENT_QUERIES = 3
 FAULT_KINDS: tuple[FaultKind, ...] = (
     "5xx",
     "hang",
@@ -90,17 +105,24 @@ def generate_token(prefix: str, nbytes: int = 32) -> str:
 
 @dataclass(frozen=True)
 class RateLimits:
-    """Per personal key; PostHog's defaults (FACTS section 2)."""
+    """Per personal key; PostHog's defaults (FACTS section 2, posthog/rate_limit.py)."""
 
     per_minute: int = 480
     per_hour: int = 4800
     query_per_minute: int = 240
     query_per_hour: int = 2400
 
+    @classmethod
+    def legacy_team(cls) -> RateLimits:
+        """posthog/rate_limit.py HogQLQueryThrottle: 120/hour for teams on the legacy list and
+        on self-hosted."""
+        return cls(query_per_minute=120, query_per_hour=120)
+
 
 @dataclass
 class _PersonalKey:
-    scopes: tuple[str, ...]  # empty: a legacy key, allowed everything
+    scopes: tuple[str, ...]  # empty: a legacy key (all access only on self_hosted_legacy)
+    level: int = ADMIN_LEVEL  # the key's user's effective_membership_level
     calls: deque[float] = field(default_factory=deque)
     query_calls: deque[float] = field(default_factory=deque)
 
@@ -324,7 +346,7 @@ class _Select:
 
     @property
     def is_count(self) -> bool:
-        return any(node[0] == "count" for _, node in self.columns)
+        return any(node[0] in ("count", "countif") for _, node in self.columns)
 
 
 class _Parser:
@@ -391,15 +413,10 @@ class _Parser:
     def column(self) -> tuple[str, Node]:
         start = self.peek().pos
         node = self.operand()
-        if node[0] not in ("field", "count", "now"):
+        if node[0] not in ("field", "count", "countif", "now"):
             raise HogQLError(f"Syntax error at line 1, column {start}: unsupported column")
-        name = (
-            "count()"
-            if node[0] == "count"
-            else ".".join(node[1])
-            if node[0] == "field"
-            else "now()"
-        )
+        names = {"count": "count()", "countif": "countIf(...)", "now": "now()"}
+        name = ".".join(node[1]) if node[0] == "field" else names[node[0]]
         return name, node
 
     def expr(self) -> Node:
@@ -483,6 +500,10 @@ class _Parser:
         if fn == "count":
             self.expect("op", ")")
             return ("count",)
+        if fn == "countIf":  # ClickHouse's -If combinator, as HogQL passes it through
+            condition = self.expr()
+            self.expect("op", ")")
+            return ("countif", condition)
         if fn == "now":
             self.expect("op", ")")
             return ("now",)
@@ -613,9 +634,15 @@ def run_hogql(
     matched = [ev for ev in events if select.where is None or _truth(select.where, ev, now)]
     names = [name for name, _ in select.columns]
     if select.is_count:
-        if any(node[0] != "count" for _, node in select.columns):
+        if any(node[0] not in ("count", "countif") for _, node in select.columns):
             raise HogQLError("Mixing count() with other columns needs GROUP BY (unsupported)")
-        return names, [[len(matched) for _ in select.columns]]
+        row = [
+            len(matched)
+            if node[0] == "count"
+            else sum(1 for ev in matched if _truth(node[1], ev, now))
+            for _, node in select.columns
+        ]
+        return names, [row]
     if select.order is not None:
         key_node, descending = select.order
 
@@ -753,6 +780,18 @@ def _query_request(body: bytes) -> tuple[dict[str, Any], str | None]:
 
 _PROJECT_PATH = re.compile(r"^/api/(?:projects|environments)/(?P<id>[^/]+)/(?P<rest>.*)$")
 _CAPTURE_PATHS = {"/i/v0/e", "/e", "/capture", "/batch", "/track"}
+# posthog/urls.py: Django capture (capture.views) of an older self-hosted PostHog; the Rust
+# capture's /i/v0/e/ (rust/capture/src/router.rs) does not exist there.
+_LEGACY_CAPTURE_PATHS = {"/e", "/capture", "/batch", "/track"}
+# posthog/urls.py: login, 2FA token and logout (posthog/api/authentication.py).
+_LOGIN_PATHS = {"/api/login", "/api/login/token", "/logout", "/api/logout"}
+
+
+def _login_reply(answer: LoginReply) -> _Reply:
+    headers = tuple(("Set-Cookie", value) for value in set_cookie_headers(answer.cookies))
+    if answer.status == 302:
+        return _Reply(302, b"", "text/html; charset=utf-8", (("Location", "/login"), *headers))
+    return _json_reply(answer.status, answer.payload, headers)
 
 
 class PostHogStandIn:
@@ -763,6 +802,14 @@ class PostHogStandIn:
     key; ``cache_ttl_s``: how long a query result is served from cache without force_blocking;
     ``separate_hosts``: serve capture only under ``ingest_url`` (``/ingest``) and the API only
     under ``url``, to check that a client keeps the two hosts apart.
+
+    ``flavour``: ``"cloud"`` (PostHog after PR #51237: no token may reset; capture on
+    ``/i/v0/e/`` too; a user without TOTP must confirm an emailed code) or
+    ``"self_hosted_legacy"`` (an instance built before it: a legacy key without scopes may
+    reset; Django capture without ``/i/v0/e/``; the 120/h query throttle).
+    ``behind_tls``: check the CSRF Referer as Django does on HTTPS (Cloud sits behind TLS).
+    ``replica_lag_s``: project reads come from a read replica this many seconds behind.
+    ``query_s``: how long one query runs (to exercise the concurrency limit).
     """
 
     def __init__(
@@ -776,6 +823,10 @@ class PostHogStandIn:
         cache_ttl_s: float = DEFAULT_CACHE_TTL_S,
         separate_hosts: bool = False,
         clock: Clock | None = None,
+        flavour: Flavour = "cloud",
+        behind_tls: bool = True,
+        replica_lag_s: float = 0.0,
+        query_s: float = 0.0,
     ) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError("the stand-in listens on loopback only")
@@ -783,11 +834,19 @@ class PostHogStandIn:
         self._port = port
         self.window_s = window_s
         self.lag_s = lag_s
+        self.flavour: Flavour = flavour
+        self.behind_tls = behind_tls
+        self.replica_lag_s = replica_lag_s
+        self.query_s = query_s
+        if flavour == "self_hosted_legacy" and rate_limits == RateLimits():
+            rate_limits = RateLimits.legacy_team()
         self.rate_limits = rate_limits
         self.cache_ttl_s = cache_ttl_s
         self.separate_hosts = separate_hosts
         self._clock: Clock = clock or SystemClock()
         self._lock = threading.RLock()
+        self.login_flow = LoginFlow(now=self._now, flavour=flavour)
+        self._queries_running: dict[int, int] = {}
         self._stopping = threading.Event()
         self._projects: dict[int, _Project] = {}
         self._personal: dict[str, _PersonalKey] = {}
@@ -897,6 +956,26 @@ class PostHogStandIn:
         with self._lock:
             self._personal[raw] = _PersonalKey(scopes=tuple(scopes) if scoped else ())
         return value if isinstance(value, Secret) else Secret(raw)
+
+    def add_user(
+        self,
+        email: str,
+        password: str,
+        *,
+        totp_secret: str | None,
+        level: int = ADMIN_LEVEL,
+        verified: bool | None = True,
+        sso_enforced: str | None = None,
+    ) -> None:
+        """A PostHog user (the service user) with its project level and optional TOTP device."""
+        self.login_flow.add_user(
+            email,
+            password,
+            totp_secret=totp_secret,
+            level=level,
+            verified=verified,
+            sso_enforced=sso_enforced,
+        )
 
     def current_key(self, project_id: int) -> Secret:
         with self._lock:
@@ -1048,6 +1127,8 @@ class PostHogStandIn:
             path, ingest = path[len(INGEST_PREFIX) :], True
         bare = path.rstrip("/") or "/"
         if bare in _CAPTURE_PATHS:
+            if self.flavour == "self_hosted_legacy" and bare not in _LEGACY_CAPTURE_PATHS:
+                return _text_reply(404, "Not Found")
             if self.separate_hosts and not ingest:
                 return _text_reply(404, "not found: capture is on the ingestion host")
             if method not in ("POST", "GET"):
@@ -1055,6 +1136,8 @@ class PostHogStandIn:
             return self._faulted("capture", lambda: self._capture(body))
         if ingest:
             return _text_reply(404, "not found")
+        if bare in _LOGIN_PATHS and method == "POST":
+            return self._faulted("login", lambda: self._login(bare, headers, body))
         match = _PROJECT_PATH.match(path)
         if not match:
             return _drf_error(404, "invalid_request", "not_found", "Not found.")
@@ -1074,9 +1157,9 @@ class PostHogStandIn:
             return _drf_error(404, "invalid_request", "not_found", "Not found.")
         with self._lock:
             self._count(route)
-        denied = self._authorize(headers, scope, query=route == "query")
-        if denied is not None:
-            return denied
+        principal = self._authorize(method, headers, scope, query=route == "query")
+        if isinstance(principal, _Reply):
+            return principal
         try:
             project_id = int(match.group("id"))
         except ValueError:
@@ -1084,11 +1167,25 @@ class PostHogStandIn:
         with self._lock:
             if project_id not in self._projects:
                 return _drf_error(404, "invalid_request", "not_found", "Not found.")
+        level = principal.level
         if route == "project":
-            return self._faulted(route, lambda: self._get_project(project_id), counted=True)
+            return self._faulted(route, lambda: self._get_project(project_id, level), counted=True)
         if route == "reset_token":
-            return self._faulted(route, lambda: self._reset_token(project_id), counted=True)
+            if level < ADMIN_LEVEL:
+                return _drf_error(403, "authentication_error", "permission_denied", NOT_ADMIN)
+            return self._faulted(route, lambda: self._reset_token(project_id, level), counted=True)
         return self._faulted(route, lambda: self._query(project_id, body), counted=True)
+
+    def _login(self, path: str, headers: Mapping[str, str], body: bytes) -> _Reply:
+        flow = self.login_flow
+        host = headers.get("host", "")
+        if path == "/api/login":
+            answer = flow.login(headers, body)
+        elif path == "/api/login/token":
+            answer = flow.login_token(headers, body)
+        else:
+            answer = flow.logout(headers, secure=self.behind_tls, host=host)
+        return _login_reply(answer)
 
     def _faulted(self, route: str, act: Callable[[], _Reply], *, counted: bool = False) -> _Reply:
         with self._lock:
@@ -1118,10 +1215,24 @@ class PostHogStandIn:
         self._stopping.wait(fault.delay_s)  # slow: acted, answers late
         return reply
 
-    def _authorize(self, headers: Mapping[str, str], scope: str, *, query: bool) -> _Reply | None:
-        """DRF order: authenticate (401), permissions (403), then throttles (429)."""
+    def _authorize(
+        self, method: str, headers: Mapping[str, str], scope: str, *, query: bool
+    ) -> _Reply | _PersonalKey | SessionUser:
+        """DRF order: authenticate (401), permissions (403), then throttles (429).
+
+        posthog/api/routing.py TeamAndOrgViewSetMixin: personal API key first (posthog/auth.py
+        PersonalAPIKeyAuthentication, ``Authorization: Bearer``), then the session cookie
+        (SessionAuthentication, with its CSRF check on unsafe methods).
+        """
         header = headers.get("authorization", "")
         if not header:
+            user = self.login_flow.authenticate(
+                method, headers, secure=self.behind_tls, host=headers.get("host", "")
+            )
+            if isinstance(user, str):
+                return _drf_error(403, "authentication_error", "permission_denied", user)
+            if user is not None:
+                return user  # APIScopePermission: session auth has no scopes to check
             return _drf_error(
                 401,
                 "authentication_error",
@@ -1138,23 +1249,25 @@ class PostHogStandIn:
                     "authentication_failed",
                     "Personal API key found in request Authorization header is invalid.",
                 )
-            if key.scopes:  # posthog/permissions.py APIScopePermission
+            scopes = key.scopes
+            if not scopes and self.flavour == "cloud":
+                # PR #51237, migration 1052: every NULL-scope key became ["*"].
+                scopes = ("*",)
+            if scopes:  # posthog/permissions.py APIScopePermission
                 if not scope:
                     return _drf_error(
-                        403,
-                        "authentication_error",
-                        "permission_denied",
-                        "This action does not support Personal API Key access",
+                        403, "authentication_error", "permission_denied", NO_TOKEN_ACCESS
                     )
                 valid = {scope, scope.replace(":read", ":write"), "*"}
-                if not valid & set(key.scopes):
+                if not valid & set(scopes):
                     return _drf_error(
                         403,
                         "authentication_error",
                         "permission_denied",
                         f"API key missing required scope '{scope}'",
                     )
-            return self._throttle(key, query=query)
+            throttled = self._throttle(key, query=query)
+            return throttled if throttled is not None else key
 
     def _throttle(self, key: _PersonalKey, *, query: bool) -> _Reply | None:
         now = self._now()
@@ -1187,13 +1300,16 @@ class PostHogStandIn:
             key.query_calls.append(now)
         return None
 
-    def _project_json(self, project: _Project) -> dict[str, Any]:
+    def _project_json(
+        self, project: _Project, level: int, *, token: str | None = None
+    ) -> dict[str, Any]:
         # A subset of posthog/api/project.py ProjectBackwardCompatSerializer.
         return {
             "id": project.id,
             "uuid": project.uuid,
             "organization": "0190b1b4-0000-0000-0000-000000000000",
-            "api_token": project.token,
+            "api_token": token or project.token,
+            "effective_membership_level": level,
             "name": project.name,
             "completed_snippet_onboarding": True,
             "ingested_event": True,
@@ -1204,15 +1320,32 @@ class PostHogStandIn:
             "secret_api_token": None,
         }
 
-    def _get_project(self, project_id: int) -> _Reply:
+    def _get_project(self, project_id: int, level: int) -> _Reply:
         with self._lock:
-            return _json_reply(200, self._project_json(self._project(project_id)))
+            project = self._project(project_id)
+            token = self._replica_token(project)
+            return _json_reply(200, self._project_json(project, level, token=token))
 
-    def _reset_token(self, project_id: int) -> _Reply:
+    def _replica_token(self, project: _Project) -> str:
+        """The key a read replica ``replica_lag_s`` behind the primary still returns.
+
+        PostHog Cloud reads through Postgres read replicas (posthog/settings/data_stores.py
+        ``DATABASES["replica"]``, posthog/dbrouter.py ReplicaRouter): a GET right after a
+        reset may see the previous key.
+        """
+        if self.replica_lag_s <= 0:
+            return project.token
+        seen_at = self._now() - self.replica_lag_s
+        for token, replaced_at in project.retired:
+            if replaced_at > seen_at:
+                return token
+        return project.token
+
+    def _reset_token(self, project_id: int, level: int) -> _Reply:
         with self._lock:
             project = self._project(project_id)
             self._reset(project)
-            return _json_reply(200, self._project_json(project))
+            return _json_reply(200, self._project_json(project, level))
 
     def _capture(self, body: bytes) -> _Reply:
         try:
@@ -1242,6 +1375,30 @@ class PostHogStandIn:
         return _json_reply(200, {"status": "Ok"})
 
     def _query(self, project_id: int, body: bytes) -> _Reply:
+        org = 0  # every stand-in project is in one organization
+        with self._lock:
+            running = self._queries_running.get(org, 0)
+            if running >= MAX_CONCURRENT_QUERIES:
+                # posthog/clickhouse/client/limit.py RateLimit.use raises
+                # ConcurrencyLimitExceeded (upstream first retries for up to 30 s; the stand-in
+                # refuses at once): a 429 WITHOUT Retry-After.
+                return _drf_error(
+                    429,
+                    "throttled_error",
+                    "throttled",
+                    f"Exceeded maximum concurrency limit: {MAX_CONCURRENT_QUERIES} for key: "
+                    f"api:query:per-org:{org}",
+                )
+            self._queries_running[org] = running + 1
+        try:
+            if self.query_s > 0:
+                self._stopping.wait(self.query_s)
+            return self._run_query(project_id, body)
+        finally:
+            with self._lock:
+                self._queries_running[org] -= 1
+
+    def _run_query(self, project_id: int, body: bytes) -> _Reply:
         payload, text = _query_request(body)
         if text is None:
             return _drf_error(

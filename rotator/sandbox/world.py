@@ -3,7 +3,9 @@
 What runs (all on 127.0.0.1, each in daemon threads of this process):
 
 - the Kubernetes API stand-in (``kubeapi``), with a kubeconfig at ``<root>/kubeconfig``;
-- the PostHog stand-in (``posthog``): project(s) and a legacy personal API key;
+- the PostHog stand-in (``posthog``): project(s), a read-only personal API key (``project:read``,
+  ``query:read``) and the service user (admin, TOTP device) whose session resets the key
+  (``reset_method="personal_api_key"``: a self-hosted legacy PostHog whose legacy key resets);
 - the Slack incoming-webhook receiver (``slack``);
 - the ops repo: a bare git repo at ``<root>/ops.git`` (``git_remote_url`` is its ``file://`` URL;
   the plain path works too);
@@ -53,8 +55,10 @@ Fault hooks (for the reliability suite), all reversible with ``clear_faults()``:
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
 import logging
+import secrets
 import signal
 import sys
 import tempfile
@@ -115,6 +119,9 @@ T = TypeVar("T")
 
 MIN_GATEWAY_INTERVAL_S = 0.1
 PERSONAL_KEY_ENV = "ROTATOR_POSTHOG_PERSONAL_API_KEY"
+PASSWORD_ENV = "ROTATOR_POSTHOG_PASSWORD"
+TOTP_SECRET_ENV = "ROTATOR_POSTHOG_TOTP_SECRET"
+SERVICE_USER = "rotator@align.example"
 SLACK_URL_ENV = "ROTATOR_SLACK_WEBHOOK_URL"
 CONFIG_ENV = "ROTATOR_CONFIG"
 # The job's own namespace (cronjob.yaml): the run's Lease lives there.
@@ -180,8 +187,14 @@ class Sandbox:
         previous_rotation: bool = True,
         argocd_version: str = "3.6",
         sealed_secrets_version: str = SEALED_SECRETS_LATEST,
+        reset_method: str = "session",
+        posthog_options: dict[str, Any] | None = None,
     ) -> None:
+        if reset_method not in ("session", "personal_api_key"):
+            raise ValueError("reset_method: session or personal_api_key")
         self.root = Path(root).absolute()
+        self.reset_method = reset_method
+        self.posthog_options = dict(posthog_options or {})
         self.previous_rotation = previous_rotation
         self.argocd_version = argocd_version
         self.sealed_secrets_version = sealed_secrets_version
@@ -205,6 +218,8 @@ class Sandbox:
         self.gateway: GatewaySimulator | None = None
         self.client: Kube | None = None
         self.personal_key: Secret | None = None
+        self.service_password: Secret | None = None
+        self.totp_secret: Secret | None = None
         self.initial_keys: dict[str, Secret] = {}
         self.seed_revision = ""
         self.started_in_s = 0.0
@@ -246,8 +261,12 @@ class Sandbox:
 
         self._start_kube()
 
+        options: dict[str, Any] = {
+            "flavour": "cloud" if self.reset_method == "session" else "self_hosted_legacy",
+            **self.posthog_options,
+        }
         posthog = self.posthog = PostHogStandIn(
-            window_s=t.scaled(t.ingestion_window_s), lag_s=t.scaled(t.ingestion_lag_s)
+            window_s=t.scaled(t.ingestion_window_s), lag_s=t.scaled(t.ingestion_lag_s), **options
         ).start()
         self._stoppers.append(posthog.stop)
         if self.separate_projects:
@@ -258,7 +277,23 @@ class Sandbox:
         else:
             shared = posthog.add_project(SHARED_PROJECT, "Align")
             self.initial_keys = {"preview": shared, "prod": shared}
-        self.personal_key = posthog.add_personal_key(generate_token("phx_"), legacy=True)
+        if self.reset_method == "session":
+            # The README's setup: a read-only personal key, and a service user (admin, TOTP).
+            self.personal_key = posthog.add_personal_key(
+                generate_token("phx_"),
+                scoped=True,
+                legacy=False,
+                scopes=("project:read", "query:read"),
+            )
+        else:  # an old self-hosted PostHog: a legacy key without scopes may reset
+            self.personal_key = posthog.add_personal_key(generate_token("phx_"), legacy=True)
+        self.service_password = Secret(generate_token("pw_", 18))
+        self.totp_secret = Secret(base64.b32encode(secrets.token_bytes(20)).decode())
+        posthog.add_user(
+            SERVICE_USER,
+            self.service_password.reveal(),
+            totp_secret=self.totp_secret.reveal(),
+        )
 
         slack = self.slack = SlackReceiver().start()
         self._stoppers.append(slack.stop)
@@ -440,8 +475,12 @@ class Sandbox:
         """The env vars rotator reads its secrets (and config path) from."""
         assert self.personal_key is not None, "start() first"
         assert self.slack is not None
+        assert self.service_password is not None
+        assert self.totp_secret is not None
         return {
             PERSONAL_KEY_ENV: self.personal_key.reveal(),
+            PASSWORD_ENV: self.service_password.reveal(),
+            TOTP_SECRET_ENV: self.totp_secret.reveal(),
             SLACK_URL_ENV: self.slack.url.reveal(),
             CONFIG_ENV: str(self.config_path),
         }
@@ -481,6 +520,14 @@ class Sandbox:
                 "app_host": self.posthog.url,
                 "ingest_host": self.posthog.ingest_url,
                 "personal_api_key": {"env": PERSONAL_KEY_ENV},
+                # The sandbox's PostHog runs 1/time_scale times faster: so may the queries.
+                "query_budget_per_hour": min(36000, round(120 / t.time_scale)),
+                "reset": {
+                    "method": self.reset_method,
+                    "email": SERVICE_USER,
+                    "password": {"env": PASSWORD_ENV},
+                    "totp_secret": {"env": TOTP_SECRET_ENV},
+                },
             },
             "environments": envs,
             "git": {
@@ -517,8 +564,12 @@ class Sandbox:
     def _write_secret_files(self) -> None:
         assert self.personal_key is not None
         assert self.slack is not None
+        assert self.service_password is not None
+        assert self.totp_secret is not None
         for name, secret in (
             ("posthog-personal-api-key", self.personal_key),
+            ("posthog-password", self.service_password),
+            ("posthog-totp-secret", self.totp_secret),
             ("slack-webhook-url", self.slack.url),
         ):
             path = self.secrets_dir / name
