@@ -62,7 +62,8 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
     from rotator.clock import Clock
-    from rotator.config import Config
+    from rotator.config import Config, ProjectId
+    from rotator.redact import Secret
     from rotator.runner import Clients
     from rotator.sandbox.world import Sandbox, SandboxTiming
 
@@ -324,6 +325,13 @@ def _wrap_clients(clients: Clients, recorder: _Recorder) -> None:
     clients.argocd = cast(
         Any, _Timed(clients.argocd, recorder, waits=frozenset({"wait_for_revision"}))
     )
+    make_session = clients.posthog_session
+    if make_session is not None:  # the reset goes through the service user's session
+
+        def timed_session() -> Any:
+            return _Timed(make_session(), recorder, waits=frozenset())
+
+        clients.posthog_session = timed_session
 
 
 # --- the worker: one run in a child process ------------------------------------------------
@@ -380,6 +388,20 @@ def _default(config: Config, clients: Clients, clock: Clock) -> dict[str, Any]:
     }
 
 
+def _reset_as_a_person(config: Config, clients: Clients, project_id: ProjectId) -> Secret:
+    """The runbook's reset, as a person does it: logged in to PostHog (a session)."""
+    from rotator.config import ResetMethod
+
+    if config.posthog.reset.method is not ResetMethod.SESSION or clients.posthog_session is None:
+        return clients.posthog.reset_key(project_id).api_token
+    session = clients.posthog_session()
+    session.login()
+    try:
+        return session.reset_key(project_id).api_token
+    finally:
+        session.logout()
+
+
 def _passive(config: Config, clients: Clients, clock: Clock, *, poll_s: float) -> dict[str, Any]:
     """The manual runbook, driven through the same clients: reset, seal, push, then for each
     environment in turn: wait for ArgoCD's own poll, the unseal, restart, the rollout."""
@@ -396,7 +418,7 @@ def _passive(config: Config, clients: Clients, clock: Clock, *, poll_s: float) -
     repo = clients.open_repo(workdir)  # the person's checkout, up to date
     try:
         reset_at = clock.now()
-        key = clients.posthog.reset_key(project_id).api_token
+        key = _reset_as_a_person(config, clients, project_id)
         files: dict[str, str] = {}
         for env in envs:
             cfg = config.environments[env]

@@ -164,7 +164,15 @@ def test_the_configmap_is_config_align_yaml_with_the_key_read_from_a_file() -> N
     assert mine["posthog"].pop("personal_api_key") == {
         "file": "/var/run/secrets/rotator/posthog/personal-api-key"
     }
+    assert mine["posthog"]["reset"].pop("password") == {
+        "file": "/var/run/secrets/rotator/posthog/password"
+    }
+    assert mine["posthog"]["reset"].pop("totp_secret") == {
+        "file": "/var/run/secrets/rotator/posthog/totp-secret"
+    }
     team["posthog"].pop("personal_api_key")
+    team["posthog"]["reset"].pop("password")
+    team["posthog"]["reset"].pop("totp_secret")
     assert mine == team
     assert mine["kubernetes"]["kubeconfig"] is None, "in the cluster: the ServiceAccount"
     job_config()  # and it is a valid config
@@ -271,6 +279,8 @@ def test_every_secret_the_config_reads_comes_from_a_mounted_secret_reference() -
     files = _secret_files()
     wanted = {
         str(config.posthog.personal_api_key.file): ("rotator-posthog", "personal-api-key"),
+        str(config.posthog.reset.password.file): ("rotator-posthog", "password"),
+        str(config.posthog.reset.totp_secret.file): ("rotator-posthog", "totp-secret"),
         str(config.git.ssh_key_file): ("rotator-git", "ssh-privatekey"),
         str(config.git.known_hosts_file): ("rotator-git", "known_hosts"),
         str(config.slack.webhook_url.file): ("rotator-slack", "webhook-url"),

@@ -495,7 +495,11 @@ def test_rotator_sandbox_posthog_serves_until_sigterm_and_keeps_the_key_out_of_s
                 break
         text = "".join(lines)
         url = text.split(" on ", 1)[1].split()[0]
-        key_file = Path(text.split("personal API key (legacy, may reset): in ", 1)[1].split()[0])
+        key_file = Path(
+            text.split("personal API key (read-only: project:read, query:read): in ", 1)[1].split()[
+                0
+            ]
+        )
         key = key_file.read_text().strip()
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         assert key.startswith("phx_")

@@ -27,6 +27,7 @@ is wrapped in ``Secret`` and nothing it logs contains a key, only fingerprints.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import gzip
 import json
@@ -1511,6 +1512,7 @@ class _Handler(BaseHTTPRequestHandler):
 # --- `rotator sandbox posthog` ---------------------------------------------------------------
 
 DEMO_PROJECT_ID = 12345  # config/align.yaml's project, so the default config works against it
+SERVE_USER = "rotator@align.example"  # config/align.yaml's posthog.reset.email
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -1520,19 +1522,38 @@ def serve_command(args: argparse.Namespace) -> int:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="posthog-standin-")))
         stand_in = stack.enter_context(PostHogStandIn(port=int(args.port or 0)))
         project_key = stand_in.add_project(DEMO_PROJECT_ID, "Preview & Production")
-        personal = stand_in.add_personal_key(generate_token("phx_", 35), legacy=True)
-        key_file = workdir / "personal-api-key"
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(personal.reveal() + "\n")
+        personal = stand_in.add_personal_key(
+            generate_token("phx_", 35),
+            scoped=True,
+            legacy=False,
+            scopes=("project:read", "query:read"),
+        )
+        password = generate_token("pw_", 18)
+        totp_secret = base64.b32encode(secrets.token_bytes(20)).decode()
+        stand_in.add_user(SERVE_USER, password, totp_secret=totp_secret)
+        files = {}
+        for name, value in (
+            ("personal-api-key", personal.reveal()),
+            ("password", password),
+            ("totp-secret", totp_secret),
+        ):
+            files[name] = workdir / name
+            fd = os.open(files[name], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(value + "\n")
+        key_file = files["personal-api-key"]
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous = signal.signal(signum, lambda *_: stop.set())
             stack.callback(signal.signal, signum, previous)
         lines = [
             f"PostHog stand-in on {stand_in.url} (app and ingestion host)",
             f"project {DEMO_PROJECT_ID}: key {project_key.fingerprint}",
-            f"personal API key (legacy, may reset): in {key_file} (mode 0600)",
+            f"personal API key (read-only: project:read, query:read): in {key_file} (mode 0600)",
             f"  use it: posthog.personal_api_key: {{file: {key_file}}}",
+            f"service user {SERVE_USER} (admin, TOTP) resets the key by session:",
+            f"  posthog.reset: {{method: session, email: {SERVE_USER}, "
+            f"password: {{file: {files['password']}}}, "
+            f"totp_secret: {{file: {files['totp-secret']}}}}}",
             f"  and:    --set posthog.app_host={stand_in.url}"
             f" --set posthog.ingest_host={stand_in.ingest_url}",
             f"counters: GET {stand_in.url}/_sandbox/counters",
