@@ -326,6 +326,9 @@ class Waits(_Model):
     # PostHog's token->project cache (2 min + up to 30 s jitter): old-key events land until then.
     ingestion_window_s: Annotated[float, Field(ge=0)] = 150
     poll_interval_s: Annotated[float, Field(gt=0)] = 2
+    # After a lost reset answer, or a read of a key already replaced (a lagging read replica):
+    # how long to keep reading the key back before concluding.
+    reset_readback_s: Annotated[float, Field(ge=0)] = 30
     watch_timeout_s: Annotated[int, Field(ge=1, le=300)] = 30
     # While a wait lasts, a "still waiting" line with the last observed state every this often.
     heartbeat_s: Annotated[float, Field(gt=0)] = 15

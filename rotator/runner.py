@@ -224,6 +224,7 @@ class Run:
         self._workdir: Path | None = None
         self._lease: _LeaseKeeper | None = None
         self._session: PostHogSession | None = None
+        self._query_failure: str | None = None
         self.reset_by = "none"
         self.plan_lines: list[str] = []
         self._anomalies: AnomalyCollector | None = None
@@ -587,6 +588,12 @@ class Run:
                     group.project_id, filters=filters, since=since
                 )
             except ClientError as exc:
+                if exc.status not in (400, 403):
+                    # Not the filter's fault (PostHog's query API is down or throttled): only a
+                    # reset must not start on it (see _run_group); a resume may still go on.
+                    self._query_failure = f"counting gateway events failed in preflight: {exc}"
+                    log.warning("%s", self._query_failure)
+                    continue
                 raise PreflightError(self._name_bad_filter(group.project_id, filters, exc)) from exc
             checked += len(filters)
         if checked:
@@ -866,7 +873,7 @@ class Run:
 
     def _run_group(self, group: _GroupState) -> None:
         # Re-read PostHog's key under the lock: another run may have rotated since preflight.
-        group.project = self._read_project(group.project_id)
+        group.project = self._read_current_project(group)
         group.key = group.project.api_token
         obs = self._observe(group)
         group.key_since = obs.last_rotation_at
@@ -885,6 +892,11 @@ class Run:
             for p in plan.steps
         )
         if plan.reset:
+            if self._query_failure is not None:
+                raise PreflightError(
+                    f"{self._query_failure}; the new key could not be verified: not resetting, "
+                    "nothing changed"
+                )
             self._ensure_whole_project(group)
             self._ensure_healthy_before_reset(group)
             self._ensure_lease_held()
@@ -973,14 +985,7 @@ class Run:
             except ResetOutcomeUnknown as exc:
                 log.warning("reset outcome unknown (%s); reading the key back", exc)
                 group.key = None  # unknown until read back: never report the old one as new
-                project = self._read_back(group.project_id)
-                if project.api_token.fingerprint == old.fingerprint:
-                    group.reset_at = None
-                    raise PreflightError(
-                        f"the reset's answer was lost and PostHog still has key "
-                        f"{old.fingerprint}: the reset did not happen, nothing changed; "
-                        "run again"
-                    ) from exc
+                project = self._read_back_after_lost_reset(group, old, cause=exc)
             self.reset_happened = True
             self.changed = True
             group.project = project
@@ -991,16 +996,108 @@ class Run:
             )
             notes.append(f"{old.fingerprint} -> {group.key.fingerprint} (reset by {self.reset_by})")
 
-    def _read_back(self, project_id: ProjectId) -> Project:
-        try:
-            return self.clients.posthog.get_project(project_id)
-        except ClientError as exc:
+    def _read_back_after_lost_reset(
+        self, group: _GroupState, old: Secret, *, cause: Exception
+    ) -> Project:
+        """A lost answer and one read that still shows the old key prove nothing: PostHog may
+        apply the reset seconds later (a proxy answered while the app still worked on it), and
+        a read replica may lag. Read back over ``waits.reset_readback_s``: any other key means
+        the reset happened; only the old key on every read, the last one at the window's end,
+        means it did not; a failed last read leaves the outcome unknown."""
+        waits = self.config.waits
+        deadline = self.clock.monotonic() + waits.reset_readback_s
+        reads = 0
+        failed: ClientError | None = None
+        while True:
+            try:
+                project = self.clients.posthog.get_project(group.project_id)
+            except ClientError as exc:
+                failed = exc
+            else:
+                failed = None
+                reads += 1
+                if project.api_token.fingerprint != old.fingerprint:
+                    return project
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                break
+            log.info(
+                "reset outcome unknown: PostHog %s; reading the key back again for %.0fs more",
+                f"still shows {old.fingerprint}" if failed is None else f"unreadable ({failed})",
+                remaining,
+            )
+            self.clock.sleep(min(waits.poll_interval_s, remaining))
+        if failed is not None or reads == 0:
             # We cannot tell whether the old key is dead: report it as after-reset.
             self.reset_happened = True
             raise VerificationFailed(
-                f"the reset's outcome is unknown and reading the key back failed ({exc}); "
+                f"the reset's outcome is unknown and reading the key back failed ({failed}); "
                 "run again: the next run reads the key back and never resets twice"
-            ) from exc
+            ) from cause
+        group.reset_at = None
+        raise PreflightError(
+            f"the reset's answer was lost and PostHog still had key {old.fingerprint} on "
+            f"{reads} reads over {waits.reset_readback_s:.0f}s: the reset did not happen, "
+            "nothing changed; run again"
+        ) from cause
+
+    def _replaced_fingerprints(self, group: _GroupState) -> dict[Fingerprint, str]:
+        """Keys PostHog has provably replaced (fingerprint -> the rotation commit that did).
+
+        Git's newest rotation commit (``Rotator-Key-Fingerprint`` trailer) was pushed after
+        PostHog minted its key, which revoked every key the sealed file held before it. PostHog
+        never mints a key twice, so PostHog answering one of those is a lagging read (a read
+        replica), never its current key. (A hand-made commit after the rotation, a revert
+        say, does not count: only rotator's trailers say what PostHog did.)"""
+        from rotator.clients.sealing import read_sealed_file
+
+        assert self.repo is not None
+        path = self._env(group.envs[0]).sealed_file
+        replaced: dict[Fingerprint, str] = {}
+        rotation: str | None = None
+        newest: str | None = None
+        for commit in self.repo.history(path, max_count=20):
+            if rotation is None:
+                newest = commit.trailers.get(TRAILER_FINGERPRINT)
+                if newest:
+                    rotation = commit.sha
+                continue
+            text = self.repo.read_file(path, rev=commit.sha)
+            try:
+                fp = read_sealed_file(text, path=path).fingerprint if text else None
+            except RotatorError:
+                fp = None
+            for old in (fp, commit.trailers.get(TRAILER_FINGERPRINT)):
+                if old and old != newest:
+                    replaced.setdefault(Fingerprint(old), rotation)
+        return replaced
+
+    def _read_current_project(self, group: _GroupState) -> Project:
+        """PostHog's key, never one git shows was already replaced (a lagging read replica):
+        such a read is repeated over ``waits.reset_readback_s``, then the run stops with
+        nothing changed rather than seal and roll out a revoked key."""
+        project = self._read_project(group.project_id)
+        replaced = self._replaced_fingerprints(group) if self.repo is not None else {}
+        deadline = self.clock.monotonic() + self.config.waits.reset_readback_s
+        while project.api_token.fingerprint in replaced:
+            fp = project.api_token.fingerprint
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                raise PreflightError(
+                    f"PostHog answered key {fp}, which commit {replaced[fp][:12]} already "
+                    "replaced: a lagging read (read replica), not PostHog's current key; "
+                    "nothing changed, run again"
+                )
+            log.warning(
+                "PostHog answered key %s, which git shows was replaced (commit %s): a lagging "
+                "read; reading again for %.0fs more",
+                fp,
+                replaced[fp][:12],
+                remaining,
+            )
+            self.clock.sleep(min(self.config.waits.poll_interval_s, remaining))
+            project = self._read_project(group.project_id)
+        return project
 
     def _read_sealed_texts(self, group: _GroupState) -> dict[str, str | None]:
         """Each environment's sealed file at the fetched tip (None: absent)."""
@@ -1337,8 +1434,16 @@ class Run:
         (FACTS 2): the checks prove nothing and the gateways run a dead key."""
         try:
             project = self.clients.posthog.get_project(group.project_id)
+            if group.old_fingerprint not in (None, key.fingerprint) and (
+                project.api_token.fingerprint == group.old_fingerprint
+            ):
+                # The key this run replaced: a lagging read, never a step backwards.
+                project = self._read_current_project(group)
         except ClientError as exc:
             self._inconclusive.append(f"reading PostHog's key back after the checks failed: {exc}")
+            return
+        except PreflightError as exc:
+            self._inconclusive.append(f"reading PostHog's key back after the checks: {exc}")
             return
         if project.api_token.fingerprint == key.fingerprint:
             return

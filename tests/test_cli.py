@@ -144,6 +144,8 @@ def test_config_check_json_is_parseable_and_masks_secrets(
     webhook = tmp_path / "webhook"
     webhook.write_text("https://hooks.slack.test/services/FAKE/TEST/fixture")
     monkeypatch.setenv("ROTATOR_POSTHOG_PERSONAL_API_KEY", "phx_fake_test_fixture_key")
+    monkeypatch.setenv("ROTATOR_POSTHOG_PASSWORD", "fake test fixture password")
+    monkeypatch.setenv("ROTATOR_POSTHOG_TOTP_SECRET", "JBSWY3DPEHPK3PXP")
     override = f"slack.webhook_url.file={webhook}"
     code = main(["config", "check", "-o", "json", "--config", str(REPO_CONFIG), "--set", override])
     out = capsys.readouterr().out

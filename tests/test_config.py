@@ -142,6 +142,8 @@ def test_config_check_prints_the_effective_config_and_exits_zero(
     webhook = tmp_path / "webhook-url"
     webhook.write_text("https://hooks.slack.test/services/FAKE/TEST/fixture")
     monkeypatch.setenv("ROTATOR_POSTHOG_PERSONAL_API_KEY", "phx_fake_test_fixture")
+    monkeypatch.setenv("ROTATOR_POSTHOG_PASSWORD", "fake test fixture password")
+    monkeypatch.setenv("ROTATOR_POSTHOG_TOTP_SECRET", "JBSWY3DPEHPK3PXP")
     argv = ["--config", str(REPO_CONFIG), "config", "check"]
     assert main([*argv, "--set", f"slack.webhook_url.file={webhook}"]) == 0
     captured = capsys.readouterr()
@@ -154,12 +156,16 @@ def test_config_check_reports_every_missing_secret_and_exits_two(
 ) -> None:
     monkeypatch.delenv("ROTATOR_POSTHOG_PERSONAL_API_KEY", raising=False)
     monkeypatch.delenv("ROTATOR_SLACK_WEBHOOK_URL", raising=False)
+    monkeypatch.delenv("ROTATOR_POSTHOG_PASSWORD", raising=False)
+    monkeypatch.delenv("ROTATOR_POSTHOG_TOTP_SECRET", raising=False)
     assert main(["--config", str(REPO_CONFIG), "config", "check"]) == 2
     captured = capsys.readouterr()
     assert "align-preview-gateway" in captured.out  # still printed: it shows what is missing
     assert "error: posthog.personal_api_key:" in captured.err
     assert "error: slack.webhook_url:" in captured.err
-    assert "config NOT OK: 2 secret(s) missing" in captured.err
+    assert "error: posthog.reset.password:" in captured.err
+    assert "error: posthog.reset.totp_secret:" in captured.err
+    assert "config NOT OK: 4 secret(s) missing" in captured.err
     assert "config OK" not in captured.err
 
 

@@ -72,7 +72,7 @@ DEFAULT_HOGQL_LIMIT = 100
 INGEST_PREFIX = "/ingest"
 
 Route = Literal["project", "reset_token", "query", "capture", "login"]
-FaultKind = Literal["5xx", "hang", "lose_response", "slow", "acted_5xx", "no_api_token"]
+FaultKind = Literal["5xx", "hang", "lose_response", "slow", "acted_5xx", "no_api_token", "late_5xx"]
 ROUTES: tuple[Route, ...] = ("project", "reset_token", "query", "capture", "login")
 # posthog/permissions.py APIScopePermission: the message for an action without required_scopes.
 NO_TOKEN_ACCESS = "This action does not support personal API key access"
@@ -88,6 +88,7 @@ FAULT_KINDS: tuple[FaultKind, ...] = (
     "slow",
     "acted_5xx",
     "no_api_token",
+    "late_5xx",
 )
 
 
@@ -1002,7 +1003,8 @@ class PostHogStandIn:
         without acting, then close it; ``lose_response``: act (the reset happens), then close
         the connection without answering; ``slow``: act, then answer after ``delay_s``;
         ``acted_5xx``: act (the reset happens), then answer ``status`` anyway; ``no_api_token``:
-        act, then answer the project JSON without its ``api_token`` field.
+        act, then answer the project JSON without its ``api_token`` field; ``late_5xx``: answer
+        ``status`` at once and act ``delay_s`` later (a reset applied after its answer).
         """
         if route not in ROUTES or kind not in FAULT_KINDS:
             raise ValueError(f"route one of {ROUTES}, kind one of {FAULT_KINDS}")
@@ -1201,6 +1203,13 @@ class PostHogStandIn:
         if fault.kind == "hang":
             self._stopping.wait(fault.delay_s)
             raise _Lost
+        if fault.kind == "late_5xx":
+            # A proxy in front of PostHog (Cloud's load balancer) answers 5xx while the app
+            # server still works on the request: the action takes effect ``delay_s`` later.
+            timer = threading.Timer(fault.delay_s, act)
+            timer.daemon = True
+            timer.start()
+            return _drf_error(fault.status, "server_error", "error", "A server error occurred.")
         reply = act()
         if fault.kind == "lose_response":
             raise _Lost

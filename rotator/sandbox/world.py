@@ -549,6 +549,7 @@ class Sandbox:
                 "gateway_events_s": t.wait(420, 20),
                 "ingestion_window_s": t.scaled(t.ingestion_window_s),
                 "poll_interval_s": max(0.05, t.scaled(2)),
+                "reset_readback_s": t.wait(30, 1),
                 "watch_timeout_s": max(1, round(t.scaled(30))),
             },
             "timeouts": {"connect_s": 2, "read_s": 10, "attempts": 3},
