@@ -201,7 +201,8 @@ def _reset_lost_and_read_back_fails(world: World) -> Setup:
     posthog = world.sb.posthog
     assert posthog is not None
     posthog.inject("reset_token", "lose_response")
-    posthog.on_reset = lambda _pid: posthog.inject("project", "5xx", times=4, status=503)
+    # Every read back fails for the whole read-back window: the outcome stays unknown.
+    posthog.on_reset = lambda _pid: posthog.inject("project", "5xx", times=10_000, status=503)
     return Setup()
 
 
