@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rotator.report import Outcome, to_text
 from rotator.sandbox import manifests
@@ -74,3 +75,43 @@ def test_a_whole_rotation_against_the_real_control_plane_succeeds(
         )
         assert report.events.gateway_events.get(env, 0) > 0, env
     assert report.slack == "sent"
+
+
+def test_pods_that_never_get_ready_fail_the_run_on_the_real_progress_deadline_and_a_rerun_finishes(
+    world: RealSandbox,
+) -> None:
+    """ProgressDeadlineExceeded written by the real Deployment controller (its own clock and
+    progress rules, pkg/controller/deployment/progress.go), not by a stand-in: the run fails
+    after the reset with resume instructions; once pods get Ready a re-run completes without
+    a second reset."""
+    assert world.posthog is not None
+    assert world.kubelet is not None
+    path = manifests.deployment_path("prod")
+    doc = yaml.safe_load(world.git.read(path))
+    doc["spec"]["progressDeadlineSeconds"] = 3
+    revision = world.git.commit_directly({path: yaml.safe_dump(doc)}, message="short deadline")
+    world.refresh_app("prod")
+    wait_until(lambda: world.is_converged("prod", revision), timeout=60, what="ArgoCD to sync it")
+    world.kubelet.set_never_ready("align-prod", "align-prod-gateway-")
+
+    failed = rotate(world, "waits.rollout_s=120", product_clients=True)
+
+    assert (failed.outcome, int(failed.exit_code)) == (Outcome.FAILED_AFTER_RESET, 1), to_text(
+        failed
+    )
+    # The condition's message is the real controller's (util.ReplicaSetHasTimedOutProgressing).
+    assert "exceeded its progress deadline" in (failed.error or ""), to_text(failed)
+    assert "has timed out progressing" in (failed.error or ""), to_text(failed)
+    assert failed.resume_command is not None
+    key = world.posthog.current_key(world.project_id("prod"))
+
+    # The cause fixed: the pods get Ready and the real controller reports the rollout done.
+    world.kubelet.set_never_ready("align-prod", "align-prod-gateway-", False)
+    wait_until(
+        lambda: world._rolled_out("prod"), timeout=60, what="the real controller to finish it"
+    )
+    finished = rotate(world, product_clients=True)
+
+    assert finished.outcome is Outcome.SUCCEEDED, to_text(finished)
+    assert world.posthog.calls("reset_token") == 1
+    assert world.posthog.current_key(world.project_id("prod")) == key

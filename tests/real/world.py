@@ -152,10 +152,11 @@ class RealSandbox(Sandbox):
     def _clear_cluster(self) -> None:
         """The shared cluster back to empty app namespaces for the next world."""
         c = self.cluster
-        c.http(
-            "DELETE",
-            f"/apis/argoproj.io/v1alpha1/namespaces/{manifests.ARGOCD_NAMESPACE}/applications",
-        )
+        for plural in ("applications", "appprojects"):
+            c.http(
+                "DELETE",
+                f"/apis/argoproj.io/v1alpha1/namespaces/{manifests.ARGOCD_NAMESPACE}/{plural}",
+            )
         for env in manifests.ENVS:
             ns = manifests.namespace(env)
             for path in (
