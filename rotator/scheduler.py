@@ -46,11 +46,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
+from rotator.clock import SystemClock
 from rotator.config import Config, RunSwitches
 from rotator.cron import crontab_trigger
 from rotator.errors import ConfigError, ExitCode
 from rotator.interrupts import FINISH_BUDGET_S, StopSignals
 from rotator.logs import log_context
+from rotator.progress import waiting
 from rotator.report import RunReport
 
 log = logging.getLogger(__name__)
@@ -348,23 +350,32 @@ class Scheduler:
             log.info("stopping: waiting up to %.0fs for the running %s", bound, running)
         deadline = time.monotonic() + bound
         asked = False
-        while True:
-            if self._run_lock.acquire(timeout=_POLL_S):
-                self._run_lock.release()
-                return True
-            if (self._abandon.is_set() and not asked) or time.monotonic() >= deadline:
-                if not asked and self._ask_run_to_stop():
-                    # It stops at its next wait and reports: a report beats abandoning it.
-                    # Later signals are only counted; the bound still holds.
-                    asked = True
-                    deadline = time.monotonic() + self._stop_report_s()
-                    continue
-                log.warning(
-                    "stopping: abandoning the running %s; the next run resumes it from the "
-                    "state in PostHog, git and the cluster (its Lease expires on its own)",
-                    self._current or running or "run",
-                )
-                return False
+        with waiting(
+            "schedule",
+            f"the running {running or 'run'} to finish",
+            clock=SystemClock(),
+            deadline_s=bound,
+            interval_s=self.config.waits.heartbeat_s,
+        ) as progress:
+            progress.state = "still running"  # set quietly: the line above said it
+            while True:
+                if self._run_lock.acquire(timeout=_POLL_S):
+                    self._run_lock.release()
+                    return True
+                if (self._abandon.is_set() and not asked) or time.monotonic() >= deadline:
+                    if not asked and self._ask_run_to_stop():
+                        # It stops at its next wait and reports: a report beats abandoning it.
+                        # Later signals are only counted; the bound still holds.
+                        asked = True
+                        deadline = time.monotonic() + self._stop_report_s()
+                        progress.observe("asked to stop; waiting for its report")
+                        continue
+                    log.warning(
+                        "stopping: abandoning the running %s; the next run resumes it from the "
+                        "state in PostHog, git and the cluster (its Lease expires on its own)",
+                        self._current or running or "run",
+                    )
+                    return False
 
     def _ask_run_to_stop(self) -> bool:
         """Ask the running run (once) to stop as on SIGTERM: release its Lease and report."""

@@ -346,6 +346,32 @@ def test_stop_waits_for_the_running_rotation_to_finish(
     assert sched.fire(JobKind.ROTATION) is None, "no run starts after a stop"
 
 
+def test_while_stop_waits_for_the_running_rotation_it_logs_a_heartbeat(
+    tmp_path: Path, schedulers: list[tuple[Scheduler, FakeRun]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    config = make_config(tmp_path)
+    config = config.model_copy(
+        update={"waits": config.waits.model_copy(update={"heartbeat_s": 0.01})}
+    )
+    run = FakeRun(hold=True)
+    sched = build(schedulers, config, run)
+    in_thread(sched.fire, JobKind.ROTATION)
+    assert run.started.wait(5)
+    result: list[bool] = []
+    stopper = in_thread(lambda: result.append(sched.stop(timeout=120)))
+    beat = "schedule: still waiting: the running rotation to finish"
+    for _ in range(600):  # the heartbeat ticks once a second; a loaded machine gets a minute
+        if any(beat in r.getMessage() for r in caplog.records):
+            break
+        time.sleep(0.1)
+    run.release.set()
+    stopper.join(10)
+    assert result == [True]
+    line = next(r.getMessage() for r in caplog.records if beat in r.getMessage())
+    assert "of 120s; last seen: still running" in line
+
+
 def test_stop_abandons_a_run_that_outlasts_the_bound(
     tmp_path: Path, schedulers: list[tuple[Scheduler, FakeRun]]
 ) -> None:
