@@ -198,11 +198,21 @@ class ControllerRef(_Model):
 
 
 class CertSource(_Model):
-    """Exactly one of a PEM file, an https URL, or the controller's ``/v1/cert.pem``."""
+    """Exactly one of a PEM file, an https URL, or the controller's ``/v1/cert.pem``.
+
+    ``check_with``: the controller that, before the reset, must open a throwaway value sealed
+    with the cert (``POST /v1/verify``) and that picks the one cert of a PEM bundle; default
+    the cert's own controller (none for a file or URL: then the cert is not checked).
+    """
 
     file: Path | None = None
     url: HttpUrl | None = None
     controller: ControllerRef | None = None
+    check_with: ControllerRef | None = None
+
+    @property
+    def checking_controller(self) -> ControllerRef | None:
+        return self.check_with or self.controller
 
     @model_validator(mode="after")
     def _exactly_one(self) -> CertSource:

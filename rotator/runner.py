@@ -503,11 +503,14 @@ class Run:
                 notes.append(
                     f"git: {self.config.git.branch} at {self.repo.head()[:12]}, push allowed"
                 )
+            opened = 0
             for env in self.env_names:
                 with problems.check():
                     self.certs[env] = self._fetch_cert(env)
-            if len(self.certs) == len(self.env_names):
-                notes.append("sealing certs valid")
+                    self._ensure_controller_opens(env)
+                    opened += 1
+            if opened == len(self.env_names):
+                notes.append("sealing certs valid and opened by the controller")
             checked = 0
             for env in self.env_names:
                 with problems.check():
@@ -664,6 +667,35 @@ class Run:
                 proxy=self.clients.kube,
                 timeout=(timeouts.connect_s, timeouts.read_s),
                 now=self.clock.now(),
+            ),
+        )
+
+    def _ensure_controller_opens(self, env: EnvName) -> None:
+        """Before the reset: the controller must open a throwaway value sealed with the chosen
+        cert, so a wrong cert aborts with nothing changed instead of failing after the reset."""
+        from rotator.clients.sealing import ensure_controller_opens
+
+        cfg = self._env(env)
+        controller = cfg.cert.checking_controller
+        if controller is None:
+            log.warning(
+                "%s: the sealing cert is not checked with the controller before the reset; set "
+                "environments.%s.cert.check_with to have it checked",
+                env,
+                env,
+            )
+            return
+        self._guard(
+            PreflightError,
+            f"sealing cert for {env}",
+            lambda: ensure_controller_opens(
+                self.certs[env],
+                proxy=self.clients.kube,
+                controller=controller,
+                namespace=cfg.namespace,
+                name=cfg.secret_name,
+                data_key=cfg.secret_key,
+                scope=cfg.scope,
             ),
         )
 

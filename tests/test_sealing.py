@@ -413,8 +413,16 @@ class FakeControllerProxy:
         return self.cert_pem
 
     def post(
-        self, namespace: str, service: str, port_name: str, path: str, body: bytes
+        self,
+        namespace: str,
+        service: str,
+        port_name: str,
+        path: str,
+        body: bytes,
+        *,
+        idempotent: bool = False,
     ) -> tuple[int, bytes]:
+        assert idempotent  # /v1/verify only reads: retried like a read
         self.calls.append((namespace, service, port_name, path))
         if self.verify_status is not None:
             return self.verify_status, b"internal error " * 100

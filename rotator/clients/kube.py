@@ -704,6 +704,16 @@ class Kube:
         for attempt in range(1, attempts + 1):
             try:
                 return call()
+            except ClientError as exc:
+                # Ours already (e.g. a 5xx the service proxy answered, raised by ``call``):
+                # unchanged, and retried like any other transient of an idempotent call; a 429
+                # after its Retry-After.
+                if not exc.retryable or attempt >= attempts:
+                    raise
+                wait = exc.retry_after_s if isinstance(exc, RateLimited) else None
+                sleep_before_retry(
+                    what, attempt, attempts, exc, retry=_RETRY, clock=self.clock, wait=wait
+                )
             except RotatorError:
                 raise
             except Exception as exc:
@@ -785,11 +795,20 @@ class Kube:
         return self.request(what, run, idempotent=True)
 
     def post(
-        self, namespace: str, service: str, port_name: str, path: str, body: bytes
+        self,
+        namespace: str,
+        service: str,
+        port_name: str,
+        path: str,
+        body: bytes,
+        *,
+        idempotent: bool = False,
     ) -> tuple[int, bytes]:
         """POST a JSON body through the service proxy; (status, raw body) for the backend's
         answers (e.g. /v1/verify: 200 valid, 409 not). The API server's own refusals (401,
-        403, 404 no such service, 5xx incl. 503 no endpoints) raise ``KubeError``. Sent once.
+        403, 404 no such service), 5xx (incl. 503 no endpoints) and 429 raise ``KubeError``.
+        Sent once unless ``idempotent`` (a POST that only reads, like /v1/verify): then
+        retried on 5xx and 429 like every read.
 
         RBAC: ("", services/proxy, create) on ``http:<service>:<port>`` in ``namespace``.
         """
@@ -802,7 +821,7 @@ class Kube:
                 raise _proxy_error(what, response)
             return response.status, bytes(response.data)
 
-        return self.request(what, run, idempotent=False)
+        return self.request(what, run, idempotent=idempotent)
 
     # -- SealedSecrets ------------------------------------------------------------------
 
@@ -1640,9 +1659,30 @@ def _resource_version(obj: Json | None) -> str:
     return as_str(dig(obj, "metadata", "resourceVersion"))
 
 
+class RateLimited(KubeError):
+    """HTTP 429 with the server's ``Retry-After`` (seconds), waited out before a retry."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None) -> None:
+        super().__init__(message, retryable=True, status=429)
+        self.retry_after_s = retry_after_s
+
+
+def _retry_after_s(response: urllib3.BaseHTTPResponse) -> float | None:
+    raw = response.headers.get("Retry-After")
+    try:
+        return min(max(float(raw), 0.0), MAX_BACKOFF_S) if raw else None
+    except ValueError:
+        return None
+
+
 def _response_error(what: str, response: urllib3.BaseHTTPResponse, hint: str = "") -> KubeError:
     status = response.status
     detail = _status_message(bytes(response.data))
+    if status == 429:
+        return RateLimited(
+            f"{what}: HTTP 429{hint}" + (f": {detail}" if detail else ""),
+            retry_after_s=_retry_after_s(response),
+        )
     return KubeError(
         f"{what}: HTTP {status}{hint}" + (f": {detail}" if detail else ""),
         retryable=status >= 500 or status == 429,

@@ -25,6 +25,8 @@ import functools
 import json
 import logging
 import os
+import re
+import secrets
 import struct
 import unicodedata
 from collections.abc import Mapping
@@ -95,10 +97,33 @@ class SealingCert:
         )
 
 
-def load_cert(pem: bytes, *, source: str, now: datetime) -> SealingCert:
-    """Parse and check a PEM certificate; raise ``CertError`` naming ``source`` and the fix."""
+_PEM_CERT = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", flags=re.DOTALL
+)
+
+
+def pem_certificates(pem: bytes) -> list[bytes]:
+    """PURE. Each ``CERTIFICATE`` block of a PEM text (a bundle has several)."""
+    return [m.group(0) + b"\n" for m in _PEM_CERT.finditer(pem)]
+
+
+def _same_key(a: rsa.RSAPublicKey, b: rsa.RSAPublicKey) -> bool:
+    return a.public_numbers() == b.public_numbers()
+
+
+def load_cert(
+    pem: bytes, *, source: str, now: datetime, match: SealingCert | None = None
+) -> SealingCert:
+    """Parse and check a PEM certificate; raise ``CertError`` naming ``source`` and the fix.
+
+    A bundle of several certificates is refused (kubeseal's ``ParseKey`` silently takes the
+    first, which may be a key the controller no longer serves) unless ``match`` (the
+    controller's current cert) picks exactly one of them by its public key."""
     if b"-----BEGIN CERTIFICATE-----" not in pem:
         raise CertError(f"sealing cert from {source} is not a PEM certificate; {_FIX_CERT}")
+    blocks = pem_certificates(pem)
+    if len(blocks) > 1:
+        return _pick_from_bundle(blocks, source=source, now=now, match=match)
     try:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError as exc:
@@ -151,6 +176,38 @@ def load_cert(pem: bytes, *, source: str, now: datetime) -> SealingCert:
     return result
 
 
+def _pick_from_bundle(
+    blocks: list[bytes], *, source: str, now: datetime, match: SealingCert | None
+) -> SealingCert:
+    count = len(blocks)
+    if match is None:
+        raise CertError(
+            f"sealing cert from {source} is a bundle of {count} certificates, and no "
+            "controller to tell which one it serves: keep only the controller's current cert "
+            "in it, or set environments.<env>.cert.check_with to the controller; "
+            f"{_FIX_CERT}"
+        )
+    matching = []
+    for i, block in enumerate(blocks, 1):
+        try:
+            cert = x509.load_pem_x509_certificate(block)
+        except ValueError as exc:
+            raise CertError(
+                f"sealing cert from {source}: certificate {i} of {count} is not valid PEM; "
+                f"{_FIX_CERT}"
+            ) from exc
+        key = cert.public_key()
+        if isinstance(key, rsa.RSAPublicKey) and _same_key(key, match.public_key):
+            matching.append(block)
+    if len(matching) != 1:
+        raise CertError(
+            f"sealing cert from {source} is a bundle of {count} certificates, and "
+            f"{len(matching)} of them match the controller's current cert {match.fingerprint} "
+            f"(exactly one must); {_FIX_CERT}"
+        )
+    return load_cert(matching[0], source=f"{source} (the controller's of {count})", now=now)
+
+
 def _key_kind(key: object) -> str:
     if isinstance(key, ec.EllipticCurvePublicKey):
         return f"an EC ({key.curve.name})"
@@ -170,7 +227,14 @@ class ServiceProxy(Protocol):
     def get(self, namespace: str, service: str, port_name: str, path: str) -> bytes: ...
 
     def post(
-        self, namespace: str, service: str, port_name: str, path: str, body: bytes
+        self,
+        namespace: str,
+        service: str,
+        port_name: str,
+        path: str,
+        body: bytes,
+        *,
+        idempotent: bool = False,
     ) -> tuple[int, bytes]: ...
 
 
@@ -190,9 +254,12 @@ def fetch_cert(
     now: datetime,
     retry: http.RetryPolicy | None = None,
 ) -> SealingCert:
-    """Read the sealing cert from a file, an https URL or the controller, and check it."""
+    """Read the sealing cert from a file, an https URL or the controller, and check it. A PEM
+    bundle (file or URL) is narrowed to the one cert the ``check_with`` controller serves."""
     if source.file is not None:
-        return load_cert(_read_cert_file(source.file), source=f"file {source.file}", now=now)
+        pem = _read_cert_file(source.file)
+        match = _controller_cert(source, pem, proxy=proxy, now=now)
+        return load_cert(pem, source=f"file {source.file}", now=now, match=match)
     if source.url is not None:
         url = ensure_cert_url(source.url)
         with requests.Session() as session:
@@ -206,18 +273,34 @@ def fetch_cert(
                 idempotent=True,
                 retry=retry or http.RetryPolicy(),
             )
-            body = response.content
-        return load_cert(body[:CERT_SIZE_LIMIT], source=f"URL {url}", now=now)
+            body = response.content[:CERT_SIZE_LIMIT]
+        match = _controller_cert(source, body, proxy=proxy, now=now)
+        return load_cert(body, source=f"URL {url}", now=now, match=match)
     assert source.controller is not None
-    ref = source.controller
+    return _fetch_from_controller(source.controller, proxy=proxy, now=now)
+
+
+def _fetch_from_controller(
+    ref: ControllerRef, *, proxy: ServiceProxy | None, now: datetime
+) -> SealingCert:
     where = f"controller {ref.namespace}/{ref.name} (port {ref.port_name})"
     if proxy is None:
         raise CertError(
             f"the sealing cert comes from the {where}, which needs a Kubernetes client; "
             "pass --cert PEM-or-URL instead"
         )
+    # an idempotent read: the proxy retries a 5xx (e.g. "cannot get certificate") and a 429
     body = proxy.get(ref.namespace, ref.name, ref.port_name, CERT_PATH)
     return load_cert(body[:CERT_SIZE_LIMIT], source=where, now=now)
+
+
+def _controller_cert(
+    source: CertSource, pem: bytes, *, proxy: ServiceProxy | None, now: datetime
+) -> SealingCert | None:
+    """The ``check_with`` controller's current cert, read only to pick one cert of a bundle."""
+    if len(pem_certificates(pem)) <= 1 or source.check_with is None or proxy is None:
+        return None
+    return _fetch_from_controller(source.check_with, proxy=proxy, now=now)
 
 
 def _read_cert_file(path: Path) -> bytes:
@@ -630,11 +713,19 @@ def _ensure_same_target(
 def verify_with_controller(
     manifest_text: str, *, proxy: ServiceProxy, controller: ControllerRef
 ) -> bool:
-    """POST the manifest to the controller's ``/v1/verify``: True on 200, False on 409."""
+    """POST the manifest to the controller's ``/v1/verify``: True on 200, False on 409.
+
+    The endpoint only reads (pkg/controller/server.go: it tries to open the body), so it is
+    retried like a read: on 5xx and on the 429 of its rate limit (``--rate-limit`` 2/s)."""
     doc = yaml.safe_load(manifest_text)
     body = json.dumps(doc, sort_keys=True).encode()
     status, answer = proxy.post(
-        controller.namespace, controller.name, controller.port_name, VERIFY_PATH, body
+        controller.namespace,
+        controller.name,
+        controller.port_name,
+        VERIFY_PATH,
+        body,
+        idempotent=True,
     )
     if status == 200:
         return True
@@ -648,6 +739,37 @@ def verify_with_controller(
     )
 
 
+def ensure_controller_opens(
+    cert: SealingCert,
+    *,
+    proxy: ServiceProxy,
+    controller: ControllerRef,
+    namespace: str,
+    name: str,
+    data_key: str,
+    scope: SealingScope,
+) -> None:
+    """Seal a throwaway value with ``cert`` for ``namespace/name`` and ask the controller to
+    open it (``/v1/verify``); a cert it cannot open (not one of its keys) -> ``CertError``.
+    Before the reset, so a wrong cert aborts with nothing changed."""
+    throwaway = Secret(f"rotator-cert-check-{secrets.token_hex(16)}")
+    text = update_sealed_file(
+        None,
+        value=throwaway,
+        namespace=namespace,
+        name=name,
+        data_key=data_key,
+        scope=scope,
+        cert=cert,
+    ).text
+    if not verify_with_controller(text, proxy=proxy, controller=controller):
+        raise CertError(
+            f"the controller {controller.namespace}/{controller.name} cannot open a value "
+            f"sealed with {cert.describe()} (POST {VERIFY_PATH}: 409): it is not one of the "
+            f"controller's keys; {_FIX_CERT}"
+        )
+
+
 __all__ = [
     "FINGERPRINT_ANNOTATION",
     "SealedFileInfo",
@@ -656,8 +778,10 @@ __all__ = [
     "ServiceProxy",
     "build_manifest",
     "encryption_label",
+    "ensure_controller_opens",
     "fetch_cert",
     "load_cert",
+    "pem_certificates",
     "read_sealed_file",
     "render_manifest",
     "scope_from_annotations",

@@ -28,10 +28,13 @@ Mirrors bitnami-labs/sealed-secrets ``pkg/controller/controller.go`` (``unseal``
   resourceVersion): if anything wrote the object meanwhile the write conflicts (409), which is
   only logged and never retried;
 - serves ``GET /v1/cert.pem`` (newest key's cert, ``application/x-pem-file``) and
-  ``POST /v1/verify`` (200 when the posted SealedSecret opens, 409 when not) on its own port
-  (``address``, 127.0.0.1 by default), registered as a real install looks to the API server:
-  its Pod (``podIPs``), the Service ``sealed-secrets-controller`` (kube-system, port ``http``)
-  and an EndpointSlice with ``targetRef`` to the Pod, so the service proxy reaches it.
+  ``POST /v1/verify`` (200 when the posted SealedSecret opens, 409 when not, 500 for a body that
+  does not decode into a SealedSecret: ``AttemptUnseal``), rate-limited like ``server.go``'s
+  ``rateLimiter`` (GCRA, ``--rate-limit`` 2/s, ``--rate-limit-burst`` 2, per path and
+  X-Forwarded-For: 429 with Retry-After), on its own port (``address``, 127.0.0.1 by default),
+  registered as a real install looks to the API server: its Pod (``podIPs``), the Service
+  ``sealed-secrets-controller`` (kube-system, port ``http``) and an EndpointSlice with
+  ``targetRef`` to the Pod, so the service proxy reaches it.
 
 Differences from upstream (deliberate, documented): the object is read with a GET when its key
 is worked on (upstream: from the informer's cache); each Event is a new object (upstream's
@@ -41,6 +44,7 @@ until the SealedSecret's spec changes); keys are renewed only by ``rotate_key()`
 30 days); template ``data`` (non-secret templated items) is not supported; the status is written
 Fault hooks: ``unseal_delay_s``; ``fail_unseal`` (a message: every unseal fails with it);
 ``fail_secret_writes`` (the next N Secret writes fail like an API server error);
+``fail_cert_requests`` (the next N ``/v1/cert.pem`` answer 500 "cannot get certificate");
 ``before_status_write`` (called with the object just before its status is written: another
 writer, e.g. to provoke the conflict); ``rotate_key(pair)`` (a new newest key; old keys still
 decrypt).
@@ -51,7 +55,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -91,7 +97,31 @@ MANAGED_ANNOTATION = "sealedsecrets.bitnami.com/managed"
 # updateSealedSecretStatus at each tag); LATEST behaves like v0.24.3 and every later release.
 V0_24_1, V0_24_2, LATEST = "v0.24.1", "v0.24.2", "v0.36.6"
 VERSIONS = (V0_24_1, V0_24_2, LATEST)
-MAX_UNSEAL_RETRIES = 5  # cmd/controller: --max-unseal-retries default
+MAX_UNSEAL_RETRIES = 5  # cmd/controller/main.go: --max-unseal-retries default
+VERIFY_RATE, VERIFY_BURST = 2, 2  # cmd/controller/main.go: --rate-limit, --rate-limit-burst
+
+
+class RateLimiter:
+    """GCRA like throttled's ``NewGCRARateLimiter`` (pkg/controller/server.go ``rateLimiter``):
+    ``rate`` per second sustained, ``burst`` more at once; ``allow`` -> (ok, retry after s)."""
+
+    def __init__(
+        self, rate: int, burst: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._interval = 1.0 / rate
+        self._tolerance = self._interval * burst
+        self._clock = clock
+        self._tat: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> tuple[bool, float]:
+        with self._lock:
+            now = self._clock()
+            tat = max(self._tat.get(key, now), now)
+            if tat - now > self._tolerance:
+                return False, tat - now - self._tolerance
+            self._tat[key] = tat + self._interval
+            return True, 0.0
 
 
 def parse_version(text: str) -> str:
@@ -143,6 +173,8 @@ class SealedSecretsController(Controller):
         self.max_unseal_retries = max_unseal_retries
         self.fail_unseal: str | None = None
         self.fail_secret_writes = 0
+        self.fail_cert_requests = 0
+        self.verify_limiter = RateLimiter(VERIFY_RATE, VERIFY_BURST)
         self.before_status_write: Callable[[Obj], None] | None = None
         self._requeues: dict[tuple[str, str], int] = {}
         self._specs: dict[tuple[str, str], str] = {}
@@ -286,8 +318,16 @@ class SealedSecretsController(Controller):
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+            def _reply(
+                self,
+                status: int,
+                body: bytes,
+                content_type: str = "text/plain",
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(status)
+                for header, value in (headers or {}).items():
+                    self.send_header(header, value)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -295,7 +335,9 @@ class SealedSecretsController(Controller):
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
-                if path == "/v1/cert.pem":
+                if path == "/v1/cert.pem" and controller.take_cert_failure():
+                    self._reply(500, b"cannot get certificate\n")
+                elif path == "/v1/cert.pem":
                     self._reply(200, controller.cert_pem, "application/x-pem-file")
                 elif path in ("/healthz", "/"):
                     self._reply(200, b"ok")
@@ -309,13 +351,20 @@ class SealedSecretsController(Controller):
                 if path != "/v1/verify":
                     self._reply(404, b"404 page not found\n")
                     return
+                client = self.headers.get("X-Forwarded-For") or ""
+                allowed, retry_after = controller.verify_limiter.allow(f"{path} {client}")
+                if not allowed:
+                    wait = str(max(1, math.ceil(retry_after)))
+                    self._reply(429, b"limit exceeded\n", headers={"Retry-After": wait})
+                    return
+                # AttemptUnseal: a body that does not decode into a SealedSecret is an error
+                # (500); one that decodes but does not open is "not valid" (409).
                 try:
                     doc = yaml.safe_load(raw)
                 except yaml.YAMLError:
-                    self._reply(400, b"cannot parse the SealedSecret\n")
-                    return
-                if not isinstance(doc, dict):
-                    self._reply(400, b"cannot parse the SealedSecret\n")
+                    doc = None
+                if not isinstance(doc, dict) or doc.get("kind") != "SealedSecret":
+                    self._reply(500, b"")
                     return
                 ok = controller.can_unseal(doc)
                 self._reply(200 if ok else 409, b"OK\n" if ok else b"Conflict\n")
@@ -345,6 +394,13 @@ class SealedSecretsController(Controller):
         self._specs[key] = spec
         self._requeues.pop(key, None)  # a new spec: the workqueue's counter starts again
         self.queue.add(key, after=self.unseal_delay_s)
+
+    def take_cert_failure(self) -> bool:
+        with self._lock:
+            if self.fail_cert_requests <= 0:
+                return False
+            self.fail_cert_requests -= 1
+            return True
 
     def can_unseal(self, doc: Obj) -> bool:
         try:
