@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rotator.clients.kube import Kube as RotatorKube
+from rotator.clients.kube import RateLimited
 from rotator.clients.sealing import ensure_controller_opens, fetch_cert, load_cert
 from rotator.config import CertSource, Config, ControllerRef, SealingScope
 from rotator.errors import CertError, KubeError
@@ -22,7 +23,6 @@ from tests.e2e_fixtures import MakeSandbox, e2e_key_pair, make_sandbox, resets, 
 from tests.sandbox_fixtures import KubeWorld, key_pair, kube_world
 
 FIXTURES = (key_pair, kube_world, e2e_key_pair, make_sandbox)  # pytest fixtures, by name
-NOW = datetime.now(UTC)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def proxy(kube_world: KubeWorld) -> Iterator[RotatorKube]:
 
 def check(cert_pem: bytes, proxy: RotatorKube) -> None:
     ensure_controller_opens(
-        load_cert(cert_pem, source="test", now=NOW),
+        load_cert(cert_pem, source="test", now=datetime.now(UTC)),
         proxy=proxy,
         controller=ControllerRef(),
         namespace="align-preview",
@@ -77,7 +77,7 @@ def test_a_pem_bundle_is_refused_when_nothing_says_which_cert_the_controller_ser
     # controller does not have.
     bundle = other_pair.cert_pem + key_pair.cert_pem
     with pytest.raises(CertError, match="bundle of 2 certificates"):
-        load_cert(bundle, source="file bundle.pem", now=NOW)
+        load_cert(bundle, source="file bundle.pem", now=datetime.now(UTC))
 
 
 def test_a_pem_bundle_is_narrowed_to_the_one_cert_the_controller_serves(
@@ -90,13 +90,16 @@ def test_a_pem_bundle_is_narrowed_to_the_one_cert_the_controller_serves(
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(other_pair.cert_pem + key_pair.cert_pem)
     source = CertSource(file=bundle, check_with=ControllerRef())
-    cert = fetch_cert(source, proxy=proxy, timeout=(2, 5), now=NOW)
-    assert cert.fingerprint == load_cert(key_pair.cert_pem, source="x", now=NOW).fingerprint
+    cert = fetch_cert(source, proxy=proxy, timeout=(2, 5), now=datetime.now(UTC))
+    assert (
+        cert.fingerprint
+        == load_cert(key_pair.cert_pem, source="x", now=datetime.now(UTC)).fingerprint
+    )
     assert "the controller's of 2" in cert.source
 
     bundle.write_bytes(other_pair.cert_pem + other_pair.cert_pem)
     with pytest.raises(CertError, match="0 of them match the controller's current cert"):
-        fetch_cert(source, proxy=proxy, timeout=(2, 5), now=NOW)
+        fetch_cert(source, proxy=proxy, timeout=(2, 5), now=datetime.now(UTC))
 
 
 def test_the_controller_opens_a_throwaway_value_sealed_with_its_own_cert_and_not_another(
@@ -118,8 +121,9 @@ def test_verify_is_rate_limited_like_upstream_and_rotator_waits_out_the_429(
     controller.verify_limiter = RateLimiter(2, 2, clock=lambda: frozen[0])
     for _ in range(3):  # GCRA: 2/s with a burst of 2 lets three through at once
         check(key_pair.cert_pem, proxy)
-    with pytest.raises(KubeError, match="HTTP 429"):
+    with pytest.raises(RateLimited, match="HTTP 429") as info:
         check(key_pair.cert_pem, proxy)  # retried (attempts 4), never refilled: gives up
+    assert info.value.retry_after_s == 1  # the controller's Retry-After, through the proxy
     frozen[0] += 0.5  # half a second later, one more
     check(key_pair.cert_pem, proxy)
 
@@ -145,7 +149,9 @@ def test_one_5xx_on_the_cert_fetch_is_retried_like_every_read(
     key_pair: ControllerKeyPair, controller: SealedSecretsController, proxy: RotatorKube
 ) -> None:
     controller.fail_cert_requests = 1
-    cert = fetch_cert(CertSource(controller=ControllerRef()), proxy=proxy, timeout=(2, 5), now=NOW)
+    cert = fetch_cert(
+        CertSource(controller=ControllerRef()), proxy=proxy, timeout=(2, 5), now=datetime.now(UTC)
+    )
     assert cert.pem == key_pair.cert_pem
     assert controller.fail_cert_requests == 0  # the first answer was the 500
 

@@ -80,7 +80,10 @@ def forward(req: Request, backend: tuple[str, int], path: str) -> Response:
         resp = conn.getresponse()
         body = resp.read()
         content_type = resp.getheader("Content-Type") or "application/octet-stream"
-        return Response(resp.status, body, content_type)
+        # apimachinery pkg/util/proxy/upgradeaware.go: the backend's response headers are
+        # copied to the client (here the one a client acts on: a 429's Retry-After).
+        passed = tuple((h, v) for h in ("Retry-After",) if (v := resp.getheader(h)))
+        return Response(resp.status, body, content_type, passed)
     except OSError as exc:
         raise ApiError(
             503,

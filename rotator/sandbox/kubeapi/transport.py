@@ -46,6 +46,7 @@ class Response:
     code: int
     body: bytes
     content_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()  # more response headers (a proxied backend's)
 
 
 def json_response(code: int, doc: Obj) -> Response:
@@ -156,6 +157,8 @@ class Handler(BaseHTTPRequestHandler):
     def _send(self, resp: Response) -> None:
         self.send_response(resp.code)
         self.send_header("Content-Type", resp.content_type)
+        for name, value in resp.headers:
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(resp.body)))
         self.send_header("Cache-Control", "no-cache, private")
         self.end_headers()
