@@ -130,6 +130,20 @@ def _cmd_sandbox_posthog(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    counts = [*(getattr(args, "env_counts", None) or ()), *(getattr(args, "more_counts", ()) or ())]
+    if counts:
+        from rotator.bench_envs import envs_bench_command, envs_options_from_args
+
+        return envs_bench_command(
+            envs_options_from_args(args, counts=counts), json_out=args.json_out
+        )
+    if getattr(args, "more_counts", ()):
+        print(
+            "rotator bench: extra arguments are environment counts: give --envs first, e.g. "
+            "--envs 1 2 10 50",
+            file=sys.stderr,
+        )
+        return 2
     from rotator.bench import bench_command
 
     return bench_command(args)
@@ -491,7 +505,21 @@ _command(
     _cmd_bench,
     help="measure the dark window of rotation strategies in the sandbox",
     options=[
-        click.option("--runs", type=int, default=5, help="runs per strategy"),
+        click.option(
+            "--runs",
+            type=int,
+            default=None,
+            help="runs per strategy (default 5), or per environment count with --envs (default 3)",
+        ),
+        click.option(
+            "--envs",
+            "env_counts",
+            multiple=True,
+            callback=_split_ints,
+            metavar="N [N...]",
+            help="measure how the cost grows with N environments on one project, one sandbox "
+            "per N: --envs 1 2 10 50",
+        ),
         click.option(
             "--json-out",
             type=click.Path(path_type=Path, dir_okay=False),
@@ -531,6 +559,7 @@ _command(
         click.option("--seed", type=int, default=None, help="random seed (default 8)"),
         click.option("--key-bits", type=int, default=None, hidden=True),
         click.option("--no-cold-start", is_flag=True, help="skip the start-up and memory figures"),
+        click.argument("more_counts", nargs=-1, type=int, metavar="[N...]"),
     ],
 )
 _command(

@@ -12,6 +12,7 @@ NOT_OURS = {
     "sealedsecrets/prod/posthog.yaml": "the ops repo's sealed file",
     "controller.yaml": "sealed-secrets' release manifest",
     "bench.json": "an output file of `rotator bench --json-out`",
+    "bench-envs.json": "an output file of `rotator bench --envs ... --json-out`",
     "my-values.yaml": "the reader's own Helm values",
     "DIR/rotator.yaml": "a placeholder for the reader's own config",
     "posthog.yaml": "part of sealedsecrets/<env>/posthog.yaml",

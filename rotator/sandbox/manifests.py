@@ -17,6 +17,7 @@ while the files stay where rotator's config expects them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -164,12 +165,13 @@ def ops_repo_files(
     repo_url: str,
     replicas: int = 1,
     branch: str = "main",
+    envs: Sequence[str] = ENVS,
 ) -> dict[str, str]:
     """Path -> content of the seed commit; ``keys`` maps env -> its initial project key."""
     files: dict[str, str] = {
         "README.md": "# ops\n\nGitOps repo of the align gateway (rotator sandbox).\n",
     }
-    for env in ENVS:
+    for env in envs:
         files[deployment_path(env)] = dump(gateway_deployment(env, replicas=replicas))
         files[sealed_path(env)] = sealed_posthog(env, key=keys[env], cert=cert)
         files[f"argocd/{env}.yaml"] = dump(application(env, repo_url=repo_url, branch=branch))

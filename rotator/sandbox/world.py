@@ -64,7 +64,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -189,12 +189,19 @@ class Sandbox:
         sealed_secrets_version: str = SEALED_SECRETS_LATEST,
         reset_method: str = "session",
         posthog_options: dict[str, Any] | None = None,
+        envs: Sequence[str] = manifests.ENVS,
     ) -> None:
         if reset_method not in ("session", "personal_api_key"):
             raise ValueError("reset_method: session or personal_api_key")
         self.root = Path(root).absolute()
         self.reset_method = reset_method
         self.posthog_options = dict(posthog_options or {})
+        # The environments (default preview and prod); any other list shares one project.
+        self.envs: tuple[str, ...] = tuple(envs)
+        if not self.envs or len(set(self.envs)) != len(self.envs):
+            raise ValueError(f"envs must be distinct and at least one: {self.envs}")
+        if separate_projects and set(self.envs) != set(manifests.ENVS):
+            raise ValueError("separate_projects needs the environments preview and prod")
         self.previous_rotation = previous_rotation
         self.argocd_version = argocd_version
         self.sealed_secrets_version = sealed_secrets_version
@@ -276,7 +283,7 @@ class Sandbox:
             }
         else:
             shared = posthog.add_project(SHARED_PROJECT, "Align")
-            self.initial_keys = {"preview": shared, "prod": shared}
+            self.initial_keys = dict.fromkeys(self.envs, shared)
         if self.reset_method == "session":
             # The README's setup: a read-only personal key, and a service user (admin, TOTP).
             self.personal_key = posthog.add_personal_key(
@@ -304,7 +311,7 @@ class Sandbox:
             SERVICE_NAMESPACE,
             manifests.ARGOCD_NAMESPACE,
             LOCK_NAMESPACE,
-            *map(manifests.namespace, manifests.ENVS),
+            *map(manifests.namespace, self.envs),
         ):
             client.ensure_namespace(ns)
 
@@ -334,10 +341,11 @@ class Sandbox:
             repo_url=self.git_remote_url,
             replicas=self.replicas,
             branch=self.git.branch,
+            envs=self.envs,
         )
         self.seed_revision = self.git.create(files)
         client.create(APP_PROJECT, manifests.ARGOCD_NAMESPACE, manifests.app_project())
-        for env in manifests.ENVS:
+        for env in self.envs:
             app = manifests.application(env, repo_url=self.git_remote_url, branch=self.git.branch)
             client.create(APPLICATION, manifests.ARGOCD_NAMESPACE, app)
         if self.rbac:
@@ -383,13 +391,13 @@ class Sandbox:
 
         client = self._client()
         rules = required_rbac(
-            deployments=tuple(manifests.deployment_name(e) for e in manifests.ENVS),
+            deployments=tuple(manifests.deployment_name(e) for e in self.envs),
             sealed_secrets=(manifests.SECRET_NAME,),
-            applications=tuple(manifests.app_name(e) for e in manifests.ENVS),
+            applications=tuple(manifests.app_name(e) for e in self.envs),
             projects=(manifests.APP_PROJECT,),
         )
         where: dict[str, tuple[str, ...]] = {
-            "app": tuple(manifests.namespace(e) for e in manifests.ENVS),
+            "app": tuple(manifests.namespace(e) for e in self.envs),
             "lock": (LOCK_NAMESPACE,),
             "argocd": (manifests.ARGOCD_NAMESPACE,),
             "controller": (SERVICE_NAMESPACE,),
@@ -420,14 +428,14 @@ class Sandbox:
         the key fingerprint on the pod template (``rotator.align.dev/key-fingerprint``), so a
         first run sees a settled world and rotates, instead of completing a rotation it finds
         "in flight" (pods started for an unknown key)."""
-        for env in manifests.ENVS:
+        for env in self.envs:
             self.restart(env, key_fingerprint=self.initial_keys[env].fingerprint)
         self.wait_for(
             lambda: all(
                 self.is_converged(env, self.seed_revision)
                 and self.pod_key_fingerprints(env) == {self.initial_keys[env].fingerprint}
                 and self._rolled_out(env)
-                for env in manifests.ENVS
+                for env in self.envs
             ),
             timeout=timeout,
             what="the seed restart",
@@ -492,7 +500,7 @@ class Sandbox:
         assert self.posthog is not None
         t = self.timing
         envs: dict[str, Any] = {}
-        for env in manifests.ENVS:
+        for env in self.envs:
             envs[env] = {
                 "posthog_project_id": self.project_id(env),
                 "namespace": manifests.namespace(env),
@@ -625,7 +633,7 @@ class Sandbox:
 
     def wait_converged(self, *, timeout: float = 60.0) -> None:
         self.wait_for(
-            lambda: all(self.is_converged(env, self.seed_revision) for env in manifests.ENVS),
+            lambda: all(self.is_converged(env, self.seed_revision) for env in self.envs),
             timeout=timeout,
             what="the sandbox to sync its seed commit",
         )
@@ -713,10 +721,10 @@ class Sandbox:
             self.argocd.sync_errors.clear()
             self.argocd.degraded.clear()
             self.argocd.repo_hiccups.clear()
-            for env in manifests.ENVS:
+            for env in self.envs:
                 self.argocd.unstick(manifests.app_name(env))
         if self.rollout is not None:
-            for env in manifests.ENVS:
+            for env in self.envs:
                 self.never_ready(env, False)
         if self.sealed is not None:
             self.sealed.fail_unseal = None
@@ -745,7 +753,7 @@ def describe(sandbox: Sandbox) -> str:
         f"  kubeconfig       {sandbox.kubeconfig_path}",
         f"  rotator config   {sandbox.config_path}",
         f"  PostHog          {sandbox.posthog.url}  (projects: "
-        + ", ".join(f"{e}={sandbox.project_id(e)}" for e in manifests.ENVS)
+        + ", ".join(f"{e}={sandbox.project_id(e)}" for e in sandbox.envs)
         + ")",
         f"  Slack webhook    {sandbox.slack.base_url}/services/...  "
         f"(URL {sandbox.slack.url.fingerprint})",
