@@ -1317,6 +1317,8 @@ class Run:
             self.clients.argocd.refresh(app.namespace, app.name)
             if self._retry_failed_sync(app.namespace, app.name, commit):
                 notes.append(f"retried the failed sync of {commit[:12]}")
+            elif recreated := self._sync_missing_sealed_secret(env, commit):
+                notes.append(recreated)
             state = self.clients.argocd.wait_for_revision(
                 app.namespace,
                 app.name,
@@ -1357,6 +1359,31 @@ class Run:
                     "%s is not a commit of the branch after %s: %s", revision[:12], commit[:12], exc
                 )
                 return False
+
+    def _sync_missing_sealed_secret(self, env: EnvName, commit: str) -> str | None:
+        """A SealedSecret deleted from the cluster comes back only from a sync: ArgoCD's
+        auto-sync never syncs a revision it has already synced (argo-cd controller/
+        appcontroller.go ``autoSync``: alreadyAttemptedSync; ``selfHeal`` is off), so the
+        Application stays OutOfSync at our commit. Start that sync ourselves, of the revision
+        ArgoCD already has when it descends from ours (never roll someone's commit back)."""
+        cfg = self._env(env)
+        if self.clients.kube.get_sealed_secret(cfg.namespace, cfg.secret_name) is not None:
+            return None
+        app = cfg.argocd_app
+        state = self.clients.argocd.get_app(app.namespace, app.name)
+        if state is None or state.has_operation:
+            return None  # a sync is already running (or the wait names the missing app)
+        revision = commit
+        if state.sync_revision and self._descends_from(commit, state.sync_revision):
+            revision = state.sync_revision
+        log.info(
+            "sealedsecret %s/%s is missing from the cluster; syncing %s to recreate it",
+            cfg.namespace,
+            cfg.secret_name,
+            revision[:12],
+        )
+        self.clients.argocd.sync(app.namespace, app.name, revision=revision, username="rotator")
+        return f"the SealedSecret was missing: synced {revision[:12]} to recreate it"
 
     def _retry_failed_sync(self, namespace: str, name: str, commit: str) -> bool:
         """ArgoCD's auto-sync never tries a revision again once its sync failed

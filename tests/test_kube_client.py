@@ -142,6 +142,9 @@ def dep(**changes: Any) -> DeploymentState:
             "observed",
         ),
         (dep(paused=True), 0, "failed", "kubectl rollout resume"),
+        # paused mid-rollout: named as paused, not blamed on the replica counts
+        (dep(paused=True, updated=1), 0, "failed", "is paused"),
+        (dep(paused=True, observed_generation=4), 0, "failed", "is paused"),
         (dep(replicas=0, current=0, updated=0, ready=0, available=0), 0, "done", "rolled out"),
     ],
 )
@@ -841,6 +844,24 @@ def test_wait_for_rollout_does_not_trust_the_status_of_the_previous_generation(
         )
     assert info.value.step == "rollout"
     assert "observed" in str(info.value)
+
+
+def test_a_deployment_paused_during_the_rollout_wait_is_named_as_paused(
+    kube: Kube, seed: Seed
+) -> None:
+    name = unique("gw")
+    seed.deployment("align-prod", name, replicas=2)
+    seed.set_deployment_status("align-prod", name, ready=1, old=1, updated=1)  # mid-rollout
+    later(
+        0.2,
+        lambda: seed.apps.patch_namespaced_deployment(
+            name, "align-prod", {"spec": {"paused": True}}, _preload_content=False
+        ),
+    )
+    # KubeError at once; before, the wait blamed the replica counts until WaitTimeout
+    with pytest.raises(KubeError, match="is paused") as info:
+        kube.wait_for_rollout("align-prod", name, min_generation=1, deadline_s=20)
+    assert "kubectl rollout resume" in str(info.value)
 
 
 def test_progress_deadline_exceeded_fails_fast(kube: Kube, seed: Seed) -> None:

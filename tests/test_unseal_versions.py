@@ -289,3 +289,19 @@ def test_a_whole_rotation_succeeds_against_a_controller_whose_status_lies(
     unseal = [r for r in report.steps if r.step is Step.UNSEAL]
     assert unseal
     assert all("unsealed with" in r.detail for r in unseal), unseal
+
+
+def test_a_sealed_secret_deleted_from_the_cluster_is_recreated_by_the_resume(
+    make_sandbox: MakeSandbox,
+) -> None:
+    # ArgoCD auto-sync never syncs a revision again once it has (alreadyAttemptedSync, no
+    # selfHeal): the deleted object comes back only from a sync that rotator starts itself.
+    world = make_sandbox()
+    assert world.client is not None
+    assert world.client.delete(SEALED_SECRET, "align-prod", NAME)
+    world.refresh_app("prod")
+    report = rotate(world, "waits.argocd_s=15")
+    assert (report.outcome, int(report.exit_code)) == (Outcome.SUCCEEDED, 0), to_text(report)
+    assert world.client.get(SEALED_SECRET, "align-prod", NAME) is not None
+    argocd = [r for r in report.steps if r.step is Step.ARGOCD and r.env == "prod"]
+    assert any("recreate" in r.detail for r in argocd), argocd

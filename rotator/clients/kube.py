@@ -394,10 +394,19 @@ def rollout_status(  # noqa: PLR0911 - a decision table reads best as early retu
 ) -> tuple[RolloutPhase, str]:
     """PURE. ``kubectl rollout status`` for a Deployment (kubectl polymorphichelpers
     rollout_status.go DeploymentStatusViewer), plus: a generation below ``min_generation``
-    (our restart not yet applied) waits, and a paused Deployment fails (it never progresses)."""
+    (our restart not yet applied) waits, and a paused Deployment fails at once, whatever its
+    replica counts (it never progresses)."""
     name = f"deployment {state.namespace}/{state.name}"
     if state.generation < min_generation:
         return "waiting", f"{name}: generation {state.generation} < {min_generation}"
+    if state.paused:
+        # Before the replica counts: a paused Deployment never progresses (the deployment
+        # controller sets Progressing=Unknown, DeploymentPaused: kubernetes pkg/controller/
+        # deployment/sync.go checkPausedConditions), so counting would wait out the deadline.
+        return "failed", (
+            f"{name} is paused (someone ran `kubectl rollout pause`?); resume it with "
+            f"`kubectl rollout resume deployment/{state.name} -n {state.namespace}`"
+        )
     if state.observed_generation < state.generation:
         return "waiting", f"{name}: waiting for the spec update to be observed"
     progressing = state.conditions.get("Progressing")
@@ -415,11 +424,6 @@ def rollout_status(  # noqa: PLR0911 - a decision table reads best as early retu
     if state.available < state.updated:
         return "waiting", (
             f"{name}: {state.available} of {state.updated} updated replicas are available"
-        )
-    if state.paused:
-        return "failed", (
-            f"{name} is paused; resume it with "
-            f"`kubectl rollout resume deployment/{state.name} -n {state.namespace}`"
         )
     return "done", f"{name} successfully rolled out"
 
