@@ -1460,6 +1460,8 @@ class Run:
     # --- verify ------------------------------------------------------------------------------
 
     def _verify(self, group: _GroupState, key: Secret) -> None:
+        from rotator.clients.posthog import QueryThrottled
+
         waits = self.config.waits
         posthog = self.clients.posthog
         with self.step(Step.VERIFY, detail="marker event") as notes:
@@ -1467,13 +1469,24 @@ class Run:
                 return
             check_id = str(uuid.uuid4())
             posthog.send_marker(key, check_id=check_id, properties={"run_id": self.run_id})
-            hit = posthog.find_marker(
-                group.project_id,
-                check_id=check_id,
-                deadline_s=waits.marker_s,
-                poll_s=waits.poll_interval_s,
-                heartbeat_s=waits.heartbeat_s,
-            )
+            try:
+                hit = posthog.find_marker(
+                    group.project_id,
+                    check_id=check_id,
+                    deadline_s=waits.marker_s,
+                    poll_s=waits.poll_interval_s,
+                    heartbeat_s=waits.heartbeat_s,
+                )
+            except QueryThrottled as exc:
+                detail = (
+                    f"throttled: PostHog's query API refused to look for marker {check_id} "
+                    f"until the {waits.marker_s:.0f}s deadline ({exc}); whether key "
+                    f"{key.fingerprint} is live is unknown, not disproven: run `rotator verify` "
+                    "later"
+                )
+                self._inconclusive.append(detail)
+                notes.append(detail)
+                return
             if hit is None:
                 raise VerificationFailed(
                     f"marker event {check_id} sent with key {key.fingerprint} was not readable "
@@ -1481,10 +1494,7 @@ class Run:
                 )
             self._marker_after = hit.seen_after_s
             notes.append(f"marker read back after {hit.seen_after_s:.1f}s ({hit.polls} polls)")
-        since = self._gateway_since(group)
-        errors = self._parallel(group.envs, lambda env: self._verify_gateway(group, env, since))
-        if errors:
-            raise errors[0]
+        self._verify_gateways(group, self._gateway_since(group))
         self._ensure_key_unchanged(group, key)
 
     def _ensure_key_unchanged(self, group: _GroupState, key: Secret) -> None:
@@ -1523,13 +1533,31 @@ class Run:
             candidates.append(group.reset_at + window)
         return max(candidates)
 
-    def _verify_gateway(self, group: _GroupState, env: EnvName, since: datetime) -> None:
-        cfg = self._env(env)
+    def _verify_gateways(self, group: _GroupState, since: datetime) -> None:
+        """Every environment's gateway events in ONE query per poll (``countIf`` per filter):
+        PostHog's HogQL budget is 120/hour per key on legacy teams and self-hosted. Throttling
+        that outlasts the deadline is "throttled" (inconclusive), never "no traffic"."""
+        from rotator.clients.posthog import QueryThrottled
+
         waits = self.config.waits
         start = self.clock.monotonic()
-        what = f"gateway events on the new key since {since.isoformat(timespec='seconds')}"
+        pending: dict[str, str] = {}
+        for env in group.envs:
+            where = self._env(env).gateway_event_filter
+            if where is None:
+                detail = "gateway events not checked: no gateway_event_filter configured"
+                self._inconclusive.append(f"{env}: {detail}")
+                self.record(Step.VERIFY, StepStatus.INCONCLUSIVE, detail, env=env)
+            else:
+                pending[env] = where
+        if not pending:
+            return
+        stamp = since.isoformat(timespec="seconds")
+        what = f"gateway events on the new key since {stamp} ({', '.join(pending)})"
+        deadline = start + waits.gateway_events_s
+        throttled: str | None = None
         with (
-            log_context(step=Step.VERIFY.value, env=env),
+            log_context(step=Step.VERIFY.value),
             waiting(
                 Step.VERIFY.value,
                 what,
@@ -1538,39 +1566,37 @@ class Run:
                 interval_s=waits.heartbeat_s,
             ) as heartbeat,
         ):
-            if cfg.gateway_event_filter is None:
-                detail = "gateway events not checked: no gateway_event_filter configured"
-                self._inconclusive.append(f"{env}: {detail}")
-                self.record(Step.VERIFY, StepStatus.INCONCLUSIVE, detail, env=env)
-                return
-            deadline = start + waits.gateway_events_s
             polls = 0
-            while True:
+            while pending:
                 wait_until = (since - self.clock.now()).total_seconds()
                 if wait_until > 0:
                     self.clock.sleep(min(wait_until, max(0.0, deadline - self.clock.monotonic())))
                 polls += 1
+                counts: dict[str, int] = {}
                 try:
-                    count = self.clients.posthog.count_events(
-                        group.project_id, where=cfg.gateway_event_filter, since=since
+                    counts = self.clients.posthog.count_gateway_events(
+                        group.project_id, filters=pending, since=since
                     )
+                    throttled = None
                 except ClientError as exc:
-                    log.warning("counting gateway events failed: %s", exc)
-                    count = 0
-                heartbeat.observe(f"{count} event(s) after {polls} queries")
-                if count > 0:
-                    with self._results_lock:
-                        self._gateway_counts[env] = count
-                    self.record(
-                        Step.VERIFY,
-                        StepStatus.OK,
-                        f"{count} gateway event(s) on the new key since "
-                        f"{since.isoformat(timespec='seconds')}",
-                        env=env,
-                        duration_s=self.clock.monotonic() - start,
+                    throttled = (
+                        str(exc) if isinstance(exc, QueryThrottled) or exc.status == 429 else None
                     )
-                    return
-                if self.clock.monotonic() >= deadline:
+                    log.warning("counting gateway events failed: %s", exc)
+                heartbeat.observe(f"{counts or 'no counts'} after {polls} queries")
+                for name, count in counts.items():
+                    if count > 0:
+                        pending.pop(name)
+                        with self._results_lock:
+                            self._gateway_counts[name] = count
+                        self.record(
+                            Step.VERIFY,
+                            StepStatus.OK,
+                            f"{count} gateway event(s) on the new key since {stamp}",
+                            env=name,
+                            duration_s=self.clock.monotonic() - start,
+                        )
+                if not pending or self.clock.monotonic() >= deadline:
                     break
                 self.clock.sleep(
                     min(
@@ -1578,17 +1604,30 @@ class Run:
                         max(0.0, deadline - self.clock.monotonic()),
                     )
                 )
-            detail = (
-                f"no gateway events since {since.isoformat(timespec='seconds')} within "
-                f"{waits.gateway_events_s:.0f}s: the key is live, but the gateway's use of it "
-                "is unproven (is there traffic?)"
-            )
-            self._inconclusive.append(f"{env}: {detail}")
+        self._record_unproven(list(pending), throttled=throttled, stamp=stamp, start=start)
+
+    def _record_unproven(
+        self, envs: list[str], *, throttled: str | None, stamp: str, start: float
+    ) -> None:
+        waits = self.config.waits
+        for name in envs:
+            if throttled is not None:
+                detail = (
+                    f"throttled: PostHog's query API refused the gateway-event count until the "
+                    f"{waits.gateway_events_s:.0f}s deadline ({throttled}); the gateway's use of "
+                    "the key is unproven, not disproven: run `rotator verify` later"
+                )
+            else:
+                detail = (
+                    f"no gateway events since {stamp} within {waits.gateway_events_s:.0f}s: the "
+                    "key is live, but the gateway's use of it is unproven (is there traffic?)"
+                )
+            self._inconclusive.append(f"{name}: {detail}")
             self.record(
                 Step.VERIFY,
                 StepStatus.INCONCLUSIVE,
                 detail,
-                env=env,
+                env=name,
                 duration_s=self.clock.monotonic() - start,
             )
 

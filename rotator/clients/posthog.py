@@ -306,6 +306,10 @@ def reset_error(
 # --- the client -------------------------------------------------------------------------------
 
 
+class QueryThrottled(PostHogError):
+    """PostHog's query API answered 429 until the caller's deadline: unknown, not negative."""
+
+
 class PostHogClient:
     """PostHog's private API (app host) and capture (ingestion host), for one personal key."""
 
@@ -586,13 +590,16 @@ class PostHogClient:
         deadline = Deadline(self._clock, deadline_s)
         polls = 0
         wait = poll_s
+        throttled: PostHogError | None = None
         while True:
             polls += 1
             try:
                 rows = self.query(project_id, hogql)
+                throttled = None
             except PostHogError as exc:
                 if not exc.retryable:
                     raise
+                throttled = exc if exc.status == 429 else None
                 log.warning("marker %s: query failed (%s); polling on", check_id, exc)
                 rows = []
             if rows:
@@ -600,6 +607,14 @@ class PostHogClient:
                 log.info("marker %s seen after %.1fs (%d polls)", check_id, hit.seen_after_s, polls)
                 return hit
             if deadline.remaining <= 0:
+                if throttled is not None:
+                    # HogQLQueryThrottle or the concurrency limit until the end: unknown,
+                    # never "the key may not be live" (FACTS section 2).
+                    raise QueryThrottled(
+                        f"marker {check_id}: the query API was still throttled at the "
+                        f"{deadline_s:.0f}s deadline ({polls} queries): {throttled}",
+                        status=429,
+                    ) from throttled
                 log.info("marker %s not seen within %.0fs (%d polls)", check_id, deadline_s, polls)
                 return None
             progress.observe(f"not found after {polls} queries")

@@ -849,6 +849,8 @@ class PostHogStandIn:
         self._lock = threading.RLock()
         self.login_flow = LoginFlow(now=self._now, flavour=flavour)
         self._queries_running: dict[int, int] = {}
+        self._occupied = 0  # query slots held by occupy_query_slots
+        self._query_texts: list[str] = []
         self._stopping = threading.Event()
         self._projects: dict[int, _Project] = {}
         self._personal: dict[str, _PersonalKey] = {}
@@ -978,6 +980,18 @@ class PostHogStandIn:
             verified=verified,
             sso_enforced=sso_enforced,
         )
+
+    def occupy_query_slots(self, n: int = MAX_CONCURRENT_QUERIES) -> None:
+        """``n`` other API queries of the organization keep running (until ``free_query_slots``):
+        every query of rotator meets the concurrency limit's 429."""
+        with self._lock:
+            self._queries_running[0] = self._queries_running.get(0, 0) + n
+            self._occupied += n
+
+    def free_query_slots(self) -> None:
+        with self._lock:
+            self._queries_running[0] = self._queries_running.get(0, 0) - self._occupied
+            self._occupied = 0
 
     def current_key(self, project_id: int) -> Secret:
         with self._lock:
@@ -1408,8 +1422,16 @@ class PostHogStandIn:
             with self._lock:
                 self._queries_running[org] -= 1
 
+    def query_log(self) -> list[str]:
+        """The HogQL text of every query received, in order."""
+        with self._lock:
+            return list(self._query_texts)
+
     def _run_query(self, project_id: int, body: bytes) -> _Reply:
         payload, text = _query_request(body)
+        if text is not None:
+            with self._lock:
+                self._query_texts.append(text)
         if text is None:
             return _drf_error(
                 400,
