@@ -66,7 +66,7 @@ from rotator.steps import EnvObservation, GroupObservation, Plan, Step, dark_win
 if TYPE_CHECKING:
     from rotator.clients.argocd import AppState, ArgoCD
     from rotator.clients.gitrepo import OpsRepo
-    from rotator.clients.kube import Kube
+    from rotator.clients.kube import Kube, UnsealedEvent
     from rotator.clients.posthog import PostHogClient, PostHogSession, Project
     from rotator.clients.sealing import SealingCert
     from rotator.clients.slack import SlackClient
@@ -182,6 +182,9 @@ class _GroupState:
     # commit that recorded the key (an Unsealed event after it proves the unseal).
     pushed_at: datetime | None = None
     last_rotation_at: datetime | None = None
+    # The Unsealed Events of each environment's SealedSecret just before the push: they are
+    # the old key's, even when one shares the push's second (Event times are whole seconds).
+    unsealed_seen: dict[EnvName, frozenset[UnsealedEvent]] = field(default_factory=dict)
 
 
 class Run:
@@ -1200,6 +1203,12 @@ class Run:
             if group.old_fingerprint and group.old_fingerprint != key.fingerprint:
                 message += f", replacing {group.old_fingerprint}"
             message += f".\nSealed by rotator run {self.run_id}."
+            if not self.dry_run:
+                for env in group.envs:
+                    cfg = self._env(env)
+                    group.unsealed_seen[env] = self.clients.kube.unsealed_events_seen(
+                        cfg.namespace, cfg.secret_name
+                    )
             pushing_at = self.clock.now()
             result = self.repo.commit_and_push(
                 files_fn,
@@ -1305,6 +1314,7 @@ class Run:
                 fingerprint=key.fingerprint,
                 deadline_s=self.config.waits.unseal_s,
                 applied_after=group.pushed_at or group.last_rotation_at,
+                events_seen=group.unsealed_seen.get(env, frozenset()),
             )
             notes.append(f"{cfg.namespace}/{cfg.secret_name} unsealed with {key.fingerprint}")
         with self.step(Step.ROLLOUT, env=env) as notes:

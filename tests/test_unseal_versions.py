@@ -305,3 +305,30 @@ def test_a_sealed_secret_deleted_from_the_cluster_is_recreated_by_the_resume(
     assert world.client.get(SEALED_SECRET, "align-prod", NAME) is not None
     argocd = [r for r in report.steps if r.step is Step.ARGOCD and r.env == "prod"]
     assert any("recreate" in r.detail for r in argocd), argocd
+
+
+def test_an_unsealed_event_of_the_old_key_in_the_second_of_the_push_proves_nothing(
+    kube_world: KubeWorld, key_pair: ControllerKeyPair, client: RotatorKube
+) -> None:
+    # Core v1 Event times are whole seconds: the old key's Unsealed event and our push can
+    # share one. The events seen before the push (client-go events_cache.go: a repeat of an
+    # event is the same Event with count + 1) tell the old unseal from a new one.
+    controller = kube_world.run(
+        SealedSecretsController(kube_world.kubeconfig, key_pairs=[key_pair], version="v0.24.2")
+    )
+    first_key_unsealed(kube_world, key_pair)  # an Unsealed event, for the old key
+    controller.stop()  # the controller is down: our spec is never unsealed
+    seen = client.unsealed_events_seen(NS, NAME)
+    assert seen, "the old key's Unsealed event"
+    old_event_second = min(datetime.fromisoformat(when) for _name, _count, when in seen)
+    apply(kube_world, key_pair, "phc_new_key_for_the_test")
+    with pytest.raises(WaitTimeout) as info:
+        client.wait_for_unseal(
+            NS,
+            NAME,
+            fingerprint=Secret("phc_new_key_for_the_test").fingerprint,
+            deadline_s=1.5,
+            applied_after=old_event_second,  # the push, in the second of the old event
+            events_seen=seen,
+        )
+    assert "has not observed generation" in str(info.value)

@@ -494,18 +494,28 @@ def _status_problem(state: SealedSecretState) -> str:
     return f"still shows a failed attempt: {state.message or 'no message'}"
 
 
-def unsealed_event_at(
-    events: Sequence[Mapping[str, Any]], state: SealedSecretState
-) -> datetime | None:
-    """PURE. The newest ``Unsealed`` Event time about this SealedSecret (its uid: a recreated
-    object's old Events do not count). Core v1 Events carry whole seconds (``lastTimestamp``;
-    ``eventTime``/``series`` only from the events.k8s.io recorder)."""
-    newest: datetime | None = None
+class UnsealedEvent(NamedTuple):
+    """One ``Unsealed`` Event as seen at one moment: client-go's recorder (tools/record/
+    events_cache.go ``eventObserve``) turns a repeat of an event into the same Event with
+    ``count`` + 1, so (name, count) tells a new unseal from an old one within one second."""
+
+    name: str
+    repeats: int  # the Event's count
+    at: str  # RFC 3339, whole seconds for core v1 Events
+
+
+def unsealed_events(
+    events: Sequence[Mapping[str, Any]], state: SealedSecretState | None = None
+) -> frozenset[UnsealedEvent]:
+    """PURE. The ``Unsealed`` Events about a SealedSecret (with ``state``: about that object,
+    by uid, so a recreated object's old Events do not count). Core v1 Events carry whole
+    seconds (``lastTimestamp``; ``eventTime``/``series`` only from the events.k8s.io recorder)."""
+    found = set()
     for event in events:
         involved = event.get("involvedObject") or {}
         if event.get("reason") != UNSEALED_REASON or involved.get("kind") != "SealedSecret":
             continue
-        if state.uid and involved.get("uid") and involved.get("uid") != state.uid:
+        if state and state.uid and involved.get("uid") and involved.get("uid") != state.uid:
             continue
         moment = parse_time(
             dig(event, "series", "lastObservedTime")
@@ -513,9 +523,27 @@ def unsealed_event_at(
             or event.get("eventTime")
             or event.get("firstTimestamp")
         )
-        if moment is not None and (newest is None or moment > newest):
-            newest = moment
-    return newest
+        if moment is None:
+            continue
+        count = dig(event, "series", "count") or event.get("count") or 1
+        name = as_str(dig(event, "metadata", "name"))
+        found.add(UnsealedEvent(name, int(count) if isinstance(count, int) else 1, rfc3339(moment)))
+    return frozenset(found)
+
+
+def unsealed_event_at(
+    events: Sequence[Mapping[str, Any]],
+    state: SealedSecretState,
+    *,
+    seen: frozenset[UnsealedEvent] = frozenset(),
+) -> datetime | None:
+    """PURE. The newest ``Unsealed`` Event time about this SealedSecret, leaving out the
+    Events in ``seen`` (as they stood before our apply: the old key's unseal)."""
+    known = {(e.name, e.repeats) for e in seen}
+    times = [
+        parse_time(e.at) for e in unsealed_events(events, state) if (e.name, e.repeats) not in known
+    ]
+    return max((t for t in times if t is not None), default=None)
 
 
 # --- error translation (the one boundary) ---------------------------------------------------
@@ -856,12 +884,15 @@ class Kube:
         fingerprint: str,
         deadline_s: float,
         applied_after: datetime | None = None,
+        events_seen: frozenset[UnsealedEvent] = frozenset(),
     ) -> SealedSecretState:
         """Until the SealedSecret carries ``fingerprint`` in its template and the controller
         has unsealed that spec: ``Synced=True`` for the observed generation, or, where the
         status lies or is missing (``unseal_status``), an ``Unsealed`` Event newer than the
         apply. The apply happened after ``applied_after`` (the push of our commit) and after
-        any read of this wait that still showed another key. ``Synced=False`` for our spec with
+        any read of this wait that still showed another key; ``events_seen`` are the Unsealed
+        Events read before the push (``unsealed_events_seen``), which prove nothing even in the
+        push's second (Event times are whole seconds). ``Synced=False`` for our spec with
         a decryption failure -> KubeError with the controller's message (fail fast); any other
         failure waits for the controller's retries; the deadline -> WaitTimeout("unseal").
 
@@ -878,7 +909,7 @@ class Kube:
             phase, reason = unseal_status(state, fingerprint)
             ours = state is not None and state.template_fingerprint == fingerprint
             if phase == "waiting" and ours and state is not None and since[0] is not None:
-                if not self._unsealed_after(state, since[0]):
+                if not self._unsealed_after(state, since[0], events_seen):
                     # The SealedSecret may not change again (no status write): poll the
                     # Events rather than wait on a watch that will not fire.
                     return WaitOutcome(reason=reason, poll=True)
@@ -905,11 +936,20 @@ class Kube:
         )
         return state
 
-    def _unsealed_after(self, state: SealedSecretState, since: datetime) -> bool:
+    def _unsealed_after(
+        self, state: SealedSecretState, since: datetime, seen: frozenset[UnsealedEvent]
+    ) -> bool:
         """An ``Unsealed`` Event about this SealedSecret at or after ``since`` (to the whole
-        second: core v1 Event times have no fraction)."""
-        newest = unsealed_event_at(self._events_about(state.namespace, state.name), state)
+        second: core v1 Event times have no fraction) that is not one of ``seen``."""
+        events = self._events_about(state.namespace, state.name)
+        newest = unsealed_event_at(events, state, seen=seen)
         return newest is not None and newest >= since.replace(microsecond=0)
+
+    def unsealed_events_seen(self, namespace: str, name: str) -> frozenset[UnsealedEvent]:
+        """The SealedSecret's ``Unsealed`` Events now (best effort: empty when they cannot be
+        listed): read before the push, so the unseal wait tells them from a new unseal.
+        RBAC: ("", events, list)."""
+        return unsealed_events(self._events_about(namespace, name))
 
     # -- Deployments --------------------------------------------------------------------
 
