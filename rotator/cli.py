@@ -117,6 +117,12 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     return schedule_command(args, _load_config(args))
 
 
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from rotator.watch import watch_command
+
+    return watch_command(_load_config(args), max_adopts=args.max_adopts)
+
+
 def _cmd_sandbox_up(args: argparse.Namespace) -> int:
     from rotator.sandbox.world import up_command
 
@@ -446,6 +452,16 @@ _command(
             help="write Prometheus metrics after each run to this file",
         ),
     ],
+)
+
+
+_command(
+    cli,
+    "watch",
+    _cmd_watch,
+    help="read PostHog's key every watch.interval_s and adopt a reset no rotator commit "
+    "explains (runs `run --no-reset`)",
+    options=[click.option("--max-adopts", type=int, default=None, hidden=True)],
 )
 
 

@@ -366,6 +366,15 @@ class ScheduleConfig(_Model):
     adopt_check_cron: str | None = None
 
 
+class WatchConfig(_Model):
+    """``rotator watch``: how often it reads PostHog's key (one GET per project per tick;
+    PostHog allows 480/min per personal key), and how long it waits before it retries an
+    adopt run that did not succeed for the same key."""
+
+    interval_s: Annotated[float, Field(ge=0.2, le=3600)] = 10.0
+    adopt_retry_s: Annotated[float, Field(ge=0, le=86400)] = 600.0
+
+
 class MetricsConfig(_Model):
     file: Path | None = None
     pushgateway_url: HttpUrl | None = None
@@ -396,6 +405,7 @@ class Config(_Model):
     timeouts: Timeouts = Timeouts()
     policy: PolicyConfig = PolicyConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    watch: WatchConfig = WatchConfig()
     metrics: MetricsConfig = MetricsConfig()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
     pod: JobPod | None = Field(default=None, exclude=True)  # filled by the loader from env
@@ -657,7 +667,7 @@ class RunSwitches(_Model):
     dry_run: bool = False
     no_reset: bool = False
     force: bool = False
-    trigger: Literal["cron", "manual", "schedule", "cli", "demo", "test"] = "cli"
+    trigger: Literal["cron", "manual", "schedule", "watch", "cli", "demo", "test"] = "cli"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RunSwitches:
