@@ -444,6 +444,12 @@ _command(
             help="also run an adopt-mode (--no-reset) check on this cron schedule",
         ),
         click.option("--run-now", is_flag=True, help="run once at start-up too"),
+        click.option(
+            "--watch",
+            is_flag=True,
+            help="between runs, read PostHog's key every watch.interval_s and adopt a reset "
+            "no rotator commit explains (schedule.watch)",
+        ),
         click.option("--max-runs", type=int, default=None, hidden=True),
         click.option(
             "--metrics-file",

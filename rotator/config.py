@@ -364,6 +364,9 @@ class ScheduleConfig(_Model):
     timezone: str = "Europe/London"
     misfire_grace_s: Annotated[int, Field(ge=1)] = 3600
     adopt_check_cron: str | None = None
+    # Run the `rotator watch` loop between rotations (every watch.interval_s): a person's
+    # reset in PostHog is adopted within seconds, not at the next adopt check.
+    watch: bool = False
 
 
 class WatchConfig(_Model):

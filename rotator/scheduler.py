@@ -45,6 +45,7 @@ from apscheduler.executors.base import BaseExecutor, run_job
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from rotator.clock import SystemClock
 from rotator.config import Config, RunSwitches
@@ -54,6 +55,7 @@ from rotator.interrupts import FINISH_BUDGET_S, StopSignals
 from rotator.logs import log_context
 from rotator.progress import waiting
 from rotator.report import RunReport
+from rotator.watch import Watcher
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ _POLL_S = 0.2
 class JobKind(StrEnum):
     ROTATION = "rotation"
     ADOPT_CHECK = "adopt-check"
+    WATCH = "watch"
 
 
 # --- cron with cron's meaning: rotator/cron.py (shared with the ArgoCD client's sync windows) ---
@@ -134,6 +137,8 @@ class Scheduler:
         stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
         rotation_trigger: BaseTrigger | None = None,
         adopt_trigger: BaseTrigger | None = None,
+        watch: bool | None = None,
+        watcher: Watcher | None = None,
     ) -> None:
         schedule = config.schedule
         self.config = config
@@ -156,6 +161,12 @@ class Scheduler:
         if self.adopt_trigger is None and adopt_cron:
             self.adopt_trigger = _trigger_from_config(adopt_cron, schedule.timezone, field=field)
         self._timezone = ZoneInfo(schedule.timezone)
+        # `rotator watch` between rotations: its ticks take the run lock like an adopt check
+        # (skipped while anything runs) and its adopt runs go through _run_one.
+        self.watcher: Watcher | None = None
+        if watcher is not None or (schedule.watch if watch is None else watch):
+            self.watcher = watcher or Watcher(config)
+            self.watcher.bind_run(lambda _config, _switches: self._run_one(JobKind.WATCH))
         self._run_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._stopping = threading.Event()  # no new run may start
@@ -191,6 +202,28 @@ class Scheduler:
             self.log_next_fire_times()
             return report
 
+    def fire_watch(self) -> RunReport | None:
+        """One watch tick between rotations: the adopt run's report, or None."""
+        watcher = self.watcher
+        if watcher is None:
+            return None
+        with log_context(step="schedule"):
+            if not self._run_lock.acquire(blocking=False):
+                return None  # a run is in progress: the next tick reads again
+            adopts = watcher.adopt_count
+            try:
+                if self._stopping.is_set() or self._done.is_set():
+                    return None
+                self._current = JobKind.WATCH
+                report = watcher.tick()
+                if watcher.adopt_count != adopts:
+                    self._count(report)
+            finally:
+                self._current = None
+                self._run_stop = None
+                self._run_lock.release()
+            return report
+
     def _take_run_lock(self, kind: JobKind) -> bool:
         if kind is JobKind.ADOPT_CHECK:
             if self._run_lock.acquire(blocking=False):
@@ -218,6 +251,8 @@ class Scheduler:
 
     def _run_one(self, kind: JobKind) -> RunReport | None:
         switches = self.adopt_switches if kind is JobKind.ADOPT_CHECK else self.rotation_switches
+        if kind is JobKind.WATCH and self.watcher is not None:
+            switches = self.watcher.switches.model_copy(update={"dry_run": switches.dry_run})
         log.info(
             "%s: run starting (%s%s)",
             kind.value,
@@ -299,6 +334,14 @@ class Scheduler:
                 id=JobKind.ADOPT_CHECK.value,
                 name="adopt check (no reset)",
             )
+        if self.watcher is not None:
+            scheduler.add_job(
+                self.fire_watch,
+                IntervalTrigger(seconds=float(self.config.watch.interval_s)),
+                id=JobKind.WATCH.value,
+                name="watch (adopt a reset no rotator commit explains)",
+                misfire_grace_time=None,
+            )
         if self.run_now:
             scheduler.add_job(
                 self.fire,
@@ -316,6 +359,10 @@ class Scheduler:
             self.config.schedule.timezone,
             "; adopt check enabled" if self.adopt_trigger is not None else "",
         )
+        if self.watcher is not None:
+            log.info(
+                "watching PostHog's key every %.1fs between runs", self.config.watch.interval_s
+            )
         self.log_next_fire_times()
 
     def next_fire_times(self) -> dict[str, datetime]:
@@ -345,6 +392,8 @@ class Scheduler:
         self._done.set()
         if self._apscheduler is not None and self._apscheduler.running:
             self._apscheduler.shutdown(wait=False)
+        if self.watcher is not None:
+            self.watcher.request_stop()
         running = self._current
         if running is not None:
             log.info("stopping: waiting up to %.0fs for the running %s", bound, running)
@@ -425,6 +474,8 @@ class Scheduler:
                     self.stop_timeout_s,
                 )
             clean = self.stop()
+            if clean and self.watcher is not None:
+                self.watcher.close()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -466,6 +517,7 @@ def schedule_command(args: argparse.Namespace, config: Config) -> int:
         config,
         switches=switches_from_args(args, trigger="schedule"),
         adopt_cron=args.adopt_check,
+        watch=True if args.watch else None,
         run_now=args.run_now,
         max_runs=args.max_runs,
         metrics_file=args.metrics_file,

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RunFn = Callable[[Config, RunSwitches], RunReport]
+RunFn = Callable[[Config, RunSwitches], RunReport | None]
 # The watcher's own checkout, beside the run's (the run holds a lock on its workdir).
 WATCH_WORKDIR = "rotator-ops-repo-watch"
 _HISTORY = 20
@@ -243,6 +243,10 @@ class Watcher:
         self._stop.set()
         if self._run_stop is not None:
             self._run_stop.request_stop(name)
+
+    def bind_run(self, run: RunFn) -> None:
+        """Run adopts through ``run`` (the scheduler's run path, under its run lock)."""
+        self._run = run
 
     def close(self) -> None:
         """Close the watcher's checkout (and its workdir lock)."""

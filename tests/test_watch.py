@@ -19,6 +19,7 @@ from rotator.report import Outcome, RunReport, to_text
 from rotator.runner import run_once
 from rotator.sandbox.gitremote import git
 from rotator.sandbox.world import Sandbox
+from rotator.scheduler import Scheduler
 from rotator.watch import Watcher
 from tests.e2e_fixtures import (
     ENVS,
@@ -177,3 +178,54 @@ def test_sigterm_stops_the_watch_cleanly(make_sandbox: MakeSandbox) -> None:
     assert waited == [config.watch.interval_s]
     assert runs.reports == []
     assert signal.getsignal(signal.SIGTERM) is not watcher._on_signal
+
+
+def test_the_scheduler_runs_the_watch_between_rotations_and_adopts_a_persons_reset(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    assert world.posthog is not None
+    runs = _Runs()
+    config = config_for(world)
+    watcher = Watcher(config, posthog=sandbox_clients(config).posthog, workdir=world.root / "watch")
+    scheduler = Scheduler(config, run=runs, watcher=watcher)
+    try:
+        assert scheduler.fire_watch() is None
+        new_key = _reset_as_a_person(config, sandbox_clients(config), ProjectId(1))
+
+        report = scheduler.fire_watch()
+
+        assert report is not None
+        assert (report.outcome, report.mode) == (Outcome.SUCCEEDED, "adopt"), to_text(report)
+        assert [(s.trigger, s.no_reset) for s in runs.switches] == [("watch", True)]
+        assert scheduler.run_count == 1
+        assert resets(world) == 1
+        for env in ENVS:
+            assert world.pod_key_fingerprints(env) == {new_key.fingerprint}
+        assert scheduler.fire_watch() is None
+        assert len(runs.reports) == 1
+    finally:
+        watcher.close()
+
+
+def test_a_watch_tick_is_skipped_while_a_scheduled_run_holds_the_run_lock(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    runs = _Runs()
+    config = config_for(world)
+    reads: list[int] = []
+
+    class _CountingPostHog(_FailingPostHog):
+        def get_project(self, project_id: ProjectId) -> object:
+            reads.append(int(project_id))
+            return super().get_project(project_id)
+
+    watcher = Watcher(config, posthog=_CountingPostHog(), workdir=world.root / "w")  # type: ignore[arg-type]
+    scheduler = Scheduler(config, run=runs, watcher=watcher)
+    with scheduler._run_lock:
+        assert scheduler.fire_watch() is None
+    assert reads == []
+    assert scheduler.fire_watch() is None  # a read error: logged, nothing run
+    assert reads == [1]
+    assert runs.reports == []
