@@ -309,7 +309,9 @@ def _spawn(sandbox: Sandbox, workdir: Path, *, trace_dir: Path) -> dict[str, Any
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            timeout=WORKER_TIMEOUT_S,
+            # the job's work per environment (a gateway-event query each, paced by PostHog's
+            # query budget) grows with N: so does the worker's deadline
+            timeout=WORKER_TIMEOUT_S + 12.0 * len(sandbox.envs),
             check=False,
         )
     if done.returncode != 0 or not out_path.exists():
