@@ -203,13 +203,13 @@ def test_the_schedule_and_image_come_from_one_place_each() -> None:
     assert container["image"] == "ghcr.io/align/rotator:0.1.0@sha256:" + "a" * 64
 
 
-def test_the_watch_switch_refuses_until_the_watch_deployment_exists() -> None:
-    result = helm(
-        "template", "rotator", str(CHART), "--kube-version", KUBE_VERSION,
-        "--set", "watch.enabled=true", check=False,
-    )  # fmt: skip
-    assert result.returncode != 0
-    assert "watch.enabled" in result.stderr
+def test_the_watch_switch_renders_the_same_deployment_as_watch_yaml_and_no_new_rights() -> None:
+    without = {key(d) for d in docs(render())}
+    chart = {key(d): normalised(d) for d in docs(render("watch.enabled=true"))}
+    manifest = {key(d): normalised(d) for d in docs((ROOT / "watch.yaml").read_text())}
+    assert sorted(set(chart) - without) == sorted(manifest)
+    for name, doc in manifest.items():
+        assert chart[name] == doc, name
 
 
 def test_no_secret_is_rendered_or_accepted_as_a_value() -> None:
