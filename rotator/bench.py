@@ -62,13 +62,14 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
     from rotator.clock import Clock
-    from rotator.config import Config, ProjectId
+    from rotator.config import Config, ProjectId, RunSwitches
     from rotator.redact import Secret
+    from rotator.report import RunReport
     from rotator.runner import Clients
     from rotator.sandbox.world import Sandbox, SandboxTiming
 
-Strategy = Literal["passive", "default"]
-STRATEGIES: tuple[Strategy, ...] = ("passive", "default")
+Strategy = Literal["passive", "default", "watch"]
+STRATEGIES: tuple[Strategy, ...] = ("passive", "default", "watch")
 DEFAULT_TIME_SCALE = 0.2
 DEFAULT_REPLICAS = (1, 3)
 WORKER_FLAG = "--worker"
@@ -91,6 +92,7 @@ class Delays:
     ingestion_window_s: float = 150.0  # PostHog's token cache: 2 min + up to 30 s jitter
     ingestion_lag_s: float = 3.0  # capture -> queryable
     passive_poll_s: float = 10.0  # how often a person re-checks ArgoCD / kubectl (passive)
+    watch_interval_s: float = 10.0  # rotator watch's read of PostHog's key (watch.interval_s)
 
     def timing(self, time_scale: float) -> SandboxTiming:
         from rotator.sandbox.world import SandboxTiming
@@ -354,6 +356,14 @@ def _worker(spec_path: Path) -> int:
     out: dict[str, Any]
     if spec["strategy"] == "passive":
         out = _passive(config, clients, clock, poll_s=float(spec["passive_poll_s"]))
+    elif spec["strategy"] == "watch":
+        out = _watch(
+            config,
+            clients,
+            clock,
+            interval_s=float(spec["watch_interval_s"]),
+            phase_s=float(spec["watch_phase_s"]),
+        )
     else:
         out = _default(config, clients, clock)
     wall = time.monotonic() - wall0
@@ -385,6 +395,47 @@ def _default(config: Config, clients: Clients, clock: Clock) -> dict[str, Any]:
         "dark_report_s": report.dark_window_s,
         "old_fp": fps[0],
         "new_fp": fps[1],
+    }
+
+
+def _watch(
+    config: Config, clients: Clients, clock: Clock, *, interval_s: float, phase_s: float
+) -> dict[str, Any]:
+    """A person resets the key (logged in, as in PostHog's UI) ``phase_s`` after one of
+    ``rotator watch``'s reads; its next read, ``interval_s`` after the last, finds the key
+    unexplained and runs the adopt rotation (``Watcher.tick``, the command's own path)."""
+    from rotator.runner import run_once
+    from rotator.watch import Watcher
+
+    reports: list[RunReport] = []
+
+    def run(cfg: Config, switches: RunSwitches) -> RunReport:
+        report = run_once(cfg, switches, clock=clock, clients=clients)
+        reports.append(report)
+        return report
+
+    project_id = config.project_groups()[0][0]
+    watcher = Watcher(config, run=run, posthog=clients.posthog, clock=clock)
+    try:
+        if watcher.tick() is not None:  # a read: the key the sandbox converged on
+            raise RuntimeError("watch: adopted before the reset (the sandbox was not converged)")
+        read_at = time.monotonic()
+        old_fp = clients.posthog.get_project(project_id).api_token.fingerprint
+        time.sleep(max(0.0, read_at + phase_s - time.monotonic()))
+        new_fp = _reset_as_a_person(config, clients, project_id).fingerprint
+        time.sleep(max(0.0, read_at + interval_s - time.monotonic()))
+        watcher.tick()
+    finally:
+        watcher.close()
+    if not reports:
+        raise RuntimeError("watch: the reset was not detected")
+    report = reports[0]
+    return {
+        "outcome": report.outcome.value,
+        "error": report.error,
+        "dark_report_s": None,  # the adopt run did not reset: its report has no reset time
+        "old_fp": old_fp,  # the report's "old" is the key PostHog had when the run began
+        "new_fp": new_fp,
     }
 
 
@@ -679,6 +730,9 @@ def _one_run(
         "strategy": strategy,
         "config": str(sandbox.config_path),
         "passive_poll_s": timing.scaled(delays.passive_poll_s),
+        "watch_interval_s": timing.scaled(delays.watch_interval_s),
+        # The person's reset lands at a random phase of the watch's read cycle.
+        "watch_phase_s": rng.uniform(0, timing.scaled(delays.watch_interval_s)),
         "out": str(workdir / "result.json"),
     }
     out, spawned = _spawn_worker(sandbox, spec, workdir)
@@ -1084,6 +1138,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         ingestion_window_s=get("window", d.ingestion_window_s),
         ingestion_lag_s=get("lag", d.ingestion_lag_s),
         passive_poll_s=get("passive_poll", d.passive_poll_s),
+        watch_interval_s=get("watch_interval", d.watch_interval_s),
     )
     strategies = tuple(get("strategies", None) or STRATEGIES)
     return BenchOptions(

@@ -103,7 +103,7 @@ def test_options_missing_from_the_parser_keep_their_defaults() -> None:
     options = options_from_args(argparse.Namespace(runs=2, json_out=None))
     assert options.runs == 2
     assert options.delays == Delays()
-    assert options.strategies == ("passive", "default")
+    assert options.strategies == ("passive", "default", "watch")
 
 
 @pytest.mark.slow
@@ -120,10 +120,12 @@ def test_one_tiny_run_per_strategy_gives_sane_figures(tmp_path: Path) -> None:
     assert [(r.strategy, r.outcome) for r in result.runs] == [
         ("passive", "succeeded"),
         ("default", "succeeded"),
+        ("watch", "succeeded"),  # a person's reset, adopted by rotator watch
     ]
     for run in result.runs:
         assert run.dark_s is not None
-        assert run.dark_report_s is not None
+        # watch: the adopt run did not reset, so it has no reset time of its own
+        assert (run.dark_report_s is None) == (run.strategy == "watch")
         assert run.ratio is not None
         # the dark window cannot beat the unavoidable delays (small slack for timer rounding)
         assert run.dark_s > 0.9 * run.floor_s
@@ -137,6 +139,8 @@ def test_one_tiny_run_per_strategy_gives_sane_figures(tmp_path: Path) -> None:
         )
         assert run.first_call_s > 0
         assert run.max_rss_kb > 0
-    assert len(result.summaries) == 2
+    assert len(result.summaries) == 3
     encoded = json.loads(json.dumps(result.as_json()))
-    assert {s["strategy"] for s in encoded["summaries"]} == {"passive", "default"}
+    assert {s["strategy"] for s in encoded["summaries"]} == {"passive", "default", "watch"}
+    (watch,) = [r for r in result.runs if r.strategy == "watch"]
+    assert watch.lost == 0
