@@ -29,6 +29,9 @@ Strategies, side by side in the same sandbox (runs interleaved):
   checking every ``passive_poll_s`` like a person re-running ``argocd app get``, then the
   unseal, then ``kubectl rollout restart`` and its rollout. Before each passive run the bench
   idles a random part of ArgoCD's poll cycle, so pushes land at a random phase of it.
+- ``watch``: a person's reset (a logged-in session, as in PostHog's UI) at a random phase of
+  ``rotator watch``'s read cycle (``watch_interval_s``), adopted by ``Watcher.tick`` (the
+  ``run --no-reset`` path); the dark window counts the detection.
 - ``default``: ``rotator.runner.run_once`` as shipped (everything checkable prepared before the
   reset, refresh at once, watches instead of polls, environments in parallel, then the
   verification of the key through PostHog's query API).
