@@ -455,9 +455,9 @@ class RolloutController(Controller):
             self._timers[(namespace, name)] = timer
         if isinstance(resolved, tuple):
             self._started(namespace, name, timer, resolved[0])
-            status = _pod_status(pod_spec, phase="Pending", ready=False)
+            status = pod_status(pod_spec, phase="Pending", ready=False)
         else:
-            status = _pod_status(pod_spec, phase="Pending", ready=False, waiting=resolved)
+            status = pod_status(pod_spec, phase="Pending", ready=False, waiting=resolved)
         try:
             pod = self.kube.patch_status(POD, namespace, name, status)
         except Exception as exc:
@@ -552,9 +552,9 @@ class RolloutController(Controller):
                 want_ready = timer.ready_at is not None and now >= timer.ready_at
                 want_running = now >= timer.running_at
                 if want_ready and not is_ready(pod):
-                    status = _pod_status(pod.get("spec") or {}, phase="Running", ready=True)
+                    status = pod_status(pod.get("spec") or {}, phase="Running", ready=True)
                 elif want_running and phase != "Running":
-                    status = _pod_status(pod.get("spec") or {}, phase="Running", ready=False)
+                    status = pod_status(pod.get("spec") or {}, phase="Running", ready=False)
                 else:
                     continue
                 try:
@@ -750,7 +750,7 @@ def _suffix() -> str:
     return "".join(secrets.choice(_SAFE) for _ in range(5))
 
 
-def _pod_status(pod_spec: Obj, *, phase: str, ready: bool, waiting: str = "") -> Obj:
+def pod_status(pod_spec: Obj, *, phase: str, ready: bool, waiting: str = "") -> Obj:
     stamp = now_rfc3339()
     running = phase == "Running"
     flag = "True" if ready else "False"

@@ -45,7 +45,11 @@ from rotator.sandbox.controllers.base import (
     meta,
     now_rfc3339,
 )
-from rotator.sandbox.controllers.deployments import KEY_FINGERPRINT_ANNOTATION, is_ready
+from rotator.sandbox.controllers.deployments import (
+    KEY_FINGERPRINT_ANNOTATION,
+    is_ready,
+    pod_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -249,39 +253,15 @@ class SimulatedKubelet(Controller):
     def _write_status(
         self, pod: Obj, key: tuple[str, str], phase: str, *, ready: bool, waiting: str = ""
     ) -> None:
-        stamp = now_rfc3339()
-        running = phase == "Running"
-        flag = "True" if ready else "False"
-        conditions = [
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp},
-            {"type": "Initialized", "status": "True", "lastTransitionTime": stamp},
-            {"type": "ContainersReady", "status": flag, "lastTransitionTime": stamp},
-            {"type": "Ready", "status": flag, "lastTransitionTime": stamp},
-        ]
-        containers = [
-            {
-                "name": c.get("name"),
-                "image": c.get("image"),
-                "imageID": "",
-                "ready": ready,
-                "started": running,
-                "restartCount": 0,
-                "state": {"running": {"startedAt": stamp}}
-                if running
-                else {
-                    "waiting": {"reason": "CreateContainerConfigError", "message": waiting}
-                    if waiting
-                    else {"reason": "ContainerCreating"}
-                },
-            }
-            for c in (pod.get("spec") or {}).get("containers") or []
-        ]
-        status: Obj = {"phase": phase, "conditions": conditions, "containerStatuses": containers}
-        status["hostIP"] = "10.209.0.1"
-        status["hostIPs"] = [{"ip": "10.209.0.1"}]
-        if running:
+        # The status a kubelet reports (shared with the sandbox's own pods), on this node's
+        # address; a real API server also carries each container's imageID.
+        status = pod_status(pod.get("spec") or {}, phase=phase, ready=ready, waiting=waiting)
+        for container in status["containerStatuses"]:
+            container["imageID"] = ""
+        status.update(hostIP="10.209.0.1", hostIPs=[{"ip": "10.209.0.1"}])
+        if phase == "Running":
             ip = self._ip(key)
-            status.update(podIP=ip, podIPs=[{"ip": ip}], startTime=stamp)
+            status.update(podIP=ip, podIPs=[{"ip": ip}])
         try:
             self.kube.patch_status(POD, key[0], key[1], status)
         except Exception as exc:
