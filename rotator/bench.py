@@ -65,7 +65,8 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
     from rotator.clock import Clock
-    from rotator.config import Config, ProjectId, RunSwitches
+    from rotator.config import Config, RunSwitches
+    from rotator.names import ProjectId
     from rotator.redact import Secret
     from rotator.report import RunReport
     from rotator.runner import Clients
@@ -461,8 +462,13 @@ def _passive(config: Config, clients: Clients, clock: Clock, *, poll_s: float) -
     environment in turn: wait for ArgoCD's own poll, the unseal, restart, the rollout."""
     from rotator.clients.argocd import app_status_for
     from rotator.clients.kube import rollout_status, unseal_status
-    from rotator.clients.sealing import FINGERPRINT_ANNOTATION, fetch_cert, update_sealed_file
-    from rotator.runner import TRAILER_FINGERPRINT, TRAILER_RUN_ID, TRAILER_TRIGGER
+    from rotator.clients.sealing import fetch_cert, update_sealed_file
+    from rotator.names import (
+        FINGERPRINT_ANNOTATION,
+        TRAILER_KEY_FINGERPRINT,
+        TRAILER_RUN_ID,
+        TRAILER_TRIGGER,
+    )
 
     waits = config.waits
     timeout = (config.timeouts.connect_s, config.timeouts.read_s)
@@ -492,7 +498,7 @@ def _passive(config: Config, clients: Clients, clock: Clock, *, poll_s: float) -
             trailers={
                 TRAILER_RUN_ID: "bench-passive",
                 TRAILER_TRIGGER: "manual",
-                TRAILER_FINGERPRINT: key.fingerprint,
+                TRAILER_KEY_FINGERPRINT: key.fingerprint,
             },
             attempts=3,
         )

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, NewType
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -31,10 +31,8 @@ from pydantic import (
 )
 
 from rotator.errors import ConfigError
+from rotator.names import EnvName, ProjectId
 from rotator.redact import Secret
-
-EnvName = NewType("EnvName", str)
-ProjectId = NewType("ProjectId", int)
 
 DEFAULT_CONFIG_PATH = Path("config/align.yaml")
 ENV_PREFIX = "ROTATOR__"

@@ -23,7 +23,6 @@ from rotator.steps import Step
 
 EventType = Literal["Normal", "Warning"]
 NOTE_LIMIT: Final = 1024
-REPORTING_CONTROLLER: Final = "rotator.align.dev/rotator"
 
 SEALED_SECRET: Final = ("bitnami.com/v1alpha1", "SealedSecret")
 DEPLOYMENT: Final = ("apps/v1", "Deployment")

@@ -14,9 +14,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from typing import NewType
 
-Fingerprint = NewType("Fingerprint", str)
+from rotator.names import Fingerprint
 
 FINGERPRINT_HEX_CHARS = 12
 MASK = "[secure]"

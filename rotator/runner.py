@@ -29,8 +29,6 @@ from rotator.clock import Clock, SystemClock
 from rotator.config import (
     Config,
     EnvironmentConfig,
-    EnvName,
-    ProjectId,
     ResetMethod,
     RestartStrategy,
     RunSwitches,
@@ -50,8 +48,18 @@ from rotator.errors import (
 )
 from rotator.interrupts import StopSignals, finish
 from rotator.logs import IN_REPORT, AnomalyCollector, collecting_anomalies, log_context
+from rotator.names import (
+    COMPONENT,
+    FINGERPRINT_ANNOTATION,
+    TRAILER_KEY_FINGERPRINT,
+    TRAILER_RUN_ID,
+    TRAILER_TRIGGER,
+    EnvName,
+    Fingerprint,
+    ProjectId,
+)
 from rotator.progress import waiting
-from rotator.redact import Fingerprint, Secret, scrub
+from rotator.redact import Secret, scrub
 from rotator.report import (
     EventCounts,
     KeyChange,
@@ -76,11 +84,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Recorded on the gateway's pod template by our restart: which key the pods were started for.
-DEPLOYMENT_FINGERPRINT_ANNOTATION = "rotator.align.dev/key-fingerprint"
 INTERRUPTED = "interrupted (SIGTERM or SIGINT)"
-TRAILER_RUN_ID = "Rotator-Run-Id"
-TRAILER_TRIGGER = "Rotator-Trigger"
-TRAILER_FINGERPRINT = "Rotator-Key-Fingerprint"
 
 
 @dataclass
@@ -433,7 +437,6 @@ class Run:
         group's environments, against PostHog's key as preflight read it. One that differs
         (or, PostHog unread, two that disagree) means an earlier run reset the key and did
         not finish rolling it out. Unreadable places are left out; nothing is changed."""
-        from rotator.clients.sealing import FINGERPRINT_ANNOTATION
 
         if read_cluster and self.repo is None:
             self._open_repo_for_probe()
@@ -854,7 +857,6 @@ class Run:
 
     def _observe(self, group: _GroupState) -> GroupObservation:
         from rotator.clients.kube import unseal_status
-        from rotator.clients.sealing import FINGERPRINT_ANNOTATION
 
         assert group.key is not None
         assert self.repo is not None
@@ -902,7 +904,7 @@ class Run:
         assert self.repo is not None
         path = self._env(group.envs[0]).sealed_file
         for commit in self.repo.history(path, max_count=20):
-            if commit.trailers.get(TRAILER_FINGERPRINT) == current:
+            if commit.trailers.get(TRAILER_KEY_FINGERPRINT) == current:
                 return commit.authored_at, commit.trailers.get(TRAILER_RUN_ID)
         return None, None
 
@@ -1093,7 +1095,7 @@ class Run:
         newest: str | None = None
         for commit in self.repo.history(path, max_count=20):
             if rotation is None:
-                newest = commit.trailers.get(TRAILER_FINGERPRINT)
+                newest = commit.trailers.get(TRAILER_KEY_FINGERPRINT)
                 if newest:
                     rotation = commit.sha
                 continue
@@ -1102,7 +1104,7 @@ class Run:
                 fp = read_sealed_file(text, path=path).fingerprint if text else None
             except RotatorError:
                 fp = None
-            for old in (fp, commit.trailers.get(TRAILER_FINGERPRINT)):
+            for old in (fp, commit.trailers.get(TRAILER_KEY_FINGERPRINT)):
                 if old and old != newest:
                     replaced.setdefault(Fingerprint(old), rotation)
         return replaced
@@ -1216,7 +1218,7 @@ class Run:
                 trailers={
                     TRAILER_RUN_ID: self.run_id,
                     TRAILER_TRIGGER: self.switches.trigger,
-                    TRAILER_FINGERPRINT: key.fingerprint,
+                    TRAILER_KEY_FINGERPRINT: key.fingerprint,
                 },
                 attempts=self.config.git.push_attempts,
                 dry_run=self.dry_run,
@@ -1392,7 +1394,7 @@ class Run:
             cfg.secret_name,
             revision[:12],
         )
-        self.clients.argocd.sync(app.namespace, app.name, revision=revision, username="rotator")
+        self.clients.argocd.sync(app.namespace, app.name, revision=revision, username=COMPONENT)
         return f"the SealedSecret was missing: synced {revision[:12]} to recreate it"
 
     def _retry_failed_sync(self, namespace: str, name: str, commit: str) -> bool:
@@ -1411,7 +1413,7 @@ class Run:
             name,
             commit[:12],
         )
-        started = self.clients.argocd.sync(namespace, name, revision=commit, username="rotator")
+        started = self.clients.argocd.sync(namespace, name, revision=commit, username=COMPONENT)
         # Until ArgoCD takes the operation up, the failed attempt's SyncError is still shown.
         limit = min(30.0, self.config.waits.argocd_s)
         deadline = self.clock.monotonic() + limit
@@ -1434,7 +1436,6 @@ class Run:
     def _restart_and_wait(
         self, group: _GroupState, env: EnvName, key: Secret, notes: list[str]
     ) -> None:
-        from rotator.clients.sealing import FINGERPRINT_ANNOTATION
 
         cfg = self._env(env)
         kube = self.clients.kube
@@ -1954,7 +1955,6 @@ def _verify_only(run: Run) -> RunReport:
 def _ensure_pods_on_key(run: Run, envs: list[EnvName], current: Fingerprint) -> None:
     """Gateway events only prove the key when the pods run it: within PostHog's ingestion
     window after a reset (e.g. in the UI) events of the revoked key still land."""
-    from rotator.clients.sealing import FINGERPRINT_ANNOTATION
 
     with run.step(Step.VERIFY, detail=f"gateway pods started for {current}"):
         behind = []

@@ -20,16 +20,10 @@ from rotator.config import Config, RunSwitches
 from rotator.contract import EnvStatusDoc, LockDoc, StatusDoc
 from rotator.errors import GitError, RotatorError
 from rotator.interrupts import StopSignals
+from rotator.names import FINGERPRINT_ANNOTATION, TRAILER_KEY_FINGERPRINT, TRAILER_RUN_ID
 from rotator.redact import scrub
 from rotator.report import RunReport
-from rotator.runner import (
-    DEPLOYMENT_FINGERPRINT_ANNOTATION,
-    TRAILER_FINGERPRINT,
-    TRAILER_RUN_ID,
-    Clients,
-    build_clients,
-    verify_only,
-)
+from rotator.runner import Clients, build_clients, verify_only
 
 if TYPE_CHECKING:
     from rotator.clients.gitrepo import OpsRepo
@@ -170,14 +164,14 @@ def collect_status(
                 if dep is None:
                     return "missing"
                 done, why = clients.kube.is_rolled_out(dep)
-                fp = dep.template_annotations.get(DEPLOYMENT_FINGERPRINT_ANNOTATION, "unknown key")
+                fp = dep.template_annotations.get(FINGERPRINT_ANNOTATION, "unknown key")
                 return f"{fp}, {'rolled out' if done else why}"
 
             def last_cell(path: str = cfg.sealed_file) -> str:
                 if repo is None:
                     return repo_error
                 for commit in repo.history(path, max_count=20):
-                    if TRAILER_FINGERPRINT in commit.trailers:
+                    if TRAILER_KEY_FINGERPRINT in commit.trailers:
                         return (
                             f"{commit.authored_at:%Y-%m-%d %H:%M} "
                             f"{commit.trailers.get(TRAILER_RUN_ID, '?')}"

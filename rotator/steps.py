@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from rotator.config import EnvName, ProjectId
-from rotator.redact import Fingerprint
+from rotator.names import EnvName, Fingerprint, ProjectId
 
 
 class Step(StrEnum):

@@ -42,7 +42,7 @@ from rotator.config import Config, RunSwitches
 from rotator.errors import ExitCode, RotatorError
 from rotator.interrupts import StopSignals
 from rotator.logs import log_context
-from rotator.redact import Fingerprint
+from rotator.names import TRAILER_KEY_FINGERPRINT, Fingerprint, ProjectId
 from rotator.report import Outcome, RunReport
 
 if TYPE_CHECKING:
@@ -138,7 +138,6 @@ class Watcher:
         return f"project {project_id}'s key is {fp}, which no rotator commit explains"
 
     def _read_key(self, project_id: int) -> Fingerprint:
-        from rotator.config import ProjectId
 
         if self._posthog is None:
             from rotator.clients.posthog import PostHogClient
@@ -149,7 +148,6 @@ class Watcher:
     def _explained(self, project_id: int) -> set[Fingerprint]:
         """Every key fingerprint rotator's commits and sealed files name for the project."""
         from rotator.clients.sealing import read_sealed_file
-        from rotator.runner import TRAILER_FINGERPRINT
 
         repo = self._open_repo()
         repo.sync()
@@ -159,7 +157,7 @@ class Watcher:
                 continue
             path = env.sealed_file
             for commit in repo.history(path, max_count=_HISTORY):
-                trailer = commit.trailers.get(TRAILER_FINGERPRINT)
+                trailer = commit.trailers.get(TRAILER_KEY_FINGERPRINT)
                 if trailer:
                     known.add(Fingerprint(trailer))
             text = repo.read_file(path)

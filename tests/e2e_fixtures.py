@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
-from rotator.clients.http import RetryPolicy
 from rotator.clients.posthog import PostHogClient
+from rotator.clients.transport import RetryPolicy
 from rotator.clock import SystemClock
 from rotator.config import Config, RunSwitches, load_config
 from rotator.logs import setup_logging

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from rotator.clients.http import RetryPolicy
 from rotator.clients.posthog import PostHogClient, PostHogSession
-from rotator.config import ProjectId
+from rotator.clients.transport import RetryPolicy
+from rotator.names import ProjectId
 from rotator.redact import Secret
 from rotator.sandbox.posthog import PostHogStandIn, RateLimits, generate_token
 from tests.git_fixtures import silent_server

@@ -15,15 +15,13 @@ import yaml
 
 from rotator.clients.gitrepo import (
     LIBRARY_ERRORS,
-    TRAILER_KEY_FINGERPRINT,
-    TRAILER_RUN_ID,
-    TRAILER_TRIGGER,
     OpsRepo,
     git_environment,
     translate_git_error,
 )
 from rotator.config import Config, GitConfig, load_config
 from rotator.errors import GitError
+from rotator.names import TRAILER_KEY_FINGERPRINT, TRAILER_RUN_ID, TRAILER_TRIGGER
 from rotator.redact import Secret, fingerprint
 from tests.git_fixtures import (
     BareRemote,

@@ -2,7 +2,7 @@
 
 A server that trickles its answer (a byte every 0.2 s, so no single read ever times out) would
 hold a call, a run and its Lease for as long as it likes; the helper shared by every client
-(rotator/clients/http.py) cuts the call at its deadline.
+(rotator/clients/transport.py) cuts the call at its deadline.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from rotator.clients.http import RetryPolicy, request
 from rotator.clients.posthog import PostHogClient
-from rotator.config import ProjectId
+from rotator.clients.transport import RetryPolicy, request
 from rotator.errors import PostHogError, ResetOutcomeUnknown
+from rotator.names import ProjectId
 from rotator.redact import Secret
 
 TRICKLE_BYTES = 60  # at 0.2 s each: a whole answer takes 12 s, every read well under 1 s

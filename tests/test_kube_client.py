@@ -24,7 +24,6 @@ from kubernetes import config as k8s_config
 from kubernetes.client import exceptions as k8s_exceptions
 
 from rotator.clients.kube import (
-    FINGERPRINT_ANNOTATION,
     REQUIRED_RBAC,
     Condition,
     DeploymentState,
@@ -55,6 +54,7 @@ from rotator.errors import (
     LockHeld,
     WaitTimeout,
 )
+from rotator.names import FINGERPRINT_ANNOTATION
 from rotator.sandbox.kubeapi import KubeApiServer
 from tests.kube_fixtures import register_backend
 

@@ -16,12 +16,12 @@ from typing import Any, ClassVar
 import pytest
 import requests
 
-from rotator.clients.http import RetryPolicy
 from rotator.clients.posthog import (
     PostHogClient,
     ensure_condition,
     hogql_string,
 )
+from rotator.clients.transport import RetryPolicy
 from rotator.config import load_config
 from rotator.errors import ConfigError, PostHogError, ResetForbidden, ResetOutcomeUnknown
 from rotator.redact import Secret

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from rotator.clients.posthog import parse_project
-from rotator.config import ProjectId
 from rotator.errors import PostHogError
+from rotator.names import ProjectId
 from rotator.report import Outcome, to_text
 from rotator.sandbox.posthog import generate_token
 from rotator.sandbox.world import PERSONAL_KEY_ENV

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from rotator.clients.http import RetryPolicy
 from rotator.clients.pushgateway import CONTENT_TYPE, PushgatewayError, push_metrics, push_report
+from rotator.clients.transport import RetryPolicy
 from rotator.config import load_config
 from rotator.report import Outcome, RunReport, StepResult, StepStatus
 from rotator.steps import Step

@@ -10,8 +10,9 @@ import pytest
 import requests
 import yaml
 
-from rotator.clients.sealing import FINGERPRINT_ANNOTATION, load_cert, update_sealed_file
+from rotator.clients.sealing import load_cert, update_sealed_file
 from rotator.config import SealingScope
+from rotator.names import FINGERPRINT_ANNOTATION
 from rotator.redact import Secret
 from rotator.sandbox import manifests
 from rotator.sandbox.controllers.argocd import REFRESH_ANNOTATION

@@ -12,13 +12,13 @@ import yaml
 
 from rotator.cli import main, parse_args
 from rotator.clients.sealing import (
-    FINGERPRINT_ANNOTATION,
     load_cert,
     read_sealed_file,
     seal_manifest,
 )
 from rotator.config import SealingScope, load_config
 from rotator.errors import SealingError
+from rotator.names import FINGERPRINT_ANNOTATION
 from rotator.redact import fingerprint
 from rotator.sandbox.unseal import unseal_manifest
 from rotator.sealcmd import seal_command

@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rotator.clients.sealing import (
-    FINGERPRINT_ANNOTATION,
     SealingCert,
     _go_yaml_less,
     build_manifest,
@@ -30,6 +29,7 @@ from rotator.clients.sealing import (
 )
 from rotator.config import CertSource, ControllerRef, SealingScope
 from rotator.errors import CertError, SealingError
+from rotator.names import FINGERPRINT_ANNOTATION
 from rotator.redact import Secret
 from rotator.sandbox.unseal import UnsealError, unseal_item, unseal_manifest
 from tests.sealing_fixtures import (

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from rotator.clients.http import RetryPolicy
 from rotator.clients.slack import SlackClient, _AbandonableClock, _Abandoned
+from rotator.clients.transport import RetryPolicy
 from rotator.config import load_config
 from rotator.errors import SlackError
 from rotator.redact import RedactingFilter, Secret, scrub

@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rotator.config import EnvName, ProjectId
-from rotator.redact import Fingerprint
+from rotator.names import EnvName, Fingerprint, ProjectId
 from rotator.steps import (
     GROUP_STEPS,
     EnvObservation,

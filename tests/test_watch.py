@@ -13,8 +13,9 @@ import pytest
 
 from rotator.bench import _reset_as_a_person
 from rotator.clients.sealing import read_sealed_file
-from rotator.config import Config, ProjectId, RunSwitches
+from rotator.config import Config, RunSwitches
 from rotator.errors import PostHogError
+from rotator.names import ProjectId
 from rotator.report import Outcome, RunReport, to_text
 from rotator.runner import run_once
 from rotator.sandbox.gitremote import git

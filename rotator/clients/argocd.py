@@ -30,6 +30,7 @@ from rotator.clients.kube import (
     parse_time,
 )
 from rotator.errors import ArgoCDError
+from rotator.names import COMPONENT
 
 log = logging.getLogger(__name__)
 
@@ -726,7 +727,7 @@ class ArgoCD:
             target = manual_sync_revision(state, revision, accepts=accepts, positions=positions)
             if sync_if_manual and not synced_once and target is not None:
                 synced_once = True
-                self.sync(namespace, name, revision=target, username="rotator", repo_url=repo_url)
+                self.sync(namespace, name, revision=target, username=COMPONENT, repo_url=repo_url)
             return WaitOutcome(reason=reason)
 
         state: AppState = self.kube.wait(

@@ -46,20 +46,16 @@ from urllib.parse import urlsplit
 
 import git
 
-from rotator.clients.http import truncate
+from rotator.clients.transport import truncate
 from rotator.config import GitConfig, is_loopback
 from rotator.errors import GitError
+from rotator.names import TRAILER_KEY_FINGERPRINT
 from rotator.redact import Secret, register, scrub
 
 if TYPE_CHECKING:
     from rotator.config import Config
 
 log = logging.getLogger(__name__)
-
-# Trailer names the runner writes and reads back (never the key itself, only its fingerprint).
-TRAILER_RUN_ID: Final = "Rotator-Run-Id"
-TRAILER_TRIGGER: Final = "Rotator-Trigger"
-TRAILER_KEY_FINGERPRINT: Final = "Rotator-Key-Fingerprint"
 
 # The HTTP Basic user name sent with an HTTPS token. GitHub takes any name with a token
 # (x-access-token is what its Apps use), GitLab any non-empty name, Gitea/Forgejo too.

@@ -41,8 +41,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException, OpenApiException
 from kubernetes.config.config_exception import ConfigException
 
-from rotator.clients.http import RetryPolicy, sleep_before_retry, truncate
-from rotator.clients.sealing import FINGERPRINT_ANNOTATION
+from rotator.clients.transport import RetryPolicy, sleep_before_retry, truncate
 from rotator.clock import Clock, Deadline, SystemClock, rfc3339
 from rotator.config import ControllerRef, LockConfig, Timeouts, Waits
 from rotator.errors import (
@@ -53,8 +52,9 @@ from rotator.errors import (
     RotatorError,
     WaitTimeout,
 )
+from rotator.names import COMPONENT, FINGERPRINT_ANNOTATION, REPORTING_CONTROLLER
 from rotator.progress import WaitProgress, waiting
-from rotator.recorder import REPORTING_CONTROLLER, EventSpec
+from rotator.recorder import EventSpec
 
 if TYPE_CHECKING:
     from rotator.config import Config
@@ -1099,7 +1099,7 @@ class Kube:
             "firstTimestamp": rfc3339(now),
             "lastTimestamp": rfc3339(now),
             "count": 1,
-            "source": {"component": "rotator"},
+            "source": {"component": COMPONENT},
         }
 
         def create() -> None:

@@ -1,6 +1,6 @@
 """The PostHog client: read and reset the project key, send events, read them back with HogQL.
 
-Every call goes through ``rotator.clients.http.request`` (explicit timeouts; bounded retries
+Every call goes through ``rotator.clients.transport.request`` (explicit timeouts; bounded retries
 for idempotent calls only). Upstream behaviour this relies on is in FACTS section 2:
 
 - ``PATCH /api/projects/{id}/reset_token/`` is the point of no return. It is sent exactly once;
@@ -28,9 +28,8 @@ import pyotp
 import requests
 from urllib3.exceptions import NewConnectionError
 
-from rotator.clients.http import RetryPolicy, request, truncate
+from rotator.clients.transport import RetryPolicy, request, truncate
 from rotator.clock import Clock, Deadline, SystemClock
-from rotator.config import ProjectId
 from rotator.errors import (
     ConfigError,
     LoginFailed,
@@ -38,6 +37,7 @@ from rotator.errors import (
     ResetForbidden,
     ResetOutcomeUnknown,
 )
+from rotator.names import ProjectId
 from rotator.progress import WaitProgress, waiting
 from rotator.redact import Secret
 

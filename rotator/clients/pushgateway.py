@@ -17,7 +17,7 @@ still goes out: counters then restart from this run (Prometheus' ``rate`` and ``
 treat a drop as a counter reset) and the missing gauges stay as the gateway has them.
 
 Pushing the same text twice leaves the same state, so the push is sent as an idempotent call
-and retried on transients by ``clients.http.request``.
+and retried on transients by ``clients.transport.request``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from urllib.parse import quote
 
 import requests
 
-from rotator.clients.http import RetryPolicy, request
+from rotator.clients.transport import RetryPolicy, request
 from rotator.errors import PushgatewayError
+from rotator.names import COMPONENT
 
 if TYPE_CHECKING:
     from rotator.clock import Clock
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-DEFAULT_JOB = "rotator"
+DEFAULT_JOB = COMPONENT
 PUSH_RETRY = RetryPolicy(attempts=3)
 _JOB = re.compile(r"^[A-Za-z0-9_.:-]+$")
 

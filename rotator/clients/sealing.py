@@ -42,14 +42,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from rotator.clients import http
+from rotator.clients import transport
 from rotator.config import CertSource, ControllerRef, SealingScope, check_url
 from rotator.errors import CertError, SealingError
-from rotator.redact import Fingerprint, Secret, fingerprint
+from rotator.names import FINGERPRINT_ANNOTATION, Fingerprint
+from rotator.redact import Secret, fingerprint
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_ANNOTATION = "rotator.align.dev/key-fingerprint"
 API_VERSION = "bitnami.com/v1alpha1"
 KIND = "SealedSecret"
 NAMESPACE_WIDE_ANNOTATION = "sealedsecrets.bitnami.com/namespace-wide"
@@ -252,7 +252,7 @@ def fetch_cert(
     proxy: ServiceProxy | None,
     timeout: tuple[float, float],
     now: datetime,
-    retry: http.RetryPolicy | None = None,
+    retry: transport.RetryPolicy | None = None,
 ) -> SealingCert:
     """Read the sealing cert from a file, an https URL or the controller, and check it. A PEM
     bundle (file or URL) is narrowed to the one cert the ``check_with`` controller serves."""
@@ -263,7 +263,7 @@ def fetch_cert(
     if source.url is not None:
         url = ensure_cert_url(source.url)
         with requests.Session() as session:
-            response = http.request(
+            response = transport.request(
                 session,
                 "GET",
                 url,
@@ -271,7 +271,7 @@ def fetch_cert(
                 error=CertError,
                 timeout=timeout,
                 idempotent=True,
-                retry=retry or http.RetryPolicy(),
+                retry=retry or transport.RetryPolicy(),
             )
             body = response.content[:CERT_SIZE_LIMIT]
         match = _controller_cert(source, body, proxy=proxy, now=now)
@@ -731,7 +731,7 @@ def verify_with_controller(
         return True
     if status == 409:
         return False
-    detail = http.truncate(answer.decode("utf-8", "replace"))
+    detail = transport.truncate(answer.decode("utf-8", "replace"))
     raise SealingError(
         f"verify with controller {controller.namespace}/{controller.name}: HTTP {status}: {detail}",
         status=status,

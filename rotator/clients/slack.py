@@ -1,6 +1,6 @@
 """The Slack client: post the run report to an incoming webhook.
 
-Every call goes through ``rotator.clients.http.request``. The webhook URL is itself the
+Every call goes through ``rotator.clients.transport.request``. The webhook URL is itself the
 credential (anyone holding it can post to the channel), so it is a ``Secret``: it is revealed
 only as the request's URL, messages name the call (``what``) and never the URL, and its path
 and token are registered for scrubbing too, because ``requests``/``urllib3`` put the path
@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from rotator.clients.http import RetryPolicy, request, truncate
+from rotator.clients.transport import RetryPolicy, request, truncate
 from rotator.clock import Clock, SystemClock
 from rotator.config import is_loopback
 from rotator.errors import SlackError

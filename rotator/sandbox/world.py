@@ -73,8 +73,9 @@ from typing import Any, TypeVar
 
 import yaml
 
-from rotator.clients.sealing import FINGERPRINT_ANNOTATION, SealingCert, load_cert
+from rotator.clients.sealing import SealingCert, load_cert
 from rotator.config import Config, load_config
+from rotator.names import FINGERPRINT_ANNOTATION
 from rotator.redact import Secret
 from rotator.sandbox import manifests
 from rotator.sandbox.controllers.argocd import (

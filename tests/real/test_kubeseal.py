@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from rotator.cli import main
-from rotator.clients.sealing import FINGERPRINT_ANNOTATION
+from rotator.names import FINGERPRINT_ANNOTATION
 from rotator.redact import fingerprint
 from tests.real.peers import peers
 from tests.real.realfix import run, write_private_key
