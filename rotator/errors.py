@@ -11,25 +11,36 @@
     |   |   +-- ResetForbidden       403 on reset: nothing changed, the message names the remedy
     |   |   +-- ResetOutcomeUnknown  the reset was sent but no answer came back: read the key back
     |   |   +-- LoginFailed          the service user's session login was refused: nothing changed
+    |   |   +-- QueryThrottled       the query API answered 429 until the deadline: unknown
     |   +-- SealingError
     |   |   +-- CertError            the sealing certificate is missing, expired, not RSA, too small
     |   +-- GitError
     |   +-- KubeError
+    |   |   +-- RateLimited(retry_after_s)   HTTP 429, waited out before a retry
     |   +-- ArgoCDError
     |   +-- SlackError
     |   +-- PushgatewayError
     +-- WaitTimeout(step, waited_s)
     +-- VerificationFailed
-    +-- RotationIncomplete(report)   exit 1, raised once at the end of a run
+    +-- StepFailed(step, env, cause) a run's step failed: the report's line; ``cause`` is the error
 
 The class decides what the user sees: ``str(error)`` is one line that names the step, the
-environment and the fix. Messages never contain a secret, only fingerprints.
+environment and the fix. Messages never contain a secret, only fingerprints. A run's outcome is
+not an exception: the run returns its report, whose outcome gives the exit code.
+
+Every error class lives here (tests/test_errors.py checks it); a client module only raises
+them, chained ``from`` its library's error.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING
+
+from rotator.redact import scrub
+
+if TYPE_CHECKING:
+    from rotator.steps import Step
 
 
 class ExitCode(IntEnum):
@@ -111,6 +122,10 @@ class LoginFailed(PostHogError):
     """The service user could not log in (or may not reset); raised before any reset."""
 
 
+class QueryThrottled(PostHogError):
+    """PostHog's query API answered 429 until the caller's deadline: unknown, not negative."""
+
+
 class SealingError(ClientError):
     system = "sealing"
 
@@ -125,6 +140,14 @@ class GitError(ClientError):
 
 class KubeError(ClientError):
     system = "kubernetes"
+
+
+class RateLimited(KubeError):
+    """HTTP 429 with the server's ``Retry-After`` (seconds), waited out before a retry."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None) -> None:
+        super().__init__(message, retryable=True, status=429)
+        self.retry_after_s = retry_after_s
 
 
 class ArgoCDError(ClientError):
@@ -153,10 +176,12 @@ class VerificationFailed(RotatorError):
     """The new key could not be shown to work."""
 
 
-class RotationIncomplete(RotatorError):
-    """Raised once at the end of a run that did not succeed; carries the report."""
+class StepFailed(RotatorError):
+    """A step failed; carries the step and environment for the report."""
 
-    def __init__(self, message: str, report: Any, exit_code: ExitCode = ExitCode.FAILED) -> None:
-        super().__init__(message)
-        self.report = report
-        self.exit_code = exit_code
+    def __init__(self, step: Step, env: str | None, cause: Exception) -> None:
+        where = f" [{env}]" if env else ""
+        super().__init__(f"{step.value}{where}: {scrub(str(cause))}")
+        self.step = step
+        self.env = env
+        self.cause = cause

@@ -39,10 +39,12 @@ from rotator.errors import (
     KubeError,
     LockHeld,
     PreflightError,
+    QueryThrottled,
     ResetForbidden,
     ResetOutcomeUnknown,
     RotatorError,
     SlackError,
+    StepFailed,
     VerificationFailed,
     WaitTimeout,
 )
@@ -154,17 +156,6 @@ class _Problems:
             raise PreflightError(
                 f"{len(self.errors)} problems, fix them all before the next run: {listed}"
             ) from self.errors[0]
-
-
-class StepFailed(RotatorError):
-    """A step failed; carries the step and environment for the report."""
-
-    def __init__(self, step: Step, env: str | None, cause: Exception) -> None:
-        where = f" [{env}]" if env else ""
-        super().__init__(f"{step.value}{where}: {scrub(str(cause))}")
-        self.step = step
-        self.env = env
-        self.cause = cause
 
 
 @dataclass
@@ -1471,7 +1462,6 @@ class Run:
     # --- verify ------------------------------------------------------------------------------
 
     def _verify(self, group: _GroupState, key: Secret) -> None:
-        from rotator.clients.posthog import QueryThrottled
 
         waits = self.config.waits
         posthog = self.clients.posthog
@@ -1548,7 +1538,6 @@ class Run:
         """Every environment's gateway events in ONE query per poll (``countIf`` per filter):
         PostHog's HogQL budget is 120/hour per key on legacy teams and self-hosted. Throttling
         that outlasts the deadline is "throttled" (inconclusive), never "no traffic"."""
-        from rotator.clients.posthog import QueryThrottled
 
         waits = self.config.waits
         start = self.clock.monotonic()

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from rotator.clients.kube import Kube as RotatorKube
-from rotator.clients.kube import RateLimited
 from rotator.clients.sealing import ensure_controller_opens, fetch_cert, load_cert
 from rotator.config import CertSource, Config, ControllerRef, SealingScope
-from rotator.errors import CertError, KubeError
+from rotator.errors import CertError, KubeError, RateLimited
 from rotator.report import Outcome, to_text
 from rotator.sandbox.controllers.sealedsecrets import RateLimiter, SealedSecretsController
 from rotator.sandbox.unseal import ControllerKeyPair, generate_key_pair

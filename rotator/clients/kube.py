@@ -49,6 +49,7 @@ from rotator.errors import (
     ConfigError,
     KubeError,
     LockHeld,
+    RateLimited,
     RotatorError,
     WaitTimeout,
 )
@@ -1701,14 +1702,6 @@ class _WatchEnd:
 
 def _resource_version(obj: Json | None) -> str:
     return as_str(dig(obj, "metadata", "resourceVersion"))
-
-
-class RateLimited(KubeError):
-    """HTTP 429 with the server's ``Retry-After`` (seconds), waited out before a retry."""
-
-    def __init__(self, message: str, *, retry_after_s: float | None) -> None:
-        super().__init__(message, retryable=True, status=429)
-        self.retry_after_s = retry_after_s
 
 
 def _retry_after_s(response: urllib3.BaseHTTPResponse) -> float | None:

@@ -34,6 +34,7 @@ from rotator.errors import (
     ConfigError,
     LoginFailed,
     PostHogError,
+    QueryThrottled,
     ResetForbidden,
     ResetOutcomeUnknown,
 )
@@ -304,10 +305,6 @@ def reset_error(
 
 
 # --- the client -------------------------------------------------------------------------------
-
-
-class QueryThrottled(PostHogError):
-    """PostHog's query API answered 429 until the caller's deadline: unknown, not negative."""
 
 
 class PostHogClient:
