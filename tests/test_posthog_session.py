@@ -14,8 +14,9 @@ import pyotp
 import pytest
 import requests
 
-from rotator.errors import LoginFailed, ResetForbidden
-from rotator.redact import Secret
+from rotator.clients.posthog import PostHogSession, totp_device
+from rotator.errors import ConfigError, LoginFailed, ResetForbidden
+from rotator.redact import Secret, scrub
 from rotator.sandbox.posthog_login import (
     CSRF_COOKIE,
     MEMBER_LEVEL,
@@ -73,6 +74,38 @@ def test_the_stand_in_and_pyotp_agree_on_every_code_of_an_hour() -> None:
 
 
 # --- the whole flow ----------------------------------------------------------------------------
+
+
+def test_an_otpauth_uri_with_a_period_gives_that_devices_codes_and_its_secret_is_scrubbed() -> None:
+    uri = f"otpauth://totp/PostHog:{SERVICE_EMAIL}?secret={SERVICE_TOTP_SECRET}&issuer=PostHog&period=5"
+    device = totp_device(Secret(uri))
+    assert device.interval == 5
+    key = decode_base32_secret(SERVICE_TOTP_SECRET)
+    assert device.at(5 * 1234) == hotp(key, 1234)
+    assert SERVICE_TOTP_SECRET not in scrub(f"code from {SERVICE_TOTP_SECRET}")
+
+
+def test_a_bare_base32_secret_gives_30_second_steps() -> None:
+    assert totp_device(Secret(SERVICE_TOTP_SECRET)).interval == 30
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        f"otpauth://hotp/PostHog:x?secret={SERVICE_TOTP_SECRET}&counter=1",
+        "not base32 at all!",
+        f"otpauth://totp/PostHog:x?secret={SERVICE_TOTP_SECRET}&period=0",
+    ],
+)
+def test_a_totp_secret_that_is_no_totp_device_is_a_config_error_naming_the_fix(secret: str) -> None:
+    with pytest.raises(ConfigError, match=r"posthog\.reset\.totp_secret: not a base32 TOTP secret"):
+        PostHogSession(
+            app_host="http://127.0.0.1:9",
+            email=SERVICE_EMAIL,
+            password=Secret(SERVICE_PASSWORD),
+            totp_secret=Secret(secret),
+            timeout=(1.0, 1.0),
+        )
 
 
 def test_a_reset_by_session_logs_in_with_totp_resets_once_and_logs_out(

@@ -40,7 +40,7 @@ from rotator.errors import (
 )
 from rotator.names import ProjectId
 from rotator.progress import WaitProgress, waiting
-from rotator.redact import Secret
+from rotator.redact import Secret, register
 
 if TYPE_CHECKING:
     from rotator.config import Config
@@ -687,6 +687,26 @@ _LOGIN_FIXES: dict[str, str] = {
 }
 
 
+def totp_device(secret: Secret) -> pyotp.TOTP:
+    """The TOTP device of ``posthog.reset.totp_secret``: a base32 secret (30 s steps, 6 digits,
+    as PostHog enrols with django_otp's ``TOTPDevice`` defaults) or the ``otpauth://totp/`` URI
+    of the enrolment QR code (Google's Key-Uri-Format; its ``period`` is the device's
+    ``TOTPDevice.step``, a per-device field). Raises ValueError for anything else; the base32
+    part of a URI is registered for scrubbing like the URI itself."""
+    text = secret.reveal().strip()
+    if text.lower().startswith("otpauth://"):
+        otp = pyotp.parse_uri(text)
+        if not isinstance(otp, pyotp.TOTP):
+            raise ValueError("not an otpauth://totp/ URI")
+        register(otp.secret)
+    else:
+        otp = pyotp.TOTP(text, interval=TOTP_STEP_S)
+    otp.at(0)  # decodes the secret: a bad base32 raises here, before any login
+    if otp.interval < 1:
+        raise ValueError("period must be at least 1 s")
+    return otp
+
+
 class _TotpLedger:
     """The last TOTP step this process used per (app host, user): a code is single-use per
     30 s step (django_otp TOTPDevice ``last_t``), so two runs of one process (the scheduler,
@@ -745,13 +765,15 @@ class PostHogSession:
         self._http.headers["User-Agent"] = "rotator (posthog key rotation)"
         self._http.trust_env = True
         self._logged_in = False
+        self._otp: pyotp.TOTP | None = None
         if totp_secret is not None:
             try:
-                pyotp.TOTP(totp_secret.reveal()).at(0)
+                self._otp = totp_device(totp_secret)
             except (ValueError, TypeError):  # binascii.Error is a ValueError
                 raise ConfigError(
-                    f"posthog.reset.totp_secret: not a base32 TOTP secret ({totp_from}); "
-                    "use the secret PostHog showed when the TOTP device was enrolled"
+                    f"posthog.reset.totp_secret: not a base32 TOTP secret nor an otpauth://totp/ "
+                    f"URI ({totp_from}); use the secret PostHog showed when the TOTP device was "
+                    "enrolled (or the URI its QR code holds)"
                 ) from None
 
     @classmethod
@@ -838,21 +860,22 @@ class PostHogSession:
 
     def _totp_code(self) -> str:
         """The current TOTP code, waiting for the next step if this process used this one."""
-        assert self._totp is not None
+        assert self._otp is not None
+        step_s = self._otp.interval
         who = (self._app, self._email.lower())
         now = self._clock.now().timestamp()
-        step = int(now // TOTP_STEP_S)
+        step = int(now // step_s)
         last = _TOTP_LEDGER.last(who)
         if last is not None and step <= last:
-            wait = (last + 1) * TOTP_STEP_S - now + 0.5
+            wait = (last + 1) * step_s - now + min(0.5, step_s / 10)
             log.info(
-                "PostHog login: waiting %.0fs for a fresh TOTP step (codes are single-use)", wait
+                "PostHog login: waiting %.1fs for a fresh TOTP step (codes are single-use)", wait
             )
             self._clock.sleep(wait)
             now = self._clock.now().timestamp()
-            step = int(now // TOTP_STEP_S)
+            step = int(now // step_s)
         _TOTP_LEDGER.use(who, step)
-        return str(pyotp.TOTP(self._totp.reveal()).at(step * TOTP_STEP_S))
+        return str(self._otp.at(step * step_s))
 
     def _cookie(self, name: str) -> str | None:
         value = self._http.cookies.get(name)

@@ -970,8 +970,10 @@ class PostHogStandIn:
         level: int = ADMIN_LEVEL,
         verified: bool | None = True,
         sso_enforced: str | None = None,
+        totp_step_s: int = 30,
     ) -> None:
-        """A PostHog user (the service user) with its project level and optional TOTP device."""
+        """A PostHog user (the service user) with its project level and optional TOTP device
+        (``totp_step_s``: django_otp's per-device ``TOTPDevice.step``, default 30)."""
         self.login_flow.add_user(
             email,
             password,
@@ -979,6 +981,7 @@ class PostHogStandIn:
             level=level,
             verified=verified,
             sso_enforced=sso_enforced,
+            totp_step_s=totp_step_s,
         )
 
     def occupy_query_slots(self, n: int = MAX_CONCURRENT_QUERIES) -> None:

@@ -89,6 +89,7 @@ class _User:
     level: int
     verified: bool | None
     sso_enforced: str | None
+    totp_step_s: int = TOTP_STEP_S  # TOTPDevice.step (a per-device field, default 30)
     last_totp_step: int = -1  # TOTPDevice.last_t
     totp_failures: int = 0  # ThrottlingMixin.throttling_failure_count
     totp_failed_at: float = 0.0
@@ -154,6 +155,7 @@ class LoginFlow:
         level: int = ADMIN_LEVEL,
         verified: bool | None = True,
         sso_enforced: str | None = None,
+        totp_step_s: int = TOTP_STEP_S,
     ) -> None:
         key = decode_base32_secret(totp_secret) if totp_secret else None
         with self._lock:
@@ -164,6 +166,7 @@ class LoginFlow:
                 level=level,
                 verified=verified,
                 sso_enforced=sso_enforced,
+                totp_step_s=totp_step_s,
             )
 
     def set_level(self, email: str, level: int) -> None:
@@ -301,7 +304,7 @@ class LoginFlow:
         assert user.totp_key is not None
         if not token.isdigit() or len(token) != TOTP_DIGITS:
             return None
-        current = totp_step(now)
+        current = totp_step(now, user.totp_step_s)
         for step in range(current - TOTP_TOLERANCE_STEPS, current + TOTP_TOLERANCE_STEPS + 1):
             if step > user.last_totp_step and hmac.compare_digest(hotp(user.totp_key, step), token):
                 return step

@@ -301,6 +301,7 @@ class Sandbox:
             SERVICE_USER,
             self.service_password.reveal(),
             totp_secret=self.totp_secret.reveal(),
+            totp_step_s=self.totp_step_s,
         )
 
         slack = self.slack = SlackReceiver().start()
@@ -480,6 +481,26 @@ class Sandbox:
             return SHARED_PROJECT
         return PREVIEW_PROJECT if env == "preview" else PROD_PROJECT
 
+    @property
+    def totp_step_s(self) -> int:
+        """The service user's TOTP device step: django_otp's ``TOTPDevice.step`` is a per-device
+        field (default 30 s). A time-scaled sandbox enrols a shorter one, so two logins in a row
+        wait seconds, not up to 30 s, for a fresh single-use code; never under 5 s, so a code
+        still arrives within the one step of tolerance on a loaded machine."""
+        if self.timing.time_scale >= 1:
+            return 30
+        return max(5, round(30 * self.timing.time_scale))
+
+    def totp_uri(self) -> Secret:
+        """The enrolment QR code's ``otpauth://totp/`` URI (Google's Key-Uri-Format, as
+        django_otp's ``TOTPDevice.config_url`` writes it: ``period`` only when not 30)."""
+        assert self.totp_secret is not None
+        period = "" if self.totp_step_s == 30 else f"&period={self.totp_step_s}"
+        return Secret(
+            f"otpauth://totp/PostHog:{SERVICE_USER}?secret={self.totp_secret.reveal()}"
+            f"&issuer=PostHog{period}"
+        )
+
     def environ(self) -> dict[str, str]:
         """The env vars rotator reads its secrets (and config path) from."""
         assert self.personal_key is not None, "start() first"
@@ -489,7 +510,7 @@ class Sandbox:
         return {
             PERSONAL_KEY_ENV: self.personal_key.reveal(),
             PASSWORD_ENV: self.service_password.reveal(),
-            TOTP_SECRET_ENV: self.totp_secret.reveal(),
+            TOTP_SECRET_ENV: self.totp_uri().reveal(),
             SLACK_URL_ENV: self.slack.url.reveal(),
             CONFIG_ENV: str(self.config_path),
         }
@@ -579,7 +600,7 @@ class Sandbox:
         for name, secret in (
             ("posthog-personal-api-key", self.personal_key),
             ("posthog-password", self.service_password),
-            ("posthog-totp-secret", self.totp_secret),
+            ("posthog-totp-secret", self.totp_uri()),
             ("slack-webhook-url", self.slack.url),
         ):
             path = self.secrets_dir / name
