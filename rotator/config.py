@@ -22,13 +22,16 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     AfterValidator,
+    AnyHttpUrl,
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from rotator.errors import ConfigError
 from rotator.names import EnvName, ProjectId
@@ -108,15 +111,49 @@ class SecretSource(_Model):
         return f"env {self.env}" if self.env else f"file {self.file}"
 
 
+_URL = TypeAdapter(AnyHttpUrl)
+_USERINFO = re.compile(r"(?<=//)[^/@]*@")
+
+
+def _parsed_url(value: str) -> tuple[str, str]:
+    """(scheme, host) of an absolute http(s) URL, parsed as pydantic's ``AnyHttpUrl`` (the WHATWG
+    URL parser of the ``url`` crate); ``ValueError`` naming the fault and the fix otherwise. The
+    value is quoted without its user-info, which may be a credential."""
+    shown = _USERINFO.sub("***@", value)
+    try:
+        _URL.validate_python(value)
+    except ValidationError as exc:
+        fault = str(exc.errors()[0]["msg"]).removeprefix("Input should be a valid URL, ")
+        raise PydanticCustomError(
+            "url",
+            "not a valid URL ({fault}): {shown}; write it as https://host[:port][/path]",
+            {"fault": fault, "shown": shown},
+        ) from None
+    parts = urlsplit(value)
+    if not parts.hostname:  # the parser forgives "https:/host"; requests does not
+        raise PydanticCustomError(
+            "url", "no host in {shown}; write it as https://host[:port][/path]", {"shown": shown}
+        )
+    if parts.username or parts.password:
+        raise PydanticCustomError(
+            "url", "URLs must not carry credentials; use a secret source instead", {}
+        )
+    return parts.scheme, parts.hostname
+
+
 def check_url(value: str) -> str:
     """https, or http to a loopback address (the sandbox); never credentials in the URL."""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {value!r}")
-    if parts.username or parts.password:
-        raise ValueError("URLs must not carry credentials; use a secret source instead")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise ValueError("use https (plain http is allowed only for loopback addresses)")
+    scheme, host = _parsed_url(value)
+    if scheme == "http" and not is_loopback(host):
+        raise PydanticCustomError(
+            "url", "use https (plain http is allowed only for loopback addresses)", {}
+        )
+    return value.rstrip("/")
+
+
+def check_service_url(value: str) -> str:
+    """http or https (an in-cluster service such as a Pushgateway); never credentials."""
+    _parsed_url(value)
     return value.rstrip("/")
 
 
@@ -130,7 +167,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-HttpUrl = Annotated[str, Field(min_length=1)]
+# A URL of an outside system: https (or http to a loopback address), no credentials.
+HttpsUrl = Annotated[str, AfterValidator(check_url)]
+# A URL of an in-cluster service, where plain http is the norm (the Pushgateway): no credentials.
+ServiceUrl = Annotated[str, AfterValidator(check_service_url)]
 
 
 class ResetMethod(StrEnum):
@@ -165,8 +205,8 @@ class ResetConfig(_Model):
 
 
 class PostHogConfig(_Model):
-    app_host: HttpUrl = "https://eu.posthog.com"
-    ingest_host: HttpUrl = "https://eu.i.posthog.com"
+    app_host: HttpsUrl = "https://eu.posthog.com"
+    ingest_host: HttpsUrl = "https://eu.i.posthog.com"
     # Read-only: scopes project:read and query:read (the reset uses `reset`).
     personal_api_key: SecretSource = SecretSource(env="ROTATOR_POSTHOG_PERSONAL_API_KEY")
     reset: ResetConfig = ResetConfig()
@@ -183,8 +223,6 @@ class PostHogConfig(_Model):
         if not re.fullmatch(r"/[A-Za-z0-9_/.-]*", value) or ".." in value:
             raise ValueError("a URL path on the ingestion host, such as /e/ or /i/v0/e/")
         return value
-
-    _urls = field_validator("app_host", "ingest_host")(classmethod(lambda cls, v: check_url(v)))
 
 
 class ControllerRef(_Model):
@@ -204,7 +242,7 @@ class CertSource(_Model):
     """
 
     file: Path | None = None
-    url: HttpUrl | None = None
+    url: HttpsUrl | None = None
     controller: ControllerRef | None = None
     check_with: ControllerRef | None = None
 
@@ -217,8 +255,6 @@ class CertSource(_Model):
         given = [k for k in ("file", "url", "controller") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of `file`, `url` or `controller`")
-        if self.url is not None:
-            check_url(self.url)
         return self
 
 
@@ -244,7 +280,7 @@ class EnvironmentConfig(_Model):
     # HogQL condition that picks this environment's gateway events, for the Live Events check.
     gateway_event_filter: str | None = None
     # Optional URL that makes the gateway emit an event (like the runbook's test signup).
-    trigger_url: HttpUrl | None = None
+    trigger_url: HttpsUrl | None = None
 
     @field_validator("sealed_file")
     @classmethod
@@ -253,11 +289,6 @@ class EnvironmentConfig(_Model):
         if path.is_absolute() or ".." in path.parts or not value.endswith((".yaml", ".yml")):
             raise ValueError("a relative .yaml path inside the ops repo, without `..`")
         return value
-
-    @field_validator("trigger_url")
-    @classmethod
-    def _trigger_url(cls, value: str | None) -> str | None:
-        return None if value is None else check_url(value)
 
 
 class GitConfig(_Model):
@@ -378,7 +409,7 @@ class WatchConfig(_Model):
 
 class MetricsConfig(_Model):
     file: Path | None = None
-    pushgateway_url: HttpUrl | None = None
+    pushgateway_url: ServiceUrl | None = None
 
 
 class Secrets(BaseModel):
@@ -466,7 +497,7 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
             what = "unknown field (check the spelling; see config/align.yaml for every field)"
         else:
             what = str(err["msg"]).removeprefix("Value error, ")
-            if "input" in err and kind not in ("model_type", "dict_type"):
+            if "input" in err and kind not in ("model_type", "dict_type", "url"):
                 what += f" (got {err['input']!r})" if _printable(err["input"]) else ""
         lines.append(f"  {path or '<top>'}: {what}")
     return "\n".join(lines)
