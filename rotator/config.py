@@ -1,9 +1,9 @@
 """Typed, validated settings: the only reader of config files and of the environment.
 
-Precedence: the YAML file < ``ROTATOR__<PATH>`` environment variables < ``--set PATH=VALUE``
-flags. The result is a frozen ``Config``. Secrets never come from the YAML itself: the file
-names where each secret lives (``{env: NAME}`` or ``{file: PATH}``) and the loader reads it into
-a ``Secret``. A bad value is reported with its path and the fix, e.g.
+Precedence: the YAML file < ``ROTATOR_<SECTION>__<FIELD>`` environment variables <
+``--set PATH=VALUE`` flags. The result is a frozen ``Config``. Secrets never come from the YAML
+itself: the file names where each secret lives (``{env: NAME}`` or ``{file: PATH}``) and the
+loader reads it into a ``Secret``. A bad value is reported with its path and the fix, e.g.
 ``environments.prod.namespace: required``.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -38,7 +39,17 @@ from rotator.names import EnvName, ProjectId
 from rotator.redact import Secret
 
 DEFAULT_CONFIG_PATH = Path("config/align.yaml")
-ENV_PREFIX = "ROTATOR__"
+# One namespace for every variable rotator reads: ROTATOR_. A setting is ROTATOR_ + its path
+# with `__` between the levels (pydantic-settings' env_prefix + env_nested_delimiter:
+# ROTATOR_GIT__BRANCH, ROTATOR_LOCK for a whole section); the run's switches (ROTATOR_DRY_RUN,
+# ROTATOR_ENVS, ...), ROTATOR_CONFIG and the default secret variables have no `__` and name no
+# section, so they are never read as settings.
+ENV_PREFIX = "ROTATOR_"
+ENV_NESTING = "__"
+# Until the next release, also ROTATOR__<PATH> (the old prefix), with a warning naming the new.
+DEPRECATED_ENV_PREFIX = "ROTATOR__"
+
+log = logging.getLogger(__name__)
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -483,6 +494,10 @@ class Config(_Model):
         return [(ProjectId(pid), names) for pid, names in groups.items()]
 
 
+# The top-level sections a ROTATOR_<SECTION> variable may set.
+_SECTIONS = frozenset(Config.model_fields) - {"secrets", "pod"}
+
+
 # --- loading -------------------------------------------------------------------------------
 
 
@@ -585,16 +600,42 @@ def parse_override(text: str) -> tuple[str, Any]:
     return path.strip(), value
 
 
+def setting_variable(name: str) -> str | None:
+    """The settings path (``git.branch``) a ``ROTATOR_*`` variable sets, or None when it is not
+    a setting (a switch, ROTATOR_CONFIG, a secret's variable): a setting's name has ``__`` or
+    is one whole section (``ROTATOR_LOCK``)."""
+    rest = name.removeprefix(ENV_PREFIX)
+    if rest == name or not rest or rest.startswith("_"):
+        return None
+    parts = rest.lower().split(ENV_NESTING)
+    if len(parts) == 1 and parts[0] not in _SECTIONS:
+        return None
+    return ".".join(parts)
+
+
 def _env_overrides(environ: Mapping[str, str]) -> list[tuple[str, Any]]:
     out = []
     for name, raw in sorted(environ.items()):
-        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
-            path = ".".join(p.lower() for p in name[len(ENV_PREFIX) :].split("__"))
-            try:
-                value = load_yaml(raw) if raw else ""
-            except yaml.YAMLError as exc:
-                raise _yaml_error(f"environment variable {name}", exc) from None
-            out.append((path, value))
+        path = setting_variable(name)
+        if path is None and name.startswith(DEPRECATED_ENV_PREFIX):
+            new = ENV_PREFIX + name.removeprefix(DEPRECATED_ENV_PREFIX)
+            if new in environ:
+                log.warning("environment variable %s is ignored: %s is set too", name, new)
+                continue
+            log.warning(
+                "environment variable %s is deprecated: rename it %s (the old name is read "
+                "until the next release)",
+                name,
+                new,
+            )
+            path = setting_variable(new)
+        if path is None:
+            continue
+        try:
+            value = load_yaml(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise _yaml_error(f"environment variable {name}", exc) from None
+        out.append((path, value))
     return out
 
 

@@ -100,7 +100,7 @@ def test_a_missing_secret_is_recorded_not_fatal_at_load() -> None:
 
 
 def test_env_overrides_sit_between_file_and_flags() -> None:
-    env = {"ROTATOR__GIT__BRANCH": "from-env"}
+    env = {"ROTATOR_GIT__BRANCH": "from-env"}
     assert load_config(REPO_CONFIG, environ=env).git.branch == "from-env"
     flagged = load_config(REPO_CONFIG, overrides=["git.branch=from-flag"], environ=env)
     assert flagged.git.branch == "from-flag"
@@ -214,7 +214,7 @@ def test_a_duplicate_key_in_a_set_value_or_an_env_override_is_refused_too(tmp_pa
         parse_override("lock={name: a, name: b}")
     path = tmp_path / "c.yaml"
     path.write_text("{}\n")
-    with pytest.raises(ConfigError, match="environment variable ROTATOR__LOCK: duplicate key"):
-        load_config(path, environ={"ROTATOR__LOCK": "{name: a, name: b}"})
-    with pytest.raises(ConfigError, match="environment variable ROTATOR__LOCK is not valid YAML"):
-        load_config(path, environ={"ROTATOR__LOCK": "{unclosed"})
+    with pytest.raises(ConfigError, match="environment variable ROTATOR_LOCK: duplicate key"):
+        load_config(path, environ={"ROTATOR_LOCK": "{name: a, name: b}"})
+    with pytest.raises(ConfigError, match="environment variable ROTATOR_LOCK is not valid YAML"):
+        load_config(path, environ={"ROTATOR_LOCK": "{unclosed"})

@@ -330,7 +330,7 @@ def test_the_scheduler_stopped_twice_mid_rotation_has_its_run_release_the_lease_
     world = make_world()
     world.sb.stick_argocd("prod")  # the run waits after the reset, where the signals land
     proc = world.popen(
-        "schedule", "--run-now", "--max-runs", "1", extra_env={"ROTATOR__WAITS__ARGOCD_S": "60"}
+        "schedule", "--run-now", "--max-runs", "1", extra_env={"ROTATOR_WAITS__ARGOCD_S": "60"}
     )
     assert proc.stderr is not None
     lines: list[str] = []
@@ -388,7 +388,7 @@ def test_signals_during_rotator_verify_give_one_inconclusive_report_not_exit_130
             (lambda m: m.startswith("interrupted: stopping"), BURST),
         ],
         command=("verify", "--json"),
-        extra_env={"ROTATOR__WAITS__MARKER_S": "60"},
+        extra_env={"ROTATOR_WAITS__MARKER_S": "60"},
     )
 
     report = _one_report(done)

@@ -162,9 +162,7 @@ def test_two_runs_started_together_rotate_exactly_once(
     # runs on one host share the configured checkout and the second stops at its file lock,
     # exit 3, before the Lease: nothing changes either way.)
     procs = [
-        world.popen(
-            "run", "--json", extra_env={"ROTATOR__GIT__WORKDIR": str(world.tmp / f"pod{i}")}
-        )
+        world.popen("run", "--json", extra_env={"ROTATOR_GIT__WORKDIR": str(world.tmp / f"pod{i}")})
         for i in range(2)
     ]
     finished = [run_and_kill(p, kill_after=None) for p in procs]
