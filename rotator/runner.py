@@ -71,6 +71,25 @@ from rotator.report import (
     StepStatus,
     to_slack,
 )
+from rotator.run.ledger import (
+    DryRun,
+    GroupVerified,
+    Inconclusive,
+    InFlight,
+    KeyChangedDuringRun,
+    KeyReset,
+    LeaseLost,
+    Ledger,
+    Pushed,
+    ResetMayHaveHappened,
+    Restarted,
+    Resuming,
+    StepCrashed,
+    StopKind,
+    Stopped,
+    in_flight,
+)
+from rotator.run.outcome import classify, needs_in_flight_probe
 from rotator.steps import EnvObservation, GroupObservation, Plan, Step, dark_window_s, decide
 
 if TYPE_CHECKING:
@@ -169,9 +188,6 @@ class _GroupState:
     commit: str | None = None
     reset_at: datetime | None = None
     rollouts_done: list[datetime] = field(default_factory=list)
-    # Why this project's old key is already dead (a rotation of an earlier run is in flight):
-    # then no outcome of this run may say "nothing changed". None once completed and verified.
-    in_flight: str | None = None
     key_since: datetime | None = None  # when PostHog's current key was set, where known
     # Lower bounds for when ArgoCD applied our SealedSecrets: the push of this run, else the
     # commit that recorded the key (an Unsealed event after it proves the unseal).
@@ -213,12 +229,15 @@ class Run:
         ]
         self.repo: OpsRepo | None = None
         self.certs: dict[EnvName, SealingCert] = {}
-        self.reset_happened = False
-        self.changed = False
+        # What the run did and found, as facts: the outcome is classified from them alone.
+        self.ledger = Ledger()
+        if switches.dry_run:
+            self.ledger.record(DryRun())
         self.events = EventCounts()
         self._gateway_counts: dict[str, int] = {}
         self._marker_after: float | None = None
-        self._inconclusive: list[str] = []
+        # A programming error logged with its traceback where it struck (logged once).
+        self._crashes_logged: list[BaseException] = []
         self._workdir: Path | None = None
         self._lease: _LeaseKeeper | None = None
         self._session: PostHogSession | None = None
@@ -241,6 +260,17 @@ class Run:
     def dry_run(self) -> bool:
         return self.switches.dry_run
 
+    @property
+    def changed(self) -> bool:
+        """Did the run change something in a system (a reset, a push, a restart)?"""
+        return self.ledger.changed
+
+    def inconclusive(self, detail: str) -> None:
+        self.ledger.record(Inconclusive(detail))
+
+    def _inconclusive_count(self) -> int:
+        return len(self.ledger.of(Inconclusive))
+
     def _select_envs(self) -> list[EnvName]:
         if not self.switches.envs:
             return self.config.env_names()
@@ -262,7 +292,9 @@ class Run:
 
     @contextmanager
     def step(self, step: Step, *, env: str | None = None, detail: str = "") -> Iterator[list[str]]:
-        """Time a step, log it, record its result; errors become ``StepFailed``."""
+        """Time a step, log it, record its result; rotator's own errors become ``StepFailed``.
+        Any other exception is a bug: logged here with its traceback, recorded, and raised on
+        as it is (the outcome never says "nothing changed" for a side effect it cut short)."""
         start = self.clock.monotonic()
         notes: list[str] = []
         with log_context(step=step.value, env=env or "-"):
@@ -272,6 +304,9 @@ class Run:
             except StepFailed:
                 raise
             except Exception as exc:
+                if not isinstance(exc, RotatorError):
+                    self._crashed(step, env, exc, elapsed=self.clock.monotonic() - start)
+                    raise
                 elapsed = self.clock.monotonic() - start
                 self.record(step, StepStatus.FAILED, str(exc), env=env, duration_s=elapsed)
                 log.error(
@@ -289,6 +324,22 @@ class Run:
             text = "; ".join(n for n in notes if n != "dry-run") or detail or "done"
             self.record(step, status, text, env=env, duration_s=elapsed)
             log.info("%s: done in %.1fs: %s", step.value, elapsed, text)
+
+    def _crashed(self, step: Step, env: str | None, exc: Exception, *, elapsed: float) -> None:
+        kind = type(exc).__name__
+        self.record(
+            step, StepStatus.FAILED, f"unexpected error: {kind}: {exc}", env=env, duration_s=elapsed
+        )
+        log.error(
+            "%s: unexpected error after %.1fs (a bug of rotator's)",
+            step.value,
+            elapsed,
+            exc_info=exc,
+            extra=IN_REPORT,
+        )
+        self.ledger.record(StepCrashed(step.value, env, kind))
+        with self._results_lock:
+            self._crashes_logged.append(exc)
 
     def _skip_dry(self, notes: list[str], what: str) -> bool:
         if self.dry_run:
@@ -330,34 +381,33 @@ class Run:
 
     def _outcome(self, stopped: Exception | KeyboardInterrupt | None) -> tuple[Outcome, str | None]:
         """The outcome for how the work ended (``stopped``: what stopped it, None: it ran to
-        its end)."""
-        if stopped is None:
-            return self._finished_outcome()
+        its end): recorded as a fact, then classified from the ledger."""
+        if stopped is not None:
+            self.ledger.record(self._stop_fact(stopped))
+        if needs_in_flight_probe(self.ledger.facts()):
+            # Reading the cluster takes time: not after a signal (the report comes first).
+            kind = self.ledger.of(Stopped)[0].kind
+            reads_cluster = kind is StopKind.UNEXPECTED or (
+                kind is not StopKind.INTERRUPTED and not self._stopping()
+            )
+            self._probe_groups(probe=reads_cluster)
+        return classify(self.ledger.facts())
+
+    def _stop_fact(self, stopped: Exception | KeyboardInterrupt) -> Stopped:
         if isinstance(stopped, StepFailed) and isinstance(stopped.cause, LockHeld):
             stopped = stopped.cause  # raised inside the lock step, so wrapped
         if isinstance(stopped, LockHeld):
-            return Outcome.LOCKED, str(stopped)
+            return Stopped(StopKind.LOCKED, str(stopped))
         if isinstance(stopped, (PreflightError, ConfigError)):
-            # "Nothing changed" only if nothing did: with separate projects, prod's checks may
-            # stop the run after preview's key was rotated; and a run that resumes a rotation
-            # in flight (the old key is dead) is never "nothing changed".
-            in_flight = self._in_flight(probe=not self._stopping())
-            unfinished = Outcome.FAILED if self.changed else Outcome.ABORTED
-            return (Outcome.FAILED_AFTER_RESET if in_flight else unfinished), str(stopped)
+            return Stopped(StopKind.PREFLIGHT, str(stopped))
         if isinstance(stopped, KeyboardInterrupt):  # SIGINT, or SIGTERM (runcmd maps it)
             log.error("interrupted: stopping, releasing the Lease and reporting", extra=IN_REPORT)
-            return self._failure_outcome(probe=False), INTERRUPTED
+            return Stopped(StopKind.INTERRUPTED, INTERRUPTED)
         if isinstance(stopped, RotatorError):
-            return self._failure_outcome(probe=not self._stopping()), str(stopped)
-        log.error("unexpected error", exc_info=stopped, extra=IN_REPORT)
-        return self._failure_outcome(), f"unexpected error: {type(stopped).__name__}"
-
-    def _finished_outcome(self) -> tuple[Outcome, str | None]:
-        if self.dry_run:
-            return Outcome.DRY_RUN, None
-        if self._inconclusive:
-            return Outcome.INCONCLUSIVE, "; ".join(self._inconclusive)
-        return Outcome.SUCCEEDED, None
+            return Stopped(StopKind.FAILED, str(stopped))
+        if not any(stopped is logged for logged in self._crashes_logged):
+            log.error("unexpected error", exc_info=stopped, extra=IN_REPORT)
+        return Stopped(StopKind.UNEXPECTED, f"unexpected error: {type(stopped).__name__}")
 
     def _stopping(self) -> bool:
         return self.signals is not None and self.signals.stopping
@@ -371,14 +421,14 @@ class Run:
     def _run_groups(self) -> None:
         """Project groups one after the other; a later group starts only if the earlier passed."""
         for i, group in enumerate(self.groups):
-            inconclusive_before = len(self._inconclusive)
+            inconclusive_before = self._inconclusive_count()
             try:
                 self._run_group(group)
             except Exception:
                 self._record_not_started(group, self.groups[i + 1 :])
                 raise
             later = self.groups[i + 1 :]
-            if later and len(self._inconclusive) > inconclusive_before:
+            if later and self._inconclusive_count() > inconclusive_before:
                 # Prod is rotated only after preview PASSED its check; unproven is not passed.
                 self._record_not_started(group, later, why="its check was inconclusive")
                 return
@@ -397,31 +447,22 @@ class Run:
                     env=env,
                 )
 
-    def _failure_outcome(self, *, probe: bool = True) -> Outcome:
-        if (
-            self.reset_happened
-            or any(g.plan and g.plan.resume for g in self.groups)
-            or self._in_flight(probe=probe)
-        ):
-            return Outcome.FAILED_AFTER_RESET
-        return Outcome.FAILED if self.changed else Outcome.ABORTED
-
-    def _in_flight(self, *, probe: bool) -> bool:
-        """Is a rotation in flight for any project group (its old key dead)? Groups the run
-        has not planned yet (it stopped in preflight or before its plan) are probed: what the
-        run has read, and with ``probe`` the SealedSecrets and Deployments too."""
-        found = False
+    def _probe_groups(self, *, probe: bool) -> None:
+        """Is a rotation in flight for a project group the run has not planned yet (it stopped
+        in preflight or before its plan)? What the run has read, and with ``probe`` the
+        SealedSecrets and Deployments too; each one found is recorded in the ledger."""
+        known = in_flight(self.ledger.facts())
         for group in self.groups:
-            if group.in_flight is None and group.plan is None:
-                group.in_flight = self._probe_in_flight(group, read_cluster=probe)
-                if group.in_flight:
-                    log.warning(
-                        "project %s: a rotation is in flight (%s): this run leaves it incomplete",
-                        group.project_id,
-                        group.in_flight,
-                    )
-            found = found or group.in_flight is not None
-        return found
+            if group.plan is not None or int(group.project_id) in known:
+                continue
+            reason = self._probe_in_flight(group, read_cluster=probe)
+            if reason:
+                log.warning(
+                    "project %s: a rotation is in flight (%s): this run leaves it incomplete",
+                    group.project_id,
+                    reason,
+                )
+                self.ledger.record(InFlight(int(group.project_id), reason))
 
     def _probe_in_flight(self, group: _GroupState, *, read_cluster: bool) -> str | None:
         """Best effort, after a failure: the fingerprints git and the cluster record for the
@@ -913,7 +954,11 @@ class Run:
             force=self.switches.force,
         )
         group.plan = plan
-        group.in_flight = _in_flight(obs, plan, min_interval_s=self.config.policy.min_interval_s)
+        if plan.resume:
+            self.ledger.record(Resuming(int(group.project_id), plan.get(Step.ROTATE).reason))
+        reason = _in_flight(obs, plan, min_interval_s=self.config.policy.min_interval_s)
+        if reason is not None:
+            self.ledger.record(InFlight(int(group.project_id), reason))
         self.plan_lines.extend(
             f"project {group.project_id}: {p.step.value}: {'do' if p.needed else 'skip'} - "
             f"{p.reason}"
@@ -956,7 +1001,7 @@ class Run:
         self._verify(group, key)
         if not self.dry_run:
             self._ensure_unselected_envs_on_key(group, key)
-        group.in_flight = None  # completed and verified
+        self.ledger.record(GroupVerified(int(group.project_id)))  # what was in flight is done
 
     def _ensure_unselected_envs_on_key(self, group: _GroupState, key: Secret) -> None:
         """An environment on the same project that --env left out keeps the key its
@@ -969,7 +1014,7 @@ class Run:
             try:
                 sealed = self.clients.kube.get_sealed_secret(cfg.namespace, cfg.secret_name)
             except ClientError as exc:
-                self._inconclusive.append(f"{env} (not selected): key not readable: {exc}")
+                self.inconclusive(f"{env} (not selected): key not readable: {exc}")
                 continue
             held = sealed.template_fingerprint if sealed else None
             if held != key.fingerprint:
@@ -999,23 +1044,27 @@ class Run:
             resetter = self._session or self.clients.posthog
             if self.config.posthog.reset.method is ResetMethod.SESSION and self._session is None:
                 raise PreflightError("no PostHog session to reset with; nothing changed")
+            project_no = int(group.project_id)
             try:
-                project = resetter.reset_key(group.project_id)
+                with self.ledger.sending("reset", f"project {project_no}"):
+                    project = resetter.reset_key(group.project_id)
             except ResetForbidden as exc:
                 group.reset_at = None
                 raise PreflightError(str(exc)) from exc
             except KeyboardInterrupt:
                 # SIGTERM/SIGINT while the PATCH was out: PostHog may have reset the key. Never
                 # report that as "nothing changed"; the next run reads the key back.
-                self.reset_happened = True
+                self.ledger.record(ResetMayHaveHappened(project_no, INTERRUPTED))
                 group.key = None
                 raise
             except ResetOutcomeUnknown as exc:
                 log.warning("reset outcome unknown (%s); reading the key back", exc)
                 group.key = None  # unknown until read back: never report the old one as new
                 project = self._read_back_after_lost_reset(group, old, cause=exc)
-            self.reset_happened = True
-            self.changed = True
+            except Exception:
+                group.key = None  # a bug after the PATCH went out: the key is unknown
+                raise
+            self.ledger.record(KeyReset(project_no, old.fingerprint, project.api_token.fingerprint))
             group.project = project
             group.key = project.api_token
             group.key_since = group.reset_at
@@ -1057,7 +1106,11 @@ class Run:
             self.clock.sleep(min(waits.poll_interval_s, remaining))
         if failed is not None or reads == 0:
             # We cannot tell whether the old key is dead: report it as after-reset.
-            self.reset_happened = True
+            self.ledger.record(
+                ResetMayHaveHappened(
+                    int(group.project_id), f"reading the key back failed: {failed}"
+                )
+            )
             raise VerificationFailed(
                 f"the reset's outcome is unknown and reading the key back failed ({failed}); "
                 "run again: the next run reads the key back and never resets twice"
@@ -1203,17 +1256,18 @@ class Run:
                         cfg.namespace, cfg.secret_name
                     )
             pushing_at = self.clock.now()
-            result = self.repo.commit_and_push(
-                files_fn,
-                message=message,
-                trailers={
-                    TRAILER_RUN_ID: self.run_id,
-                    TRAILER_TRIGGER: self.switches.trigger,
-                    TRAILER_KEY_FINGERPRINT: key.fingerprint,
-                },
-                attempts=self.config.git.push_attempts,
-                dry_run=self.dry_run,
-            )
+            with self.ledger.sending("push", f"project {int(group.project_id)}"):
+                result = self.repo.commit_and_push(
+                    files_fn,
+                    message=message,
+                    trailers={
+                        TRAILER_RUN_ID: self.run_id,
+                        TRAILER_TRIGGER: self.switches.trigger,
+                        TRAILER_KEY_FINGERPRINT: key.fingerprint,
+                    },
+                    attempts=self.config.git.push_attempts,
+                    dry_run=self.dry_run,
+                )
             if self.dry_run:
                 notes.insert(0, "dry-run")
                 notes.append("committed locally, push skipped")
@@ -1222,7 +1276,7 @@ class Run:
             if result is None:
                 notes.append("nothing to commit: git already records this key")
                 return
-            self.changed = True
+            self.ledger.record(Pushed(int(group.project_id), result.sha))
             group.commit = result.sha
             group.pushed_at = pushing_at
             extra = f" after {result.attempts} attempts (re-applied)" if result.reapplied else ""
@@ -1436,14 +1490,15 @@ class Run:
         min_generation = dep.generation
         if cfg.restart is RestartStrategy.ROLLOUT_RESTART:
             if _template_annotation(dep, FINGERPRINT_ANNOTATION) != key.fingerprint:
-                dep = kube.restart_deployment(
-                    cfg.namespace,
-                    cfg.deployment,
-                    at=self.clock.now(),
-                    annotations={FINGERPRINT_ANNOTATION: key.fingerprint},
-                )
+                with self.ledger.sending("restart", env):
+                    dep = kube.restart_deployment(
+                        cfg.namespace,
+                        cfg.deployment,
+                        at=self.clock.now(),
+                        annotations={FINGERPRINT_ANNOTATION: key.fingerprint},
+                    )
                 min_generation = dep.generation
-                self.changed = True
+                self.ledger.record(Restarted(env, key.fingerprint))
                 notes.append("restarted")
             else:
                 notes.append("already restarted for this key")
@@ -1485,7 +1540,7 @@ class Run:
                     f"{key.fingerprint} is live is unknown, not disproven: run `rotator verify` "
                     "later"
                 )
-                self._inconclusive.append(detail)
+                self.inconclusive(detail)
                 notes.append(detail)
                 return
             if hit is None:
@@ -1510,14 +1565,17 @@ class Run:
                 # The key this run replaced: a lagging read, never a step backwards.
                 project = self._read_current_project(group)
         except ClientError as exc:
-            self._inconclusive.append(f"reading PostHog's key back after the checks failed: {exc}")
+            self.inconclusive(f"reading PostHog's key back after the checks failed: {exc}")
             return
         except PreflightError as exc:
-            self._inconclusive.append(f"reading PostHog's key back after the checks: {exc}")
+            self.inconclusive(f"reading PostHog's key back after the checks: {exc}")
             return
         if project.api_token.fingerprint == key.fingerprint:
             return
-        self.reset_happened = True  # by someone else: the key the gateways run is revoked
+        # By someone else: the key the gateways run is revoked.
+        self.ledger.record(
+            KeyChangedDuringRun(int(group.project_id), project.api_token.fingerprint)
+        )
         group.project, group.key = project, project.api_token
         detail = (
             f"PostHog's key changed during the run to {project.api_token.fingerprint}; the "
@@ -1546,7 +1604,7 @@ class Run:
             where = self._env(env).gateway_event_filter
             if where is None:
                 detail = "gateway events not checked: no gateway_event_filter configured"
-                self._inconclusive.append(f"{env}: {detail}")
+                self.inconclusive(f"{env}: {detail}")
                 self.record(Step.VERIFY, StepStatus.INCONCLUSIVE, detail, env=env)
             else:
                 pending[env] = where
@@ -1622,7 +1680,7 @@ class Run:
                     f"no gateway events since {stamp} within {waits.gateway_events_s:.0f}s: the "
                     "key is live, but the gateway's use of it is unproven (is there traffic?)"
                 )
-            self._inconclusive.append(f"{name}: {detail}")
+            self.inconclusive(f"{name}: {detail}")
             self.record(
                 Step.VERIFY,
                 StepStatus.INCONCLUSIVE,
@@ -1659,10 +1717,11 @@ class Run:
             )
             # Only the projects whose key moved: a later project a failure kept from starting
             # still runs its old key.
+            flying = in_flight(self.ledger.facts())
             moved = [
                 g
                 for g in self.groups
-                if g.reset_at or (g.plan and g.plan.resume) or g.in_flight is not None
+                if g.reset_at or (g.plan and g.plan.resume) or int(g.project_id) in flying
             ]
             new = ", ".join(
                 f"{g.key.fingerprint if g.key else 'unknown (`rotator status` reads it back)'} "
@@ -1791,6 +1850,7 @@ class _LeaseKeeper:
                 )
             except ClientError as exc:
                 self.lost = True
+                self._run.ledger.record(LeaseLost(str(exc)))
                 log.warning("renewing the Lease failed: %s", exc)
 
 
@@ -1916,8 +1976,9 @@ def _verify_only(run: Run) -> RunReport:
             assert group.key is not None
             _ensure_pods_on_key(run, group.envs, group.key.fingerprint)
             run._verify(group, group.key)
-        if run._inconclusive:
-            outcome, error = Outcome.INCONCLUSIVE, "; ".join(run._inconclusive)
+        inconclusive = run.ledger.of(Inconclusive)
+        if inconclusive:
+            outcome, error = Outcome.INCONCLUSIVE, "; ".join(f.detail for f in inconclusive)
     except (PreflightError, ConfigError) as exc:
         outcome, error = Outcome.ABORTED, str(exc)
     except RotatorError as exc:
