@@ -1481,3 +1481,108 @@ def test_deleting_a_pod_no_node_runs_is_immediate(core: client.CoreV1Api) -> Non
     with pytest.raises(ApiException) as info:
         core.read_namespaced_pod("unbound", NS)
     assert info.value.status == 404
+
+
+# --- as=PartialObjectMetadata: metadata-only answers (apiserver endpoints/handlers/response.go)
+
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
+def test_a_metadata_only_get_of_a_secret_answers_its_metadata_and_never_its_data(
+    core: client.CoreV1Api, kube_api: KubeApiServer
+) -> None:
+    core.create_namespaced_secret(
+        NS,
+        {
+            "metadata": {"name": "meta-only", "annotations": {"a": "b"}},
+            "stringData": {"k": "the-value-that-must-not-cross"},
+        },
+    )
+    response = raw(
+        kube_api,
+        "GET",
+        f"/api/v1/namespaces/{NS}/secrets/meta-only",
+        headers={"Accept": METADATA_ONLY},
+    )
+    assert response.status == 200
+    assert b"the-value" not in response.data
+    assert base64.b64encode(b"the-value-that-must-not-cross") not in response.data
+    doc = json.loads(response.data)
+    assert set(doc) == {"kind", "apiVersion", "metadata"}
+    assert (doc["kind"], doc["apiVersion"]) == ("PartialObjectMetadata", "meta.k8s.io/v1")
+    assert doc["metadata"]["annotations"] == {"a": "b"}
+    assert doc["metadata"]["name"] == "meta-only"
+
+
+def test_a_metadata_only_list_is_a_partial_object_metadata_list(
+    core: client.CoreV1Api, kube_api: KubeApiServer
+) -> None:
+    core.create_namespaced_secret(NS, {"metadata": {"name": "meta-list"}, "data": {"k": "dg=="}})
+    response = raw(
+        kube_api, "GET", f"/api/v1/namespaces/{NS}/secrets", headers={"Accept": METADATA_LIST}
+    )
+    assert response.status == 200
+    doc = json.loads(response.data)
+    assert (doc["kind"], doc["apiVersion"]) == ("PartialObjectMetadataList", "meta.k8s.io/v1")
+    assert doc["metadata"]["resourceVersion"]
+    assert {i["kind"] for i in doc["items"]} == {"PartialObjectMetadata"}
+    assert all(set(i) == {"kind", "apiVersion", "metadata"} for i in doc["items"])
+    assert "meta-list" in {i["metadata"]["name"] for i in doc["items"]}
+
+
+@pytest.mark.parametrize(
+    ("path", "accept", "message"),
+    [
+        (
+            f"/api/v1/namespaces/{NS}/secrets/nope",
+            "application/json;as=Secretish;g=meta.k8s.io;v=v1",
+            "only the following media types are accepted",
+        ),
+        (
+            f"/api/v1/namespaces/{NS}/secrets/nope",
+            "application/json;as=PartialObjectMetadata;g=example.com;v=v1",
+            "only the following media types are accepted",
+        ),
+        (
+            f"/api/v1/namespaces/{NS}/secrets",
+            METADATA_ONLY,
+            "you requested PartialObjectMetadata, but the requested object is a list",
+        ),
+    ],
+    ids=["an unknown kind", "another group", "a single-object conversion of a list"],
+)
+def test_a_conversion_the_server_cannot_make_is_406_not_acceptable(
+    api: client.ApiClient, kube_api: KubeApiServer, path: str, accept: str, message: str
+) -> None:
+    response = raw(kube_api, "GET", path, headers={"Accept": accept})
+    assert response.status == 406  # before the 404 of a missing object: negotiation comes first
+    doc = json.loads(response.data)
+    assert (doc["reason"], doc["code"]) == ("NotAcceptable", 406)
+    assert message in doc["message"]
+
+
+def test_a_list_conversion_of_one_object_is_406(
+    core: client.CoreV1Api, kube_api: KubeApiServer
+) -> None:
+    core.create_namespaced_secret(NS, {"metadata": {"name": "meta-one"}})
+    response = raw(
+        kube_api,
+        "GET",
+        f"/api/v1/namespaces/{NS}/secrets/meta-one",
+        headers={"Accept": METADATA_LIST},
+    )
+    assert response.status == 406
+    assert "is not a list" in json.loads(response.data)["message"]
+
+
+def test_a_later_plain_clause_is_answered_when_the_conversion_is_not_acceptable(
+    core: client.CoreV1Api, kube_api: KubeApiServer
+) -> None:
+    core.create_namespaced_secret(NS, {"metadata": {"name": "meta-plain"}, "data": {"k": "dg=="}})
+    accept = "application/json;as=Nothing;g=meta.k8s.io;v=v1,application/json"
+    response = raw(
+        kube_api, "GET", f"/api/v1/namespaces/{NS}/secrets/meta-plain", headers={"Accept": accept}
+    )
+    assert response.status == 200
+    assert json.loads(response.data)["data"] == {"k": "dg=="}

@@ -456,7 +456,13 @@ class Cluster:
     # -- plain HTTP as admin (set-up only; tests use the real clients) ----------------------
 
     def http(
-        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> tuple[int, Any]:
         """One request as admin; (status, parsed JSON or raw text)."""
         context = ssl.create_default_context(cafile=str(self.ca_file))
@@ -468,7 +474,7 @@ class Cluster:
             headers={
                 "Authorization": f"Bearer {self.ids['admin'].token}",
                 "Content-Type": content_type,
-                "Accept": "application/json",
+                "Accept": accept,
             },
         )
         try:

@@ -26,6 +26,14 @@ import yaml
 
 from rotator.sandbox.kubeapi import patch as patches
 from rotator.sandbox.kubeapi import protobuf
+from rotator.sandbox.kubeapi.negotiation import (
+    PARTIAL,
+    TABLE,
+    negotiate,
+    partial_events,
+    partial_list,
+    partial_single,
+)
 from rotator.sandbox.kubeapi.proxy import (
     SERVICE_NAME_LABEL,
     forward,
@@ -66,7 +74,7 @@ from rotator.sandbox.kubeapi.status import (
     unsupported_patch,
 )
 from rotator.sandbox.kubeapi.store import Store
-from rotator.sandbox.kubeapi.tables import table, table_events, wants_table
+from rotator.sandbox.kubeapi.tables import table, table_events
 from rotator.sandbox.kubeapi.tls import make_serving_certificate
 from rotator.sandbox.kubeapi.transport import (
     Handler,
@@ -102,6 +110,10 @@ class AuditEntry:
     name: str
     allowed: bool
     api_group: str = ""
+    # The request's Accept header: the stand-in's own record (a real audit Event has no such
+    # field), so that tests can tell a metadata-only read (as=PartialObjectMetadata) from a
+    # full one, which RBAC cannot.
+    accept: str = ""
 
 
 @dataclass(frozen=True)
@@ -328,11 +340,18 @@ class KubeApiServer:
         with self._tokens_lock:
             return self._tokens.get(header[7:].strip())
 
-    def authorize(self, attrs: Attributes) -> None:
+    def authorize(self, attrs: Attributes, *, accept: str = "") -> None:
         allowed = not self._rbac or self._authorizer.allowed(attrs)
         resource = attrs.combined_resource if attrs.resource_request else attrs.path
         entry = AuditEntry(
-            attrs.user, attrs.verb, resource, attrs.namespace, attrs.name, allowed, attrs.api_group
+            attrs.user,
+            attrs.verb,
+            resource,
+            attrs.namespace,
+            attrs.name,
+            allowed,
+            attrs.api_group,
+            accept,
         )
         self._audit.append(entry)
         if not allowed:
@@ -419,7 +438,7 @@ class KubeApiServer:
             namespace=namespace,
             name=name,
         )
-        self.authorize(attrs)
+        self.authorize(attrs, accept=req.headers.get("accept", ""))
         return self._resource(req, target, watch)
 
     def _non_resource(self, req: Request, path: str) -> Response:
@@ -530,6 +549,9 @@ class KubeApiServer:
             return Response(200, b"", "text/plain")
         if sub == "scale":
             return self._scale(req, target)
+        # handlers/get.go, create.go ...: NegotiateOutputMediaType comes before storage, so an
+        # Accept nothing can answer is 406 even for an object that does not exist
+        negotiate(req.headers.get("accept", ""))
         namespace = target.namespace or ""
         method = req.method
         dry_run = req.param("dryRun") == "All"
@@ -614,11 +636,16 @@ class KubeApiServer:
             )
 
     def _single(self, req: Request, rt: ResourceType, obj: Obj, code: int) -> Response:
-        version = wants_table(req.headers.get("accept", ""))
-        if version is not None and req.method == "GET":
+        convert = negotiate(req.headers.get("accept", ""))
+        if convert is not None and convert.kind == TABLE and req.method == "GET":
             rv = str(obj["metadata"].get("resourceVersion", ""))
-            doc = table(rt, [obj], rv=rv, version=version, include=req.param("includeObject"))
+            doc = table(
+                rt, [obj], rv=rv, version=convert.version, include=req.param("includeObject")
+            )
             return json_response(code, doc)
+        if convert is not None and convert.kind != TABLE:
+            # response.go transformResponseObject: writes are answered converted too
+            return json_response(code, partial_single(obj, convert))
         return json_response(code, obj)
 
     def _matcher(self, req: Request, rt: ResourceType) -> Matcher:
@@ -653,10 +680,14 @@ class KubeApiServer:
                 bookmarks=req.flag("allowWatchBookmarks"),
                 initial_events_end=req.flag("sendInitialEvents"),
             )
-            version = wants_table(req.headers.get("accept", ""))
-            if version is None:
-                return events
-            return table_events(events, rt, version, req.param("includeObject"))
+            convert = negotiate(req.headers.get("accept", ""))
+            if convert is not None and convert.kind == TABLE:
+                return table_events(events, rt, convert.version, req.param("includeObject"))
+            if convert is not None and convert.kind == PARTIAL:
+                return partial_events(events, convert.version)
+            # response.go watchEmbeddedEncoder.doEncode: a PartialObjectMetadataList conversion
+            # fails on each single object, is logged, and the object goes out unconverted
+            return events
         try:
             limit = int(req.param("limit") or 0)
         except ValueError as exc:
@@ -665,15 +696,19 @@ class KubeApiServer:
         result = self._store.list(
             rt, namespace, match, limit=max(0, limit), continue_token=req.param("continue")
         )
-        version = wants_table(req.headers.get("accept", ""))
+        convert = negotiate(req.headers.get("accept", ""))
         doc: Obj
-        if version is not None:
+        if convert is not None and convert.kind == TABLE:
             doc = table(
                 rt,
                 result.items,
                 rv=str(result.resource_version),
-                version=version,
+                version=convert.version,
                 include=req.param("includeObject"),
+            )
+        elif convert is not None:
+            doc = partial_list(
+                result.items, {"resourceVersion": str(result.resource_version)}, convert
             )
         else:
             items = result.items

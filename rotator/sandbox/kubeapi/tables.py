@@ -9,7 +9,6 @@ from typing import Any
 from rotator.sandbox.kubeapi.resources import ResourceType
 
 Obj = dict[str, Any]
-JSON = "application/json"
 
 
 def age(timestamp: str) -> str:
@@ -25,21 +24,6 @@ def age(timestamp: str) -> str:
     if seconds < 172800:
         return f"{seconds // 3600}h"
     return f"{seconds // 86400}d"
-
-
-def wants_table(accept: str) -> str | None:
-    """The Table version the client asks for first, or None when plain JSON comes first."""
-    for part in accept.split(","):
-        pieces = part.split(";")
-        params = {}
-        for piece in pieces[1:]:
-            key, _, value = piece.partition("=")
-            params[key.strip()] = value.strip()
-        if params.get("as") == "Table" and params.get("g") == "meta.k8s.io":
-            return params.get("v", "v1")
-        if pieces[0].strip() in (JSON, "*/*") and "as" not in params:
-            return None
-    return None
 
 
 def _column_doc(name: str, type_: str, fmt: str, priority: int) -> Obj:
