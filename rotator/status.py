@@ -1,8 +1,9 @@
 """`rotator status`: one table of where each environment stands; changes nothing.
 
 Each cell is read independently, so a broken system shows as an error in its cell instead of
-hiding the rest. The Secret itself is not read: the job has no `get` on Secrets by design (least
-privilege); the SealedSecret's status says whether the controller unsealed the recorded key.
+hiding the rest. The Secret itself is not read here: the SealedSecret's status says whether the
+controller unsealed the recorded key (only the run's unseal wait, where that status is stale,
+reads the Secret's metadata: ``Kube.secret_fingerprint``).
 """
 
 from __future__ import annotations

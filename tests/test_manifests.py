@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from rotator.cli import parse_args
-from rotator.clients.kube import REQUIRED_RBAC, RbacRule, required_rbac
+from rotator.clients.kube import METADATA_ONLY, REQUIRED_RBAC, RbacRule, required_rbac
 from rotator.config import Config, LockConfig, RunSwitches
 from rotator.errors import ExitCode
 from rotator.interrupts import FINISH_BUDGET_S, GRACE_PERIOD_S
@@ -407,12 +407,15 @@ def test_names_narrow_every_verb_that_kubernetes_lets_them_narrow() -> None:
         assert name != "*", f"{verb} {resource} in {ns} is not narrowed to a name"
 
 
-def test_nothing_touches_secrets_exec_or_the_whole_cluster() -> None:
+def test_no_secret_but_the_unsealed_one_no_exec_and_nothing_cluster_wide() -> None:
     kinds = {d["kind"] for d in documents()}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Secret"}
-    for _, group, resource, verb, _name in granted():
+    app_namespaces = {env.namespace for env in job_config().environments.values()}
+    for ns, group, resource, verb, name in granted():
         assert "*" not in (group, resource, verb)
-        assert resource not in ("secrets", "pods", "pods/exec", "pods/attach", "serviceaccounts")
+        if resource == "secrets":  # read metadata-only for its key-fingerprint annotation
+            assert (ns in app_namespaces, verb, name) == (True, "get", "align-posthog")
+        assert resource not in ("pods", "pods/exec", "pods/attach", "serviceaccounts")
         assert not resource.startswith(("roles", "rolebindings", "clusterrole"))
         assert verb not in ("escalate", "bind", "impersonate", "deletecollection", "delete")
 
@@ -592,12 +595,17 @@ def test_a_whole_rotation_runs_as_the_jobs_service_account_and_nothing_else_is_a
         assert ("kube-system", "", "services/proxy", "get") in used
         for ns in ("align-preview", "align-prod", SA[0]):
             assert (ns, "", "events", "create") in used, ns
+        # A Secret is only ever read metadata-only, and only the unsealed one.
+        assert {(e.verb, e.name, e.accept) for e in calls if e.resource == "secrets"} <= {
+            ("get", "align-posthog", METADATA_ONLY)
+        }
 
-        # Outside the list: the unsealed Secret, exec into a pod, anything cluster-wide.
+        # Outside the list: any other Secret, exec into a pod, anything cluster-wide.
         job = kube_config.new_client_from_config(str(kubeconfig))
         core = client.CoreV1Api(job)
         denied = [
-            lambda: core.read_namespaced_secret("align-posthog", "align-prod"),
+            lambda: core.read_namespaced_secret("another-secret", "align-prod"),
+            lambda: core.list_namespaced_secret("align-prod"),
             core.list_secret_for_all_namespaces,
             lambda: core.list_namespaced_pod("align-prod"),
             lambda: core.create_namespace({"metadata": {"name": "x"}}),

@@ -204,15 +204,20 @@ def test_a_pushed_key_is_only_a_fingerprint_in_the_commit(sandbox: Sandbox) -> N
     assert key.reveal() not in sandbox.git.read("sealedsecrets/preview/posthog.yaml")
 
 
-def test_with_rbac_rotator_gets_exactly_its_roles_and_no_secrets(
+def test_with_rbac_rotator_gets_exactly_its_roles_and_no_secret_but_the_unsealed_one(
     tmp_path: Path, key_pair: ControllerKeyPair
 ) -> None:
     with Sandbox(tmp_path, key_pair=key_pair, rbac=True) as world:
         rotator = Kube(world.kubeconfig_path)
         try:
             assert rotator.get(DEPLOYMENT, "align-prod", "align-prod-gateway") is not None
+            # get on the unsealed Secret (the run reads it metadata-only), nothing else
+            assert rotator.get(SECRET, "align-prod", "align-posthog") is not None
             with pytest.raises(ApiException) as denied:
-                rotator.get(SECRET, "align-prod", "align-posthog")
+                rotator.get(SECRET, "align-prod", "another-secret")
+            assert denied.value.status == 403
+            with pytest.raises(ApiException) as denied:
+                rotator.list(SECRET, "align-prod")
             assert denied.value.status == 403
         finally:
             rotator.close()

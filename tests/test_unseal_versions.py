@@ -1,25 +1,34 @@
 """Where the sealed-secrets status lies or is missing (issue 12 item 6), against the stand-in
 controller at each upstream behaviour (bitnami-labs/sealed-secrets pkg/controller/controller.go
 ``updateSealedSecretStatus`` and ``processNextItem`` at v0.24.1, v0.24.2 and v0.36.6), with
-rotator's real client waiting on it: a stale or missing status falls back to the controller's
-``Unsealed`` Event newer than the apply; one ``Synced=False`` is final only for a decryption
-failure."""
+rotator's real client waiting on it: a stale or missing status falls back to the effect, the
+Secret's key-fingerprint annotation (read metadata-only), and where the Secret cannot be read to
+the controller's ``Unsealed`` Event newer than the apply; one ``Synced=False`` is final only for
+a decryption failure."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import yaml
 
 from rotator.clients.kube import Kube as RotatorKube
+from rotator.clients.kube import (
+    SealedSecretState,
+    SecretMetadata,
+    secret_metadata_from,
+    unseal_status,
+)
 from rotator.clients.sealing import load_cert, update_sealed_file
 from rotator.config import Config, SealingScope
 from rotator.errors import KubeError, WaitTimeout
 from rotator.redact import Secret
 from rotator.report import Outcome, to_text
-from rotator.sandbox.controllers.base import SEALED_SECRET, Obj, meta
+from rotator.sandbox.controllers.base import SEALED_SECRET, SECRET, Obj, meta
 from rotator.sandbox.controllers.sealedsecrets import (
     LATEST,
     V0_24_1,
@@ -34,6 +43,7 @@ from tests.sandbox_fixtures import KubeWorld, key_pair, kube_world, wait_for
 
 FIXTURES = (key_pair, kube_world, e2e_key_pair, make_sandbox)  # pytest fixtures, by name
 NS, NAME = "align-preview", "align-posthog"
+ROTATOR = "rotator-under-test"
 
 
 def sealed(pair: ControllerKeyPair, value: str) -> Obj:
@@ -53,7 +63,13 @@ def sealed(pair: ControllerKeyPair, value: str) -> Obj:
 
 
 @pytest.fixture
-def client(kube_world: KubeWorld) -> Iterator[RotatorKube]:
+def client(kube_world: KubeWorld, tmp_path: Path) -> Iterator[RotatorKube]:
+    """rotator's client, as its own user (``ROTATOR``) so its requests stand apart in the
+    audit log from the controller's."""
+    kube_world.api.add_token("rotator-test-token", user=ROTATOR)
+    kubeconfig = kube_world.api.write_kubeconfig(
+        tmp_path / "rotator-kubeconfig", token="rotator-test-token", user=ROTATOR
+    )
     config = Config.model_validate(
         {
             "environments": {
@@ -66,7 +82,7 @@ def client(kube_world: KubeWorld) -> Iterator[RotatorKube]:
                 }
             },
             "git": {"remote": "file:///nonexistent.git"},
-            "kubernetes": {"kubeconfig": str(kube_world.kubeconfig)},
+            "kubernetes": {"kubeconfig": str(kubeconfig)},
             "waits": {"poll_interval_s": 0.1, "watch_timeout_s": 2},
         }
     )
@@ -259,7 +275,7 @@ def test_an_unsealed_event_from_before_the_apply_proves_nothing(
             deadline_s=1.5,
             applied_after=before,
         )
-    assert "has not observed generation" in str(info.value)
+    assert "its Secret still carries key" in str(info.value)
 
 
 def test_one_synced_false_is_final_only_for_a_decryption_failure(
@@ -322,6 +338,8 @@ def test_an_unsealed_event_of_the_old_key_in_the_second_of_the_push_proves_nothi
     assert seen, "the old key's Unsealed event"
     old_event_second = min(datetime.fromisoformat(when) for _name, _count, when in seen)
     apply(kube_world, key_pair, "phc_new_key_for_the_test")
+    # No Secret to read (deleted): the Events alone must tell the old unseal from a new one.
+    assert kube_world.kube.delete(SECRET, NS, NAME)
     with pytest.raises(WaitTimeout) as info:
         client.wait_for_unseal(
             NS,
@@ -332,3 +350,167 @@ def test_an_unsealed_event_of_the_old_key_in_the_second_of_the_push_proves_nothi
             events_seen=seen,
         )
     assert "has not observed generation" in str(info.value)
+
+
+# --- the effect: the Secret's key-fingerprint annotation (metadata only) ----------------------
+
+OLD, NEW = "phc_old_key_for_the_test", "phc_new_key_for_the_test"
+
+
+def secret_annotations(world: KubeWorld) -> dict[str, str]:
+    secret = world.kube.get(SECRET, NS, NAME)
+    assert secret is not None
+    return dict(meta(secret).get("annotations") or {})
+
+
+def test_with_no_status_and_its_unsealed_event_lost_the_secret_s_annotation_proves_the_unseal(
+    kube_world: KubeWorld, key_pair: ControllerKeyPair, client: RotatorKube
+) -> None:
+    controller = kube_world.run(
+        SealedSecretsController(kube_world.kubeconfig, key_pairs=[key_pair], update_status=False)
+    )
+    controller.drop_events = True  # client-go's spam filter or a full broadcaster queue
+    before = datetime.now(UTC)
+    kube_world.kube.create(SEALED_SECRET, NS, sealed(key_pair, NEW))
+    unsealed_count(kube_world, controller, 1)
+    assert not ss(kube_world).get("status")
+    assert secret_annotations(kube_world)["rotator.align.dev/key-fingerprint"] == (
+        Secret(NEW).fingerprint
+    )
+
+    state = client.wait_for_unseal(
+        NS, NAME, fingerprint=Secret(NEW).fingerprint, deadline_s=10, applied_after=before
+    )
+    assert state.observed_generation is None
+    log = kube_world.api.audit_log()
+    reads = [e for e in log if e.user == ROTATOR and e.resource == "secrets"]
+    assert reads, "the Secret's metadata was read"
+    assert {(e.verb, e.accept) for e in reads} == {
+        ("get", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
+    }
+
+
+def test_a_secret_still_at_the_old_key_overrules_an_unsealed_event_in_the_second_of_the_push(
+    kube_world: KubeWorld, key_pair: ControllerKeyPair, client: RotatorKube
+) -> None:
+    # The Events before the push could not be listed (events_seen is best effort), so the old
+    # key's Unsealed event, in the push's second, looks new; the Secret says it is not ours.
+    controller = kube_world.run(
+        SealedSecretsController(kube_world.kubeconfig, key_pairs=[key_pair], version="v0.24.2")
+    )
+    first_key_unsealed(kube_world, key_pair)
+    controller.stop()  # our spec is never unsealed
+    seen = client.unsealed_events_seen(NS, NAME)
+    old_event_second = min(datetime.fromisoformat(when) for _name, _count, when in seen)
+    apply(kube_world, key_pair, NEW)
+    with pytest.raises(WaitTimeout) as info:
+        client.wait_for_unseal(
+            NS,
+            NAME,
+            fingerprint=Secret(NEW).fingerprint,
+            deadline_s=1.5,
+            applied_after=old_event_second,
+            events_seen=frozenset(),
+        )
+    assert f"its Secret still carries key {Secret(OLD).fingerprint}" in str(info.value)
+
+
+def test_a_missing_secret_leaves_the_proof_to_the_unsealed_event_and_is_logged_once(
+    kube_world: KubeWorld,
+    key_pair: ControllerKeyPair,
+    client: RotatorKube,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    controller = kube_world.run(
+        SealedSecretsController(kube_world.kubeconfig, key_pairs=[key_pair], update_status=False)
+    )
+    before = datetime.now(UTC)
+    kube_world.kube.create(SEALED_SECRET, NS, sealed(key_pair, NEW))
+    unsealed_count(kube_world, controller, 1)
+    assert kube_world.kube.delete(SECRET, NS, NAME)  # gone again (the stand-in never recreates)
+    caplog.set_level(logging.INFO, logger="rotator.clients.kube")
+
+    client.wait_for_unseal(
+        NS, NAME, fingerprint=Secret(NEW).fingerprint, deadline_s=10, applied_after=before
+    )
+    missing = [r for r in caplog.records if "does not exist (yet)" in r.getMessage()]
+    assert len(missing) == 1
+
+
+@pytest.mark.parametrize(
+    ("secret", "event", "phase"),
+    [
+        ("new", False, "done"),
+        ("new", True, "done"),
+        ("old", True, "waiting"),
+        ("", True, "waiting"),
+        (None, True, "done"),
+        (None, False, "waiting"),
+    ],
+    ids=[
+        "the Secret at our key",
+        "the Secret and the Event",
+        "the Secret at the old key, an Event",
+        "the Secret without the annotation, an Event",
+        "no Secret to read, an Event",
+        "no Secret, no Event",
+    ],
+)
+def test_a_stale_status_is_judged_by_the_secret_first_and_by_the_event_only_without_it(
+    secret: str | None, event: bool, phase: str
+) -> None:
+    stale = SealedSecretState(NS, NAME, 2, 1, True, "", "fp-new", "7")
+    value = {"new": "fp-new", "old": "fp-old"}.get(secret or "", secret)
+    got, why = unseal_status(stale, "fp-new", unsealed_after_apply=event, secret_fingerprint=value)
+    assert got == phase, why
+    assert unseal_status(stale, "fp-new", secret_fingerprint="fp-new")[1].endswith(
+        "(its Secret's key-fingerprint annotation; its status is stale: observedGeneration 1, "
+        "not 2)"
+    )
+
+
+def test_a_whole_rotation_succeeds_with_no_status_and_no_unsealed_event(
+    make_sandbox: MakeSandbox,
+) -> None:
+    world = make_sandbox()
+    assert world.sealed is not None
+    world.sealed.update_status = False
+    world.sealed.drop_events = True
+    report = rotate(world, "waits.unseal_s=20")
+    assert (report.outcome, int(report.exit_code)) == (Outcome.SUCCEEDED, 0), to_text(report)
+
+
+def test_a_whole_rotation_whose_secret_keeps_the_old_key_does_not_succeed(
+    make_sandbox: MakeSandbox,
+) -> None:
+    # Something rewrites the Secret on its way to storage (a mutating admission webhook that
+    # keeps the old value): the controller still records its Unsealed event, and no status.
+    world = make_sandbox()
+    assert world.sealed is not None
+    assert world.client is not None
+    client = world.client
+    old = {ns: client.get(SECRET, ns, NAME) for ns in ("align-preview", "align-prod")}
+
+    def keep_the_old_value(secret: Obj) -> Obj:
+        before = old[str(meta(secret)["namespace"])]
+        assert before is not None
+        kept = dict(secret, data=before["data"])
+        kept["metadata"] = dict(meta(secret), annotations=meta(before).get("annotations"))
+        return kept
+
+    world.sealed.update_status = False
+    world.sealed.rewrite_secret = keep_the_old_value
+    report = rotate(world, "waits.unseal_s=3")
+    assert report.outcome is not Outcome.SUCCEEDED, to_text(report)
+    unseal = [r for r in report.steps if r.step is Step.UNSEAL]
+    assert unseal, to_text(report)
+    assert all("its Secret still carries key" in r.detail for r in unseal), unseal
+
+
+def test_only_a_metadata_only_answer_is_taken_as_the_secret_s_metadata() -> None:
+    annotations = {"rotator.align.dev/key-fingerprint": "fp-new"}
+    partial = {"kind": "PartialObjectMetadata", "metadata": {"annotations": annotations}}
+    assert secret_metadata_from(partial) == SecretMetadata("", "", "fp-new", "")
+    full = {"kind": "Secret", "metadata": {"annotations": annotations}, "data": {"k": "dg=="}}
+    assert secret_metadata_from(full) is None  # a server that ignored the conversion
+    assert secret_metadata_from({"kind": "PartialObjectMetadata"}) == SecretMetadata("", "", "", "")

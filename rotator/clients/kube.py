@@ -43,7 +43,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from rotator.clients.transport import RetryPolicy, sleep_before_retry, truncate
 from rotator.clock import Clock, Deadline, SystemClock, rfc3339
-from rotator.config import ControllerRef, LockConfig, Timeouts, Waits
+from rotator.config import ControllerRef, EnvironmentConfig, LockConfig, Timeouts, Waits
 from rotator.errors import (
     ClientError,
     ConfigError,
@@ -123,11 +123,17 @@ def required_rbac(
     ``app``: each environment namespace (align-preview, align-prod); ``lock``: the Lease's
     namespace (``rotator``, the job's own: no app namespace grants Lease rights); ``argocd``:
     the Applications' namespace; ``controller``: the sealed-secrets controller's namespace
-    (kube-system). No Secrets, no pods/exec, nothing cluster-wide. Names given narrow every
-    verb but ``create`` (and the events list, which is by involvedObject) to those objects.
+    (kube-system). No pods/exec, nothing cluster-wide. Names given narrow every verb but
+    ``create`` (and the events list, which is by involvedObject) to those objects.
+
+    Secrets: only ``get`` of the unsealed Secret itself (the SealedSecret's name: the
+    controller names the Secret after it), never unnamed, and the run asks only for its
+    metadata (``METADATA_ONLY``): RBAC cannot tell that GET from a full one, but rotator wrote
+    this very value and can read it back from PostHog anyway, so the rule grants nothing new.
     """
     controller = controller or ControllerRef()
     lease = (lease_name or LockConfig().name,)
+    secrets = sealed_secrets or (EnvironmentConfig.model_fields["secret_name"].default,)
     return {
         "app": (
             # list/watch too are narrowed by name: every wait watches (and re-lists) its one
@@ -152,6 +158,14 @@ def required_rbac(
                 "events",
                 ("list", "create"),
                 why="Unsealed events, recent events in error messages; our own Events",
+            ),
+            RbacRule(
+                "",
+                "secrets",
+                ("get",),
+                secrets,
+                "the unsealed Secret's key-fingerprint annotation (metadata only) where the "
+                "SealedSecret's status is stale",
             ),
         ),
         "lock": (
@@ -210,6 +224,19 @@ class SealedSecretState:
     def is_observed(self) -> bool:
         """The controller has seen this spec; only then is ``synced`` about it (FACTS 3)."""
         return self.observed_generation == self.generation
+
+
+@dataclass(frozen=True)
+class SecretMetadata:
+    """The unsealed Secret as its metadata shows it (never its data: read with
+    ``METADATA_ONLY``). ``fingerprint``: rotator's key-fingerprint annotation, which the
+    controller copies from the SealedSecret's template with the value it describes; "" when
+    absent."""
+
+    namespace: str
+    name: str
+    fingerprint: str
+    resource_version: str
 
 
 class Condition(NamedTuple):
@@ -341,6 +368,29 @@ def sealed_secret_from(obj: Mapping[str, Any]) -> SealedSecretState:
     )
 
 
+# kubernetes staging/src/k8s.io/apiserver/pkg/endpoints/handlers/response.go
+# asPartialObjectMetadata: with this Accept the API server converts the object before it is
+# written out and answers kind PartialObjectMetadata (meta.k8s.io/v1) with the metadata alone,
+# so a Secret's data never crosses the wire. No fallback clause (e.g. plain application/json):
+# a server that cannot convert answers 406 rather than the whole Secret.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+PARTIAL_OBJECT_METADATA = "PartialObjectMetadata"
+
+
+def secret_metadata_from(obj: Mapping[str, Any]) -> SecretMetadata | None:
+    """PURE. A metadata-only answer -> ``SecretMetadata``; None for anything else (a server or
+    proxy that ignored the conversion: its answer is not used)."""
+    if obj.get("kind") != PARTIAL_OBJECT_METADATA:
+        return None
+    fingerprint = dig(obj, "metadata", "annotations", FINGERPRINT_ANNOTATION)
+    return SecretMetadata(
+        namespace=as_str(dig(obj, "metadata", "namespace")),
+        name=as_str(dig(obj, "metadata", "name")),
+        fingerprint=fingerprint if isinstance(fingerprint, str) else "",
+        resource_version=as_str(dig(obj, "metadata", "resourceVersion")),
+    )
+
+
 def deployment_from(obj: Mapping[str, Any]) -> DeploymentState:
     status = dig(obj, "status") or {}
     conditions = {
@@ -443,7 +493,11 @@ def is_decryption_failure(message: str) -> bool:
 
 
 def unseal_status(  # noqa: PLR0911 - a decision table reads best as early returns
-    state: SealedSecretState | None, fingerprint: str, *, unsealed_after_apply: bool = False
+    state: SealedSecretState | None,
+    fingerprint: str,
+    *,
+    unsealed_after_apply: bool = False,
+    secret_fingerprint: str | None = None,
 ) -> tuple[UnsealPhase, str]:
     """PURE. Has the controller unsealed the SealedSecret that carries ``fingerprint``?
 
@@ -452,10 +506,15 @@ def unseal_status(  # noqa: PLR0911 - a decision table reads best as early retur
     pkg/controller/controller.go ``updateSealedSecretStatus``): v0.24.2 never writes
     ``observedGeneration`` while the condition stays True; <= v0.24.1 keeps a generation's first
     result, so a failed attempt stays ``Synced=False`` after its retry succeeded; a conflicting
-    status write is never retried; ``--update-status=false`` writes none. So
+    status write is never retried; ``--update-status=false`` writes none. Then the effect
+    decides: ``secret_fingerprint`` (the unsealed Secret's key-fingerprint annotation, which
+    the controller copies from the template with the value: sealed-secrets
+    pkg/apis/sealedsecrets/v1alpha1/sealedsecret_expansion.go ``Unseal``; "" when absent; None
+    when the Secret could not be read) equal to ours proves the unseal, and another one
+    disproves it whatever the Events say. Only an unreadable Secret leaves the proof to
     ``unsealed_after_apply`` (the controller's ``Unsealed`` Event newer than the apply of our
-    spec) proves the unseal too. A ``Synced=False`` fails fast only for a decryption failure:
-    the controller retries anything else (up to ``--max-unseal-retries``, 5).
+    spec). A ``Synced=False`` fails fast only for a decryption failure: the controller
+    retries anything else (up to ``--max-unseal-retries``, 5).
     """
     if state is None:
         return "waiting", "the SealedSecret does not exist yet"
@@ -468,6 +527,16 @@ def unseal_status(  # noqa: PLR0911 - a decision table reads best as early retur
         return "done", f"{name} unsealed with key {fingerprint}"
     if state.is_observed and state.synced is False and is_decryption_failure(state.message):
         return "failed", f"{name} could not be unsealed: {state.message}"
+    if secret_fingerprint == fingerprint:
+        return "done", (
+            f"{name} unsealed with key {fingerprint} (its Secret's key-fingerprint annotation; "
+            f"its status {_status_problem(state)})"
+        )
+    if secret_fingerprint is not None:
+        return "waiting", (
+            f"{name}: its Secret still carries key {secret_fingerprint or 'unknown'}, not "
+            f"{fingerprint} (the status {_status_problem(state)})"
+        )
     if unsealed_after_apply:
         return "done", (
             f"{name} unsealed with key {fingerprint} (the controller's Unsealed event; its "
@@ -492,6 +561,8 @@ def _status_problem(state: SealedSecretState) -> str:
         return "is missing"
     if not state.is_observed:
         return f"is stale: observedGeneration {state.observed_generation}, not {state.generation}"
+    if state.synced is None:
+        return "has no Synced condition"
     return f"still shows a failed attempt: {state.message or 'no message'}"
 
 
@@ -665,6 +736,9 @@ class Kube:
         self.waits = waits
         self.clock: Clock = clock or SystemClock()
         self._watch_forbidden: set[str] = set()
+        # Secrets whose metadata this run cannot read (403, 406): asked once, logged once.
+        self._secret_unreadable: set[tuple[str, str]] = set()
+        self._secret_missing_logged: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     # -- the generated APIs, built on first use (CoreV1Api alone takes ~2 s to build) ------
@@ -897,9 +971,13 @@ class Kube:
         a decryption failure -> KubeError with the controller's message (fail fast); any other
         failure waits for the controller's retries; the deadline -> WaitTimeout("unseal").
 
-        The Secret itself is never read (no RBAC on Secrets): the controller copies the template
-        annotations into it, so an unseal of the spec with our fingerprint proves it.
-        RBAC: (bitnami.com, sealedsecrets, get, list, watch); (, events, list).
+        Where the status is stale or missing, the Secret's metadata (``secret_fingerprint``,
+        never its data) decides first: the controller copies the template's annotations onto
+        it with the value, so our key-fingerprint annotation there is the unseal itself, and
+        another one means not yet, whatever the Events say. A Secret that is missing or cannot
+        be read leaves the Unsealed Event as the proof.
+        RBAC: (bitnami.com, sealedsecrets, get, list, watch); (, events, list); (, secrets,
+        get) on the Secret's name.
         """
         since = [applied_after]
 
@@ -909,12 +987,24 @@ class Kube:
                 since[0] = self.clock.now()  # the apply of our spec is still to come
             phase, reason = unseal_status(state, fingerprint)
             ours = state is not None and state.template_fingerprint == fingerprint
-            if phase == "waiting" and ours and state is not None and since[0] is not None:
-                if not self._unsealed_after(state, since[0], events_seen):
+            if phase == "waiting" and ours and state is not None:
+                # The status is stale or missing: the Secret (the effect) decides, and the
+                # Unsealed Event only where the Secret cannot be read.
+                secret = self.secret_fingerprint(namespace, name)
+                if secret is None and since[0] is None:
+                    return WaitOutcome(reason=reason)  # nothing else to go by: the status
+                event = (
+                    secret is None
+                    and since[0] is not None
+                    and self._unsealed_after(state, since[0], events_seen)
+                )
+                phase, reason = unseal_status(
+                    state, fingerprint, unsealed_after_apply=event, secret_fingerprint=secret
+                )
+                if phase == "waiting":
                     # The SealedSecret may not change again (no status write): poll the
-                    # Events rather than wait on a watch that will not fire.
+                    # Secret and the Events rather than wait on a watch that will not fire.
                     return WaitOutcome(reason=reason, poll=True)
-                phase, reason = unseal_status(state, fingerprint, unsealed_after_apply=True)
             if phase == "failed":
                 events = self.recent_events(namespace, name)
                 extra = f" (events: {'; '.join(events)})" if events else ""
@@ -936,6 +1026,80 @@ class Kube:
             deadline_s=deadline_s,
         )
         return state
+
+    def get_secret_metadata(self, namespace: str, name: str) -> SecretMetadata | None:
+        """The Secret's metadata, or None when it does not exist (404). Asks the API server for
+        a metadata-only answer (``METADATA_ONLY``), so the Secret's data is never sent; an
+        answer that is not metadata-only is refused (KubeError, the body dropped unread).
+        403 (no RBAC for it), 406 (a server that cannot convert) -> KubeError with the status.
+        RBAC: ("", secrets, get) on ``name``."""
+        what = f"read the metadata of secret {namespace}/{name}"
+        obj = self.read_json(
+            what,
+            lambda: self._core.read_namespaced_secret(
+                name,
+                namespace,
+                _headers={"Accept": METADATA_ONLY},
+                _preload_content=False,
+                _request_timeout=self.request_timeout,
+            ),
+        )
+        if obj is None:
+            return None
+        metadata = secret_metadata_from(obj)
+        if metadata is None:
+            raise KubeError(
+                f"{what}: the API server answered kind {as_str(obj.get('kind')) or 'unknown'}, "
+                f"not {PARTIAL_OBJECT_METADATA}; not used",
+                retryable=False,
+            )
+        return metadata
+
+    def secret_fingerprint(self, namespace: str, name: str) -> str | None:
+        """The unsealed Secret's key-fingerprint annotation ("" when absent), or None when the
+        Secret cannot tell: missing (404, logged once) or unreadable (403 without the RBAC
+        rule, 406, any other failure: logged once with the fix, and not asked again in this
+        run). Never raises: the Unsealed Event is the fallback."""
+        key = (namespace, name)
+        with self._lock:
+            if key in self._secret_unreadable:
+                return None
+        try:
+            metadata = self.get_secret_metadata(namespace, name)
+        except KubeError as exc:
+            if exc.retryable:  # already retried: try again at the next poll
+                log.warning("unseal: %s; the Unsealed event decides meanwhile", exc)
+                return None
+            with self._lock:
+                self._secret_unreadable.add(key)
+            fix = (
+                f"add the rule get on secrets, resourceNames [{name}], to rotator's Role in "
+                f"namespace {namespace} (cronjob.yaml, or the Helm chart's rbac.yaml)"
+                if exc.status == 403
+                else "check the API server (it must answer as=PartialObjectMetadata)"
+            )
+            log.warning(
+                "unseal: cannot read the key-fingerprint annotation of secret %s/%s (%s): %s; "
+                "until then a stale status is judged by the controller's Unsealed event alone",
+                namespace,
+                name,
+                exc,
+                fix,
+            )
+            return None
+        if metadata is None:
+            with self._lock:
+                first = key not in self._secret_missing_logged
+                self._secret_missing_logged.add(key)
+            if first:
+                log.info(
+                    "unseal: secret %s/%s does not exist (yet); the controller creates it on "
+                    "unsealing; meanwhile a stale status is judged by its Unsealed event",
+                    namespace,
+                    name,
+                )
+            return None
+        return metadata.fingerprint
 
     def _unsealed_after(
         self, state: SealedSecretState, since: datetime, seen: frozenset[UnsealedEvent]

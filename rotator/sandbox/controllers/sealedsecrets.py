@@ -46,8 +46,15 @@ Fault hooks: ``unseal_delay_s``; ``fail_unseal`` (a message: every unseal fails 
 ``fail_secret_writes`` (the next N Secret writes fail like an API server error);
 ``fail_cert_requests`` (the next N ``/v1/cert.pem`` answer 500 "cannot get certificate");
 ``before_status_write`` (called with the object just before its status is written: another
-writer, e.g. to provoke the conflict); ``rotate_key(pair)`` (a new newest key; old keys still
-decrypt).
+writer, e.g. to provoke the conflict); ``rewrite_secret`` (called with the Secret body just
+before it is written, returns what is stored instead: whatever rewrites the Secret on its way,
+like a mutating admission webhook, kubernetes staging/src/k8s.io/apiserver/pkg/admission/
+plugin/webhook/mutating/dispatcher.go; the controller still records ``Unsealed``);
+``drop_events`` (Events are lost: client-go
+tools/record/events_cache.go ``EventSourceObjectSpamFilter`` lets a source send 25 Events about
+an object and then 1 per 5 minutes, the broadcaster drops Events when its queue is full
+(tools/record/event.go, ``watch.DropIfChannelFull``), and kube-apiserver deletes Events after
+``--event-ttl``, 1 h); ``rotate_key(pair)`` (a new newest key; old keys still decrypt).
 """
 
 from __future__ import annotations
@@ -176,6 +183,8 @@ class SealedSecretsController(Controller):
         self.fail_cert_requests = 0
         self.verify_limiter = RateLimiter(VERIFY_RATE, VERIFY_BURST)
         self.before_status_write: Callable[[Obj], None] | None = None
+        self.rewrite_secret: Callable[[Obj], Obj] | None = None
+        self.drop_events = False
         self._requeues: dict[tuple[str, str], int] = {}
         self._specs: dict[tuple[str, str], str] = {}
         self._server: ThreadingHTTPServer | None = None
@@ -454,7 +463,7 @@ class SealedSecretsController(Controller):
             return msg
         current = self.kube.get(SECRET, namespace, name)
         if current is None:
-            self.kube.create(SECRET, namespace, desired)
+            self.kube.create(SECRET, namespace, self._rewritten(desired))
         else:
             if not _controlled_by(current, ss) and (
                 (meta(current).get("annotations") or {}).get(MANAGED_ANNOTATION) != "true"
@@ -462,6 +471,8 @@ class SealedSecretsController(Controller):
                 msg = f'Resource "{name}" already exists and is not managed by SealedSecret'
                 self._event(ss, "Warning", ERR_UPDATE_FAILED, msg)
                 return f"failed update: {msg}"
+            # pkg/controller/controller.go updateSecret: the Secret it controls gets the
+            # unsealed data, type, and the template's annotations, labels and ownerReferences
             updated = dict(current)
             m = dict(meta(current))
             for field in ("labels", "annotations", "ownerReferences"):
@@ -474,11 +485,14 @@ class SealedSecretsController(Controller):
             updated["type"] = desired["type"]
             updated.pop("stringData", None)
             if updated != current:
-                self.kube.replace(SECRET, namespace, name, updated)
+                self.kube.replace(SECRET, namespace, name, self._rewritten(updated))
         self.unsealed += 1
         self._event(ss, "Normal", SUCCESS_UNSEALED, "SealedSecret unsealed successfully")
         log.info("sealed-secrets: %s/%s unsealed", namespace, name)
         return None
+
+    def _rewritten(self, secret: Obj) -> Obj:
+        return secret if self.rewrite_secret is None else self.rewrite_secret(secret)
 
     def _decrypt(self, ss: Obj) -> dict[str, bytes]:
         if self.fail_unseal:
@@ -487,6 +501,10 @@ class SealedSecretsController(Controller):
 
     @staticmethod
     def _secret_for(ss: Obj, items: dict[str, bytes]) -> Obj:
+        """pkg/apis/sealedsecrets/v1alpha1/sealedsecret_expansion.go ``Unseal``: the Secret's
+        metadata is a copy of ``spec.template.metadata`` (so rotator's key-fingerprint
+        annotation lands on the Secret with the value it describes), its name and namespace the
+        SealedSecret's, an ownerReference to it with ``controller: true``."""
         m = meta(ss)
         template = (ss.get("spec") or {}).get("template") or {}
         tmeta = template.get("metadata") or {}
@@ -541,6 +559,8 @@ class SealedSecretsController(Controller):
                 log.warning("sealed-secrets: %s/%s: status update failed: %s", ns, name, exc)
 
     def _event(self, obj: Obj, etype: str, reason: str, message: str) -> None:
+        if self.drop_events:
+            return  # lost on the way (see drop_events in the module docstring)
         m = meta(obj)
         now = now_rfc3339()
         event = {
