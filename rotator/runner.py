@@ -696,6 +696,9 @@ class Run:
         from rotator.clients.sealing import fetch_cert
 
         cfg = self._env(env)
+        for other, cert in self.certs.items():  # one fetch per cert source (controller) a run
+            if self._env(other).cert == cfg.cert:
+                return cert
         timeouts = self.config.timeouts
         return self._guard(
             PreflightError,

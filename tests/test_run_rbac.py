@@ -175,3 +175,22 @@ def test_an_older_role_without_the_secret_rule_neither_hangs_nor_fails_the_run(
         assert all("add the rule get on secrets, resourceNames [align-posthog]" in m for m in told)
     finally:
         world.stop()
+
+
+def test_a_run_reads_each_sealing_cert_and_each_app_project_once_not_once_per_environment(
+    rbac_world: tuple[Sandbox, Kube],
+) -> None:
+    # Both environments are sealed for one controller and their apps are in one AppProject:
+    # one cert fetch (GET /v1/cert.pem through the service proxy) and one AppProject read per
+    # run, however many environments share them (issue 16: cost that does not grow with them).
+    world, _ = rbac_world
+    assert world.kube is not None
+    start = len(world.kube.audit_log())
+
+    report = rotate(world, product_clients=True)
+
+    assert report.outcome is Outcome.SUCCEEDED, to_text(report)
+    calls = [e for e in world.kube.audit_log()[start:] if e.user == ROTATOR_USER]
+    cert_fetches = [e for e in calls if (e.resource, e.verb) == ("services/proxy", "get")]
+    project_reads = [e for e in calls if (e.resource, e.verb) == ("appprojects", "get")]
+    assert (len(cert_fetches), len(project_reads)) == (1, 1), (cert_fetches, project_reads)

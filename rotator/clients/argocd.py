@@ -515,6 +515,9 @@ class ArgoCD:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
         self._custom: Any = kube.custom_objects
+        # AppProjects as read by this client (one per run, runner.build_clients): every
+        # environment whose app is in the same project shares one read.
+        self._projects: dict[tuple[str, str], Json | None] = {}
 
     def _get_json(self, namespace: str, name: str) -> Json | None:
         return self.kube.read_json(
@@ -557,20 +560,25 @@ class ArgoCD:
         return None if obj is None else app_from(obj)
 
     def get_project(self, namespace: str, name: str) -> Json | None:
-        """The AppProject (for its sync windows). RBAC: (argoproj.io, appprojects, get)."""
-        return self.kube.read_json(
-            f"read AppProject {namespace}/{name}",
-            lambda: self._custom.get_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                PROJECTS,
-                name,
-                _preload_content=False,
-                _request_timeout=self.kube.request_timeout,
-            ),
-            error=ArgoCDError,
-        )
+        """The AppProject (for its sync windows), read once by this client: the run's preflight
+        checks each environment's app against it, and its windows do not change within the
+        checks of one run (a failed read is not kept). RBAC: (argoproj.io, appprojects, get)."""
+        key = (namespace, name)
+        if key not in self._projects:
+            self._projects[key] = self.kube.read_json(
+                f"read AppProject {namespace}/{name}",
+                lambda: self._custom.get_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PROJECTS,
+                    name,
+                    _preload_content=False,
+                    _request_timeout=self.kube.request_timeout,
+                ),
+                error=ArgoCDError,
+            )
+        return self._projects[key]
 
     def refresh(self, namespace: str, name: str, *, hard: bool = False) -> str:
         """Ask the controller to compare now (it removes the annotations when done; auto-sync
