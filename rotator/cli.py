@@ -8,16 +8,20 @@ Built on click, like kubectl's cobra: the global flags (``--config``, ``--set``,
 ``--set`` adds up), a mistyped command or flag gets a "Did you mean" suggestion, and
 ``rotator completion bash|zsh|fish`` prints the shell completion script. Each command hands
 its handler an ``argparse.Namespace`` with the same attribute names as before, so the command
-modules (``runcmd``, ``sealcmd``, ``scheduler``, ``bench`` ...) are unchanged by the parser.
+modules (``runcmd``, ``sealcmd``, ``scheduler`` ...) are unchanged by the parser. Other
+distributions add commands through the ``rotator.commands`` entry point group (``plugin_commands``):
+the sandbox adds ``demo``, ``bench`` and ``sandbox``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
@@ -105,12 +109,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return verify_command(args, _load_config(args))
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from rotator.demo import demo_command
-
-    return demo_command(args)
-
-
 def _cmd_schedule(args: argparse.Namespace) -> int:
     from rotator.scheduler import schedule_command
 
@@ -121,38 +119,6 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     from rotator.watch import watch_command
 
     return watch_command(_load_config(args), max_adopts=args.max_adopts)
-
-
-def _cmd_sandbox_up(args: argparse.Namespace) -> int:
-    from rotator.sandbox.world import up_command
-
-    return up_command(args)
-
-
-def _cmd_sandbox_posthog(args: argparse.Namespace) -> int:
-    from rotator.sandbox.posthog import serve_command
-
-    return serve_command(args)
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    counts = [*(getattr(args, "env_counts", None) or ()), *(getattr(args, "more_counts", ()) or ())]
-    if counts:
-        from rotator.bench_envs import envs_bench_command, envs_options_from_args
-
-        return envs_bench_command(
-            envs_options_from_args(args, counts=counts), json_out=args.json_out
-        )
-    if getattr(args, "more_counts", ()):
-        print(
-            "rotator bench: extra arguments are environment counts: give --envs first, e.g. "
-            "--envs 1 2 10 50",
-            file=sys.stderr,
-        )
-        return 2
-    from rotator.bench import bench_command
-
-    return bench_command(args)
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -263,6 +229,21 @@ def _invocation(handler: Handler) -> Callable[..., Invocation]:
     return callback
 
 
+def make_command(
+    name: str,
+    handler: Handler,
+    *,
+    help: str,
+    options: Sequence[Callable[[F], F]] = (),
+) -> click.Command:
+    """A command that parses its flags (and the global ones) into an ``Invocation`` of
+    ``handler``; plugins (``rotator.commands`` entry points) build theirs with it too."""
+    fn: Any = _invocation(handler)
+    for option in reversed(options):
+        fn = option(fn)
+    return click.command(name, help=help, short_help=help)(global_options(fn))
+
+
 def _command(
     group: click.Group,
     name: str,
@@ -271,23 +252,75 @@ def _command(
     help: str,
     options: Sequence[Callable[[F], F]] = (),
 ) -> None:
-    fn: Any = _invocation(handler)
-    for option in reversed(options):
-        fn = option(fn)
-    group.add_command(click.command(name, help=help, short_help=help)(global_options(fn)))
+    group.add_command(make_command(name, handler, help=help, options=options))
 
 
-def _float_option(flag: str, what: str, default: str) -> Callable[[F], F]:
-    return click.option(
-        flag, type=float, default=None, metavar="S", help=f"{what}, real s (default {default})"
+# --- plugins ---------------------------------------------------------------------------------
+
+PLUGIN_GROUP = "rotator.commands"
+# The commands the sandbox distribution (sandbox/, rotator-sandbox) plugs in. The product's
+# wheel and image leave it out; there these names are not listed and say how to get them.
+SANDBOX_COMMANDS = ("demo", "bench", "sandbox")
+
+
+@functools.cache
+def plugin_commands() -> dict[str, click.Command]:
+    """The click commands other installed distributions add to ``rotator``, by name.
+
+    Each entry point of the ``rotator.commands`` group names a ``click.Command`` (or group),
+    e.g. in sandbox/pyproject.toml ``[project.entry-points."rotator.commands"]``
+    ``demo = "rotator_sandbox.commands:demo"`` (flask's ``flask.commands`` works the same way).
+    Loaded on first use, so a built-in command (``rotator run``) never imports a plugin; a
+    plugin never replaces a built-in command.
+    """
+    found: dict[str, click.Command] = {}
+    for entry_point in entry_points(group=PLUGIN_GROUP):
+        command = entry_point.load()
+        if not isinstance(command, click.Command):
+            raise TypeError(
+                f"entry point {entry_point.name} = {entry_point.value} in group {PLUGIN_GROUP} "
+                f"is a {type(command).__name__}, not a click command"
+            )
+        found.setdefault(entry_point.name, command)
+    return found
+
+
+class _SandboxNotInstalled(click.ClickException):
+    """A sandbox command run where the sandbox is not installed (nothing ran)."""
+
+    exit_code = int(ExitCode.CONFIG)
+
+
+def _not_installed(name: str) -> click.Command:
+    def callback() -> None:
+        raise _SandboxNotInstalled(
+            f"`rotator {name}` comes with the sandbox, which is not installed here (the "
+            "product's wheel and image leave it out): install it with pip install -e ./sandbox "
+            "from a checkout, or run ./dev there"
+        )
+
+    return click.Command(
+        name,
+        callback=callback,
+        hidden=True,
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     )
 
 
-def _split_ints(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[int]:
-    try:
-        return [int(part) for item in value for part in item.replace(",", " ").split()]
-    except ValueError as exc:
-        raise click.BadParameter("give whole numbers, e.g. --replicas 1,3") from exc
+class RootGroup(click.Group):
+    """The ``rotator`` group: its own commands, then the plugins' (see ``plugin_commands``)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *plugin_commands()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            command = plugin_commands().get(cmd_name)
+        if command is None and cmd_name in SANDBOX_COMMANDS:
+            command = _not_installed(cmd_name)
+        return command
 
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -295,6 +328,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 @click.group(
     name="rotator",
+    cls=RootGroup,
     context_settings=CONTEXT,
     help="Rotate the PostHog project API key through sealed-secrets, git, ArgoCD and a gateway "
     "rollout, and prove that events arrive with the new key.",
@@ -375,16 +409,6 @@ _command(
     _cmd_verify,
     help="the Live Events check for the current key, no changes",
     options=_RUN_FLAGS,
-)
-_command(
-    cli,
-    "demo",
-    _cmd_demo,
-    help="start the sandbox, rotate the key in it, print the report",
-    options=[
-        output_options,
-        click.option("--keep", is_flag=True, help="leave the sandbox running afterwards"),
-    ],
 )
 _command(
     cli,
@@ -471,120 +495,6 @@ _command(
 )
 
 
-@cli.group(
-    "sandbox",
-    context_settings=CONTEXT,
-    help="the embedded stand-ins for PostHog, Kubernetes, git, Slack",
-)
-@global_options
-def sandbox_group(**_: Any) -> None:
-    """``rotator sandbox ...``"""
-
-
-_command(
-    sandbox_group,
-    "up",
-    _cmd_sandbox_up,
-    help="start the whole sandbox and run until interrupted",
-    options=[
-        click.option(
-            "--dir",
-            type=click.Path(path_type=Path),
-            default=None,
-            help="where to write the config, kubeconfig and git remote (default: temp)",
-        ),
-        click.option(
-            "--time-scale",
-            type=float,
-            default=None,
-            help="multiply the simulated delays (default: fast)",
-        ),
-        click.option(
-            "--argocd-version",
-            default="3.6",
-            help="the ArgoCD version the stand-in behaves as, e.g. 2.14 or 3.6 (default: 3.6)",
-        ),
-        click.option(
-            "--sealed-secrets-version",
-            default="v0.36.6",
-            help="the sealed-secrets release whose status writing the stand-in follows, e.g. "
-            "v0.24.1 or v0.24.2 (default: v0.36.6)",
-        ),
-    ],
-)
-_command(
-    sandbox_group,
-    "posthog",
-    _cmd_sandbox_posthog,
-    help="run only the PostHog stand-in",
-    options=[
-        click.option("--port", type=int, default=0, help="port on 127.0.0.1 (default: any)"),
-    ],
-)
-_command(
-    cli,
-    "bench",
-    _cmd_bench,
-    help="measure the dark window of rotation strategies in the sandbox",
-    options=[
-        click.option(
-            "--runs",
-            type=int,
-            default=None,
-            help="runs per strategy (default 5), or per environment count with --envs (default 3)",
-        ),
-        click.option(
-            "--envs",
-            "env_counts",
-            multiple=True,
-            callback=_split_ints,
-            metavar="N [N...]",
-            help="measure how the cost grows with N environments on one project, one sandbox "
-            "per N: --envs 1 2 10 50",
-        ),
-        click.option(
-            "--json-out",
-            type=click.Path(path_type=Path, dir_okay=False),
-            default=None,
-            help="write the results as JSON",
-        ),
-        click.option(
-            "--time-scale",
-            type=float,
-            default=None,
-            help="multiply every simulated delay (default 0.2; figures are printed in real "
-            "seconds)",
-        ),
-        click.option(
-            "--replicas",
-            multiple=True,
-            callback=_split_ints,
-            metavar="N[,N...]",
-            help="gateway replicas per environment, one sandbox each (default: 1,3)",
-        ),
-        click.option(
-            "--strategy",
-            "strategies",
-            multiple=True,
-            type=click.Choice(["passive", "default", "watch"]),
-            help="only this strategy (repeatable; default: all three)",
-        ),
-        _float_option("--argocd-poll", "ArgoCD's polling interval", "120"),
-        _float_option("--argocd-jitter", "the most jitter added to it", "60"),
-        _float_option("--sync", "an ArgoCD sync", "3"),
-        _float_option("--unseal", "the sealed-secrets unseal", "1"),
-        _float_option("--pod-start", "a pod's start-up", "10"),
-        _float_option("--pod-ready", "a started pod's readiness", "5"),
-        _float_option("--window", "PostHog's ingestion window for the old key", "150"),
-        _float_option("--lag", "PostHog's ingestion lag", "3"),
-        _float_option("--passive-poll", "how often the runbook's person checks", "10"),
-        _float_option("--watch-interval", "how often rotator watch reads the key", "10"),
-        click.option("--seed", type=int, default=None, help="random seed (default 8)"),
-        click.option("--key-bits", type=int, default=None, hidden=True),
-        click.option("--no-cold-start", is_flag=True, help="skip the start-up and memory figures"),
-        click.argument("more_counts", nargs=-1, type=int, metavar="[N...]"),
-    ],
-)
 _command(
     cli,
     "schema",
@@ -650,4 +560,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.FAILED)
 
 
-__all__ = ["ConfigError", "Invocation", "cli", "main", "parse", "parse_args"]
+__all__ = [
+    "CONTEXT",
+    "ConfigError",
+    "Invocation",
+    "cli",
+    "global_options",
+    "main",
+    "make_command",
+    "output_options",
+    "parse",
+    "parse_args",
+    "plugin_commands",
+]

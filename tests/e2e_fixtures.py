@@ -37,10 +37,10 @@ from rotator.config import Config, RunSwitches, load_config
 from rotator.logs import setup_logging
 from rotator.report import RunReport
 from rotator.runner import Clients, build_clients, run_once
-from rotator.sandbox import manifests
-from rotator.sandbox.controllers.base import LEASE
-from rotator.sandbox.unseal import ControllerKeyPair
-from rotator.sandbox.world import FAST, Sandbox, cached_key_pair
+from rotator_sandbox import manifests
+from rotator_sandbox.controllers.base import LEASE
+from rotator_sandbox.unseal import ControllerKeyPair
+from rotator_sandbox.world import FAST, Sandbox, cached_key_pair
 
 ENVS = tuple(manifests.ENVS)
 LEASE_NAMESPACE = "rotator"

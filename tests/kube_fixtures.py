@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from rotator.sandbox.kubeapi import KubeApiServer
+from rotator_sandbox.kubeapi import KubeApiServer
 
 
 def client_for(server: KubeApiServer, token: str | None = None) -> client.ApiClient:

@@ -19,7 +19,7 @@ from rotator.clients.posthog import PostHogClient, PostHogSession
 from rotator.clients.transport import RetryPolicy
 from rotator.names import ProjectId
 from rotator.redact import Secret
-from rotator.sandbox.posthog import PostHogStandIn, RateLimits, generate_token
+from rotator_sandbox.posthog import PostHogStandIn, RateLimits, generate_token
 from tests.git_fixtures import silent_server
 
 PROJECT = ProjectId(4242)

@@ -38,9 +38,9 @@ from rotator.config import Config, RunSwitches, load_config
 from rotator.redact import Secret
 from rotator.report import RunReport
 from rotator.runner import Clients, build_clients, run_once
-from rotator.sandbox.controllers.base import LEASE
-from rotator.sandbox.unseal import ControllerKeyPair
-from rotator.sandbox.world import FAST, Sandbox, cached_key_pair
+from rotator_sandbox.controllers.base import LEASE
+from rotator_sandbox.unseal import ControllerKeyPair
+from rotator_sandbox.world import FAST, Sandbox, cached_key_pair
 
 # Every simulated delay of the sandbox x 0.005: ArgoCD syncs in ~0.015 s, pods start in 0.05 s,
 # PostHog's token cache lasts 0.75 s, a Deployment's progress deadline (600 s) is 3 s.

@@ -4,7 +4,7 @@ Import the fixtures you use into your test module::
 
     from tests.sandbox_fixtures import sandbox, key_pair  # noqa: F401
 
-``sandbox``: the whole world (``rotator.sandbox.world.Sandbox`` with ``FAST`` timing and a
+``sandbox``: the whole world (``rotator_sandbox.world.Sandbox`` with ``FAST`` timing and a
 shared 2048-bit controller key), started and converged, stopped in the finalizer;
 ``bare_sandbox`` the same without the seed restart that marks a finished rotation.
 ``kube_world``: only the Kubernetes API stand-in plus a kubeconfig and the sandbox namespaces;
@@ -21,10 +21,10 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 
-from rotator.sandbox.controllers.base import Kube
-from rotator.sandbox.kubeapi import KubeApiServer
-from rotator.sandbox.unseal import ControllerKeyPair
-from rotator.sandbox.world import FAST, Sandbox, cached_key_pair
+from rotator_sandbox.controllers.base import Kube
+from rotator_sandbox.kubeapi import KubeApiServer
+from rotator_sandbox.unseal import ControllerKeyPair
+from rotator_sandbox.world import FAST, Sandbox, cached_key_pair
 
 T = TypeVar("T")
 NAMESPACES = ("kube-system", "argocd", "align-preview", "align-prod")

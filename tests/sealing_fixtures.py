@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from rotator.sandbox.unseal import ControllerKeyPair, generate_key_pair, self_signed_cert
+from rotator_sandbox.unseal import ControllerKeyPair, generate_key_pair, self_signed_cert
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

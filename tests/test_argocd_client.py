@@ -18,7 +18,7 @@ from rotator.clients.argocd import AppState, ArgoCD, app_from, app_status_for, n
 from rotator.clients.kube import Json, Kube, json_body, required_rbac
 from rotator.clock import rfc3339
 from rotator.errors import ArgoCDError, WaitTimeout
-from rotator.sandbox.kubeapi import KubeApiServer
+from rotator_sandbox.kubeapi import KubeApiServer
 from tests.test_kube_client import (  # the stand-in fixtures and the test controller
     Seed,
     api_server,

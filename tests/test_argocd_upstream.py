@@ -1,6 +1,6 @@
 """ArgoCD as upstream behaves (issue 12, items 1-5): the stand-in reproduces argo-cd's
 application controller (each behaviour cites its argo-cd file in
-``rotator/sandbox/controllers/argocd.py``), and whole rotator runs against it.
+``sandbox/src/rotator_sandbox/controllers/argocd.py``), and whole rotator runs against it.
 
 Versions are a setting of the stand-in (``Sandbox(argocd_version=...)``): where ArgoCD 2.x and
 3.x differ, the tests name the version they exercise.
@@ -27,19 +27,19 @@ from rotator.clients.argocd import (
 )
 from rotator.redact import Secret
 from rotator.report import Outcome, StepStatus, to_text
-from rotator.sandbox import manifests
-from rotator.sandbox.controllers.argocd import (
+from rotator.steps import Step
+from rotator_sandbox import manifests
+from rotator_sandbox.controllers.argocd import (
     ArgoCDController,
     can_sync,
     default_polling,
     is_auto_sync_enabled,
     parse_version,
 )
-from rotator.sandbox.controllers.base import APP_PROJECT, APPLICATION, CONFIGMAP
-from rotator.sandbox.gitremote import GitRemote, git
-from rotator.sandbox.posthog import generate_token
-from rotator.sandbox.world import Sandbox
-from rotator.steps import Step
+from rotator_sandbox.controllers.base import APP_PROJECT, APPLICATION, CONFIGMAP
+from rotator_sandbox.gitremote import GitRemote, git
+from rotator_sandbox.posthog import generate_token
+from rotator_sandbox.world import Sandbox
 from tests.e2e_fixtures import ENVS, MakeSandbox, e2e_key_pair, make_sandbox, resets, rotate
 from tests.sandbox_fixtures import wait_for
 

@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from rotator.cli import main
-from rotator.sandbox.posthog import generate_token
+from rotator_sandbox.posthog import generate_token
 from tests.reliability_fixtures import (  # noqa: F401 - fixtures
     World,
     assert_nothing_changed,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rotator.bench import (
+from rotator_sandbox.bench import (
     BenchOptions,
     Delays,
     RunResult,

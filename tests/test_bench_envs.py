@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rotator.bench_envs import (
+from rotator.cli import parse_args
+from rotator_sandbox.bench_envs import (
     ENVS_HEADER,
     EnvsOptions,
     EnvsRun,
@@ -24,7 +25,6 @@ from rotator.bench_envs import (
     summarize_envs,
     termination_grace_s,
 )
-from rotator.cli import parse_args
 
 
 def test_environment_names_sort_as_numbers() -> None:

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from rotator.cli import main
-from rotator.sandbox.controllers.base import LEASE
-from rotator.sandbox.gitremote import git
-from rotator.sandbox.unseal import ControllerKeyPair
-from rotator.sandbox.world import Sandbox
+from rotator_sandbox.controllers.base import LEASE
+from rotator_sandbox.gitremote import git
+from rotator_sandbox.unseal import ControllerKeyPair
+from rotator_sandbox.world import Sandbox
 from tests.e2e_fixtures import (
     ENVS,
     LEASE_NAME,
@@ -213,7 +213,7 @@ def test_in_the_cluster_run_writes_only_json_lines_and_the_report_among_them(
 def test_a_dry_run_names_every_missing_prerequisite_in_one_run(
     cli_env: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rotator.sandbox.world import SLACK_URL_ENV
+    from rotator_sandbox.world import SLACK_URL_ENV
 
     world = cli_env
     before = WorldState.of(world)

@@ -307,6 +307,8 @@ def test_the_build_context_holds_what_the_builder_copies_and_nothing_else() -> N
         )
         assert "__pycache__" not in path
         assert not path.endswith(".pyc")
+    # The sandbox (sandbox/: stand-ins, demo, bench) is its own distribution, not in the image.
+    assert not any(path.startswith("sandbox/") for path in files)
 
 
 def test_the_dockerignore_matcher_follows_dockers_rules() -> None:

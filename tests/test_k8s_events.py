@@ -20,10 +20,10 @@ from rotator.config import RunSwitches, load_config
 from rotator.recorder import NOTE_LIMIT, EnvObjects, ObjectRef, events_for
 from rotator.report import Outcome, RunReport, StepResult, StepStatus
 from rotator.runner import run_once
-from rotator.sandbox.controllers.base import DEPLOYMENT, EVENT, POD, SEALED_SECRET
-from rotator.sandbox.kubeapi import KubeApiServer
-from rotator.sandbox.world import Sandbox
 from rotator.steps import Step
+from rotator_sandbox.controllers.base import DEPLOYMENT, EVENT, POD, SEALED_SECRET
+from rotator_sandbox.kubeapi import KubeApiServer
+from rotator_sandbox.world import Sandbox
 from tests.e2e_fixtures import MakeSandbox, e2e_key_pair, make_sandbox, sandbox_clients
 from tests.kube_fixtures import client_for, namespace
 

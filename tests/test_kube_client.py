@@ -55,7 +55,7 @@ from rotator.errors import (
     WaitTimeout,
 )
 from rotator.names import FINGERPRINT_ANNOTATION
-from rotator.sandbox.kubeapi import KubeApiServer
+from rotator_sandbox.kubeapi import KubeApiServer
 from tests.kube_fixtures import register_backend
 
 FP = "sha256:0123456789ab"
@@ -492,7 +492,7 @@ def test_a_refused_connection_is_a_retryable_kube_error() -> None:
 
 
 # =============================================================================================
-# Against the Kubernetes API stand-in (rotator.sandbox.kubeapi), seeded through the official
+# Against the Kubernetes API stand-in (rotator_sandbox.kubeapi), seeded through the official
 # client the way a controller would write (the "test controller" below).
 # =============================================================================================
 
@@ -502,7 +502,7 @@ TOKEN = "kube-test-token"
 @pytest.fixture(scope="module")
 def api_server() -> Iterator[KubeApiServer]:
     """One stand-in per module, with RBAC on (the admin token is never restricted)."""
-    from rotator.sandbox.kubeapi import KubeApiServer
+    from rotator_sandbox.kubeapi import KubeApiServer
 
     server = KubeApiServer(port=0, token=TOKEN, rbac=True)
     server.start()

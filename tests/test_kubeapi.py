@@ -17,7 +17,7 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from rotator.sandbox.kubeapi import KubeApiServer
+from rotator_sandbox.kubeapi import KubeApiServer
 from tests.kube_fixtures import client_for, kube_api, kube_client, namespace, register_backend
 
 __all__ = ["kube_api", "kube_client"]
@@ -1361,7 +1361,7 @@ def test_custom_resources_list_across_namespaces(custom: client.CustomObjectsApi
     ],
 )
 def test_strategic_merge_table(original: Any, patch: Any, expected: Any) -> None:
-    from rotator.sandbox.kubeapi.patch import strategic_merge
+    from rotator_sandbox.kubeapi.patch import strategic_merge
 
     assert strategic_merge(original, patch, kind="Service") == expected
 
@@ -1377,7 +1377,7 @@ def test_strategic_merge_table(original: Any, patch: Any, expected: Any) -> None
     ],
 )
 def test_json_patch_table(document: Any, operations: Any, expected: Any) -> None:
-    from rotator.sandbox.kubeapi.patch import json_patch
+    from rotator_sandbox.kubeapi.patch import json_patch
 
     before = json.dumps(document)
     assert json_patch(document, operations) == expected
@@ -1385,7 +1385,7 @@ def test_json_patch_table(document: Any, operations: Any, expected: Any) -> None
 
 
 def test_json_merge_patch_table() -> None:
-    from rotator.sandbox.kubeapi.patch import merge_patch
+    from rotator_sandbox.kubeapi.patch import merge_patch
 
     # the examples of RFC 7386 appendix A
     assert merge_patch({"a": "b"}, {"a": "c"}) == {"a": "c"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from rotator.sandbox.kubeapi import KubeApiServer
+from rotator_sandbox.kubeapi import KubeApiServer
 from tests.kube_fixtures import client_for, namespace
 from tests.test_kubeapi import NS, application, deployment, sealed_secret
 

@@ -450,7 +450,7 @@ KUBECTL = shutil.which("kubectl")
 
 @pytest.fixture
 def api_server(tmp_path: Path) -> Iterator[tuple[Path, Any]]:
-    from rotator.sandbox.kubeapi import KubeApiServer
+    from rotator_sandbox.kubeapi import KubeApiServer
 
     server = KubeApiServer(tls=True).start()
     try:
@@ -553,7 +553,7 @@ def test_a_whole_rotation_runs_as_the_jobs_service_account_and_nothing_else_is_a
     from rotator.config import load_config
     from rotator.report import Outcome, to_text
     from rotator.runner import run_once
-    from rotator.sandbox.world import FAST, Sandbox, cached_key_pair
+    from rotator_sandbox.world import FAST, Sandbox, cached_key_pair
 
     user = f"system:serviceaccount:{SA[0]}:{SA[1]}"
     with Sandbox(

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rotator.metrics import Carried, carry_over, parse, render
 from rotator.report import Outcome, RunReport, StepResult, StepStatus
 from rotator.runcmd import write_metrics
-from rotator.sandbox.gitremote import git
 from rotator.steps import Step
+from rotator_sandbox.gitremote import git
 from tests.e2e_fixtures import MakeSandbox, e2e_key_pair, make_sandbox, rotate
 from tests.go_tools import go_tool
 

@@ -25,7 +25,7 @@ from rotator.clients.transport import RetryPolicy
 from rotator.config import load_config
 from rotator.errors import ConfigError, PostHogError, ResetForbidden, ResetOutcomeUnknown
 from rotator.redact import Secret
-from rotator.sandbox.posthog import RateLimits
+from rotator_sandbox.posthog import RateLimits
 from tests.posthog_fixtures import (  # noqa: F401 - fixtures
     PROJECT,
     FakeClock,

@@ -20,8 +20,8 @@ from rotator.clients.posthog import parse_project
 from rotator.errors import PostHogError
 from rotator.names import ProjectId
 from rotator.report import Outcome, to_text
-from rotator.sandbox.posthog import generate_token
-from rotator.sandbox.world import PERSONAL_KEY_ENV
+from rotator_sandbox.posthog import generate_token
+from rotator_sandbox.world import PERSONAL_KEY_ENV
 from tests.posthog_fixtures import PostHogWorld, start_world
 from tests.reliability_fixtures import (  # noqa: F401 - fixtures
     World,

@@ -17,7 +17,7 @@ import requests
 from rotator.clients.posthog import PostHogSession, totp_device
 from rotator.errors import ConfigError, LoginFailed, ResetForbidden
 from rotator.redact import Secret, scrub
-from rotator.sandbox.posthog_login import (
+from rotator_sandbox.posthog_login import (
     CSRF_COOKIE,
     MEMBER_LEVEL,
     SESSION_COOKIE,

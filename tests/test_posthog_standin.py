@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from rotator.redact import Secret
-from rotator.sandbox.posthog import HogQLError, PostHogStandIn, RateLimits, run_hogql
+from rotator_sandbox.posthog import HogQLError, PostHogStandIn, RateLimits, run_hogql
 from tests.posthog_fixtures import (  # noqa: F401 - fixtures
     FakeClock,
     PostHogWorld,
@@ -313,7 +313,7 @@ def test_the_query_cache_is_bypassed_only_by_force_blocking(world: PostHogWorld)
 
 
 def _events() -> list[Any]:
-    from rotator.sandbox.posthog import _Event
+    from rotator_sandbox.posthog import _Event
 
     base = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -26,11 +26,16 @@ def cited(text: str) -> set[str]:
     return {m.group(1) for m in PATH.finditer(text) if not m.group(1).startswith(".")}
 
 
+# The product's package and the sandbox's (its own distribution): a module path may be relative
+# to either.
+PACKAGES = (ROOT / "rotator", ROOT / "sandbox" / "src" / "rotator_sandbox")
+
+
 def resolves(path: str) -> bool:
-    """A path from the repository root, or a bare module name somewhere under rotator/."""
-    if (ROOT / path).exists() or (ROOT / "rotator" / path).exists():
+    """A path from the repository root, or a module path or bare module name in a package."""
+    if (ROOT / path).exists() or any((package / path).exists() for package in PACKAGES):
         return True
-    return "/" not in path and any(ROOT.glob(f"rotator/**/{path}"))
+    return "/" not in path and any(any(package.glob(f"**/{path}")) for package in PACKAGES)
 
 
 def test_every_file_the_readme_cites_is_in_the_repository() -> None:

@@ -42,7 +42,7 @@ import pytest
 from rotator.errors import ConfigError
 from rotator.redact import Secret
 from rotator.report import Outcome, RunReport, to_json, to_text
-from rotator.sandbox.controllers.base import LEASE
+from rotator_sandbox.controllers.base import LEASE
 from tests.reliability_fixtures import (  # noqa: F401 - fixtures
     LOCK_NAME,
     LOCK_NAMESPACE,

@@ -3,7 +3,7 @@ outcome: the run's outcome and exit code, how many times PostHog's key was reset
 commit landed, what Slack was told, and for the rows that fail after the reset, that a re-run
 (once the fault is gone) completes the rotation with the same key and never resets again.
 
-Faults come from the sandbox's hooks (``rotator.sandbox.world.Sandbox``). A fault that must
+Faults come from the sandbox's hooks (``rotator_sandbox.world.Sandbox``). A fault that must
 strike only after the point of no return is flipped by the PostHog stand-in's ``on_reset``
 callback, so rotator's own code is never patched.
 """
@@ -21,10 +21,10 @@ import pytest
 from rotator.clients.kube import Kube
 from rotator.redact import Secret
 from rotator.report import Outcome
-from rotator.sandbox.controllers.base import APPLICATION, DEPLOYMENT
-from rotator.sandbox.posthog import generate_token
-from rotator.sandbox.unseal import generate_key_pair
-from rotator.sandbox.world import FAST, PERSONAL_KEY_ENV
+from rotator_sandbox.controllers.base import APPLICATION, DEPLOYMENT
+from rotator_sandbox.posthog import generate_token
+from rotator_sandbox.unseal import generate_key_pair
+from rotator_sandbox.world import FAST, PERSONAL_KEY_ENV
 from tests.git_fixtures import git_http_server
 from tests.reliability_fixtures import (  # noqa: F401 - fixtures
     World,

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from rotator.report import Outcome, to_json_text, to_text
-from rotator.sandbox.controllers.base import (
+from rotator_sandbox.controllers.base import (
     APPLICATION,
     CONFIGMAP,
     DEPLOYMENT,

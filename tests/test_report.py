@@ -131,7 +131,7 @@ RESUME = "kubectl -n rotator create job --from=cronjob/rotator rotator-resume-1 
 
 @pytest.mark.parametrize("error_len", [0, 100, 2_900, 10_000, 100_000])
 def test_broken_now_and_resume_reach_slack_whole_however_long_the_error(error_len: int) -> None:
-    from rotator.sandbox.slack import blocks_error
+    from rotator_sandbox.slack import blocks_error
 
     failed = report(
         Outcome.FAILED_AFTER_RESET,
@@ -150,7 +150,7 @@ def test_broken_now_and_resume_reach_slack_whole_however_long_the_error(error_le
 
 
 def test_a_broken_now_longer_than_one_section_is_split_not_truncated() -> None:
-    from rotator.sandbox.slack import blocks_error
+    from rotator_sandbox.slack import blocks_error
 
     broken = " ".join(f"env-{i:04d} runs the revoked key;" for i in range(400))  # ~11k chars
     payload = to_slack(report(Outcome.FAILED_AFTER_RESET, broken_now=broken, error="x" * 9000))

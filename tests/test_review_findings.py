@@ -8,7 +8,7 @@ from rotator.config import RunSwitches
 from rotator.redact import Secret
 from rotator.report import Outcome, to_text
 from rotator.runner import run_once
-from rotator.sandbox.controllers.base import LEASE
+from rotator_sandbox.controllers.base import LEASE
 from tests.e2e_fixtures import (
     LEASE_NAME,
     LEASE_NAMESPACE,

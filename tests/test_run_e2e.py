@@ -24,19 +24,19 @@ from rotator.config import RunSwitches
 from rotator.redact import Secret, fingerprint
 from rotator.report import Outcome, RunReport, StepStatus, to_json_text, to_text
 from rotator.runner import verify_only
-from rotator.sandbox import manifests
-from rotator.sandbox.controllers.base import (
+from rotator.steps import Step
+from rotator_sandbox import manifests
+from rotator_sandbox.controllers.base import (
     APPLICATION,
     DEPLOYMENT,
     LEASE,
     SEALED_SECRET,
     SECRET,
 )
-from rotator.sandbox.gitremote import git
-from rotator.sandbox.slack import blocks_error
-from rotator.sandbox.unseal import ControllerKeyPair
-from rotator.sandbox.world import FAST, Sandbox
-from rotator.steps import Step
+from rotator_sandbox.gitremote import git
+from rotator_sandbox.slack import blocks_error
+from rotator_sandbox.unseal import ControllerKeyPair
+from rotator_sandbox.world import FAST, Sandbox
 from tests.e2e_fixtures import (
     ENVS,
     LEASE_NAME,

@@ -16,11 +16,11 @@ import pytest
 
 from rotator.clients.kube import METADATA_ONLY, Kube, required_rbac
 from rotator.report import Outcome, to_text
-from rotator.sandbox import manifests
-from rotator.sandbox.controllers.base import ROLE
-from rotator.sandbox.unseal import ControllerKeyPair
-from rotator.sandbox.world import Sandbox
 from rotator.status import collect_status
+from rotator_sandbox import manifests
+from rotator_sandbox.controllers.base import ROLE
+from rotator_sandbox.unseal import ControllerKeyPair
+from rotator_sandbox.world import Sandbox
 from tests.e2e_fixtures import ENVS, config_for, e2e_key_pair, resets, rotate, start_sandbox
 
 FIXTURES = (e2e_key_pair,)  # used as pytest fixtures by name

@@ -14,9 +14,9 @@ from rotator.clients.sealing import load_cert, update_sealed_file
 from rotator.config import SealingScope
 from rotator.names import FINGERPRINT_ANNOTATION
 from rotator.redact import Secret
-from rotator.sandbox import manifests
-from rotator.sandbox.controllers.argocd import REFRESH_ANNOTATION
-from rotator.sandbox.controllers.base import (
+from rotator_sandbox import manifests
+from rotator_sandbox.controllers.argocd import REFRESH_ANNOTATION
+from rotator_sandbox.controllers.base import (
     APPLICATION,
     CONFIGMAP,
     DEPLOYMENT,
@@ -27,14 +27,14 @@ from rotator.sandbox.controllers.base import (
     Obj,
     meta,
 )
-from rotator.sandbox.controllers.deployments import (
+from rotator_sandbox.controllers.deployments import (
     RESTARTED_AT,
     RolloutController,
     surge_and_unavailable,
 )
-from rotator.sandbox.controllers.sealedsecrets import SealedSecretsController
-from rotator.sandbox.unseal import ControllerKeyPair, generate_key_pair
-from rotator.sandbox.world import Sandbox
+from rotator_sandbox.controllers.sealedsecrets import SealedSecretsController
+from rotator_sandbox.unseal import ControllerKeyPair, generate_key_pair
+from rotator_sandbox.world import Sandbox
 from tests.sandbox_fixtures import KubeWorld, bare_sandbox, key_pair, kube_world, wait_for
 
 FIXTURES = (bare_sandbox, key_pair, kube_world)  # used as pytest fixtures by name

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import requests
 
-from rotator.sandbox.slack import SlackReceiver, blocks_error
+from rotator_sandbox.slack import SlackReceiver, blocks_error
 
 
 @pytest.fixture

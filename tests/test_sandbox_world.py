@@ -15,11 +15,11 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from rotator.redact import Secret
-from rotator.sandbox import manifests
-from rotator.sandbox.controllers.base import DEPLOYMENT, SECRET, Kube
-from rotator.sandbox.gitremote import GitRemote, git
-from rotator.sandbox.unseal import ControllerKeyPair
-from rotator.sandbox.world import FAST, Sandbox, SandboxTiming
+from rotator_sandbox import manifests
+from rotator_sandbox.controllers.base import DEPLOYMENT, SECRET, Kube
+from rotator_sandbox.gitremote import GitRemote, git
+from rotator_sandbox.unseal import ControllerKeyPair
+from rotator_sandbox.world import FAST, Sandbox, SandboxTiming
 from tests.sandbox_fixtures import key_pair, sandbox
 
 FIXTURES = (key_pair, sandbox)  # used as pytest fixtures by name

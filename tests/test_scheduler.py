@@ -476,7 +476,7 @@ def test_a_signal_stops_the_scheduler_cleanly(tmp_path: Path, signum: signal.Sig
 
 @pytest.mark.slow
 def test_the_scheduler_runs_a_whole_rotation_in_the_sandbox(tmp_path: Path) -> None:
-    from rotator.sandbox.world import FAST, Sandbox, cached_key_pair
+    from rotator_sandbox.world import FAST, Sandbox, cached_key_pair
 
     with Sandbox(
         tmp_path / "sandbox", timing=FAST, key_pair=cached_key_pair(2048), seed=1

@@ -31,7 +31,7 @@ from rotator.config import CertSource, ControllerRef, SealingScope
 from rotator.errors import CertError, SealingError
 from rotator.names import FINGERPRINT_ANNOTATION
 from rotator.redact import Secret
-from rotator.sandbox.unseal import UnsealError, unseal_item, unseal_manifest
+from rotator_sandbox.unseal import UnsealError, unseal_item, unseal_manifest
 from tests.sealing_fixtures import (
     NOW,
     controller_keys,

@@ -16,8 +16,8 @@ from rotator.clients.sealing import ensure_controller_opens, fetch_cert, load_ce
 from rotator.config import CertSource, Config, ControllerRef, SealingScope
 from rotator.errors import CertError, KubeError, RateLimited
 from rotator.report import Outcome, to_text
-from rotator.sandbox.controllers.sealedsecrets import RateLimiter, SealedSecretsController
-from rotator.sandbox.unseal import ControllerKeyPair, generate_key_pair
+from rotator_sandbox.controllers.sealedsecrets import RateLimiter, SealedSecretsController
+from rotator_sandbox.unseal import ControllerKeyPair, generate_key_pair
 from tests.e2e_fixtures import MakeSandbox, e2e_key_pair, make_sandbox, resets, rotate
 from tests.sandbox_fixtures import KubeWorld, key_pair, kube_world
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-from rotator.sandbox.controllers.base import LEASE
-from rotator.sandbox.world import Sandbox
+from rotator_sandbox.controllers.base import LEASE
+from rotator_sandbox.world import Sandbox
 from tests.e2e_fixtures import LEASE_NAME, LEASE_NAMESPACE, MakeSandbox, e2e_key_pair, make_sandbox
 
 __all__ = ["e2e_key_pair", "make_sandbox"]

@@ -11,7 +11,7 @@ import pytest
 from rotator.config import RunSwitches, load_config
 from rotator.report import Outcome, RunReport
 from rotator.runner import SLACK_PENDING, run_once
-from rotator.sandbox.world import SLACK_URL_ENV, Sandbox
+from rotator_sandbox.world import SLACK_URL_ENV, Sandbox
 from tests.e2e_fixtures import MakeSandbox, e2e_key_pair, make_sandbox, sandbox_clients
 from tests.test_slack_client import WEBHOOK_PATH, Receiver, Reply, receiver
 

@@ -28,16 +28,16 @@ from rotator.config import Config, SealingScope
 from rotator.errors import KubeError, WaitTimeout
 from rotator.redact import Secret
 from rotator.report import Outcome, to_text
-from rotator.sandbox.controllers.base import SEALED_SECRET, SECRET, Obj, meta
-from rotator.sandbox.controllers.sealedsecrets import (
+from rotator.steps import Step
+from rotator_sandbox.controllers.base import SEALED_SECRET, SECRET, Obj, meta
+from rotator_sandbox.controllers.sealedsecrets import (
     LATEST,
     V0_24_1,
     V0_24_2,
     SealedSecretsController,
     parse_version,
 )
-from rotator.sandbox.unseal import ControllerKeyPair, generate_key_pair
-from rotator.steps import Step
+from rotator_sandbox.unseal import ControllerKeyPair, generate_key_pair
 from tests.e2e_fixtures import MakeSandbox, e2e_key_pair, make_sandbox, rotate
 from tests.sandbox_fixtures import KubeWorld, key_pair, kube_world, wait_for
 

@@ -11,17 +11,17 @@ from contextlib import contextmanager
 
 import pytest
 
-from rotator.bench import _reset_as_a_person
 from rotator.clients.sealing import read_sealed_file
 from rotator.config import Config, RunSwitches
 from rotator.errors import PostHogError
 from rotator.names import ProjectId
 from rotator.report import Outcome, RunReport, to_text
 from rotator.runner import run_once
-from rotator.sandbox.gitremote import git
-from rotator.sandbox.world import Sandbox
 from rotator.scheduler import Scheduler
 from rotator.watch import Watcher
+from rotator_sandbox.bench import _reset_as_a_person
+from rotator_sandbox.gitremote import git
+from rotator_sandbox.world import Sandbox
 from tests.e2e_fixtures import (
     ENVS,
     MakeSandbox,

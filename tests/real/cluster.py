@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from rotator.sandbox.unseal import ControllerKeyPair
+from rotator_sandbox.unseal import ControllerKeyPair
 from tests.real.peers import Peers
 
 T = TypeVar("T")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from rotator.sandbox.unseal import ControllerKeyPair
+from rotator_sandbox.unseal import ControllerKeyPair
 
 RUN_TIMEOUT_S = 60
 

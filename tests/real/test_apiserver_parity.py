@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from rotator.sandbox.kubeapi import KubeApiServer
+from rotator_sandbox.kubeapi import KubeApiServer
 from tests.real.cluster import Cluster
 
 pytestmark = pytest.mark.real

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from rotator.report import Outcome, to_text
-from rotator.sandbox import manifests
-from rotator.sandbox.world import FAST
+from rotator_sandbox import manifests
+from rotator_sandbox.world import FAST
 from tests.e2e_fixtures import rotate
 from tests.real.cluster import Cluster, wait_until
 from tests.real.peers import peers

@@ -5,7 +5,7 @@ write and of how they are reached. The sandbox's sealed-secrets controller regis
 a real install looks (its Pod with ``podIPs``, a Service, an EndpointSlice with ``targetRef``),
 so the real service proxy reaches it; the loopback address the sandbox uses in the host's
 network namespace is refused by the real server, which is the one deliberate difference of
-the stand-in API server (rotator/sandbox/kubeapi/proxy.py).
+the stand-in API server (sandbox/src/rotator_sandbox/kubeapi/proxy.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rotator.sandbox.controllers.sealedsecrets import SealedSecretsController
+from rotator_sandbox.controllers.sealedsecrets import SealedSecretsController
 from tests.real.cluster import ADDRESS, CONTROLLER_NAME, CONTROLLER_NAMESPACE, Cluster
 from tests.real.test_controller import rotator_kube
 from tests.sealing_fixtures import controller_keys

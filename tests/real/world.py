@@ -1,10 +1,10 @@
 """The sandbox world on the real control plane: ``RealSandbox``.
 
-The same world as ``rotator.sandbox.world.Sandbox`` (PostHog, Slack, git, the ArgoCD stand-in
+The same world as ``rotator_sandbox.world.Sandbox`` (PostHog, Slack, git, the ArgoCD stand-in
 and the gateway simulator, all ordinary API clients), but Kubernetes is real: the real
 kube-apiserver with RBAC authorization and cronjob.yaml's Roles for rotator, the real
 kube-controller-manager's Deployment and ReplicaSet controllers, the real sealed-secrets
-controller, and the simulated kubelet (``rotator.sandbox.controllers.kubelet``) in place of a
+controller, and the simulated kubelet (``rotator_sandbox.controllers.kubelet``) in place of a
 node. Rollout status, ProgressDeadlineExceeded and graceful pod termination come from
 Kubernetes itself.
 """
@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
-from rotator.sandbox import manifests
-from rotator.sandbox.controllers.gateway import PodEnv
-from rotator.sandbox.controllers.kubelet import SimulatedKubelet
-from rotator.sandbox.world import (
+from rotator_sandbox import manifests
+from rotator_sandbox.controllers.gateway import PodEnv
+from rotator_sandbox.controllers.kubelet import SimulatedKubelet
+from rotator_sandbox.world import (
     LOCK_NAMESPACE,
     Sandbox,
 )

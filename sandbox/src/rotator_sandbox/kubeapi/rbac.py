@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rotator.sandbox.kubeapi.store import Store
+from rotator_sandbox.kubeapi.store import Store
 
 Obj = dict[str, Any]
 

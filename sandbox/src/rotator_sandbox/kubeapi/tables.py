@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from rotator.sandbox.kubeapi.resources import ResourceType
+from rotator_sandbox.kubeapi.resources import ResourceType
 
 Obj = dict[str, Any]
 

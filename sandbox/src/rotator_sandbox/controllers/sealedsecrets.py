@@ -5,7 +5,7 @@ Mirrors bitnami-labs/sealed-secrets ``pkg/controller/controller.go`` (``unseal``
 
 - watches SealedSecrets in every namespace; an update whose spec did not change is suppressed
   (``sealedSecretChanged`` compares only the spec), so status writes do not loop;
-- decrypts every item with each private key in turn (``rotator.sandbox.unseal``, an independent
+- decrypts every item with each private key in turn (``rotator_sandbox.unseal``, an independent
   implementation of ``HybridDecrypt``); on failure: Warning Event ``ErrUnsealFailed``
   "Failed to unseal: <err>" and the ``Synced`` condition False with the error as message;
 - creates the Secret, or updates data, labels, annotations, ownerReferences and type of one it
@@ -74,7 +74,7 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from rotator.sandbox.controllers.base import (
+from rotator_sandbox.controllers.base import (
     ENDPOINT_SLICE,
     EVENT,
     POD,
@@ -87,7 +87,7 @@ from rotator.sandbox.controllers.base import (
     meta,
     now_rfc3339,
 )
-from rotator.sandbox.unseal import ControllerKeyPair, UnsealError, unseal_manifest
+from rotator_sandbox.unseal import ControllerKeyPair, UnsealError, unseal_manifest
 
 log = logging.getLogger(__name__)
 

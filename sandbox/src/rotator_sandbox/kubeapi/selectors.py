@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rotator.sandbox.kubeapi.resources import ResourceType, field_value
-from rotator.sandbox.kubeapi.status import ApiError, bad_request
+from rotator_sandbox.kubeapi.resources import ResourceType, field_value
+from rotator_sandbox.kubeapi.status import ApiError, bad_request
 
 Obj = dict[str, Any]
 Matcher = Callable[[Obj], bool]

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rotator.bench import (
+from rotator_sandbox.bench import (
     DEFAULT_TIME_SCALE,
     WORKER_FLAG,
     WORKER_TIMEOUT_S,
@@ -48,7 +48,7 @@ from rotator.bench import (
 )
 
 if TYPE_CHECKING:
-    from rotator.sandbox.world import Sandbox
+    from rotator_sandbox.world import Sandbox
 
 DEFAULT_ENV_RUNS = 3
 # rotator's identity in the sandbox with rbac=True (world._start_kube)
@@ -287,7 +287,7 @@ def _settle(sandbox: Sandbox, *, timeout: float) -> None:
 
 
 def _spawn(sandbox: Sandbox, workdir: Path, *, trace_dir: Path) -> dict[str, Any]:
-    """One ``run_once`` in a child process (``rotator.bench``'s worker), git traced."""
+    """One ``run_once`` in a child process (``rotator_sandbox.bench``'s worker), git traced."""
     out_path = workdir / "result.json"
     spec_path = workdir / "spec.json"
     spec_path.write_text(
@@ -305,7 +305,7 @@ def _spawn(sandbox: Sandbox, workdir: Path, *, trace_dir: Path) -> dict[str, Any
     log_path = workdir / "worker.log"
     with log_path.open("w") as log_file:
         done = subprocess.run(
-            [sys.executable, "-m", "rotator.bench", WORKER_FLAG, str(spec_path)],
+            [sys.executable, "-m", "rotator_sandbox.bench", WORKER_FLAG, str(spec_path)],
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -338,8 +338,8 @@ def _one_envs_run(
     options: EnvsOptions,
     workdir: Path,
 ) -> EnvsRun:
-    from rotator.bench import _stand_in_reset_time
-    from rotator.sandbox.world import SHARED_PROJECT
+    from rotator_sandbox.bench import _stand_in_reset_time
+    from rotator_sandbox.world import SHARED_PROJECT
 
     assert sandbox.kube is not None
     assert sandbox.posthog is not None
@@ -409,7 +409,7 @@ def run_envs_bench(
     options: EnvsOptions, *, progress: Callable[[str], None] | None = None
 ) -> EnvsResult:
     """``options.runs`` rotations per environment count, one sandbox per count."""
-    from rotator.sandbox.world import Sandbox, cached_key_pair
+    from rotator_sandbox.world import Sandbox, cached_key_pair
 
     say = progress or (lambda _msg: None)
     began = time.monotonic()

@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from rotator.redact import Secret
     from rotator.report import RunReport
     from rotator.runner import Clients
-    from rotator.sandbox.world import Sandbox, SandboxTiming
+    from rotator_sandbox.world import Sandbox, SandboxTiming
 
 Strategy = Literal["passive", "default", "watch"]
 STRATEGIES: tuple[Strategy, ...] = ("passive", "default", "watch")
@@ -99,7 +99,7 @@ class Delays:
     watch_interval_s: float = 10.0  # rotator watch's read of PostHog's key (watch.interval_s)
 
     def timing(self, time_scale: float) -> SandboxTiming:
-        from rotator.sandbox.world import SandboxTiming
+        from rotator_sandbox.world import SandboxTiming
 
         return SandboxTiming(
             time_scale=time_scale,
@@ -581,7 +581,7 @@ class PodWatcher:
     from an informer on the Kubernetes API stand-in (the sandbox's own view, not rotator's)."""
 
     def __init__(self, kubeconfig: Path) -> None:
-        from rotator.sandbox.controllers.base import POD, Informer, Kube
+        from rotator_sandbox.controllers.base import POD, Informer, Kube
 
         self._kube = Kube(kubeconfig)
         self._stop = threading.Event()
@@ -609,7 +609,7 @@ class PodWatcher:
         self._kube.close()
 
     def _on_pod(self, etype: str, obj: dict[str, Any]) -> None:
-        from rotator.sandbox.controllers.deployments import KEY_FINGERPRINT_ANNOTATION, is_ready
+        from rotator_sandbox.controllers.deployments import KEY_FINGERPRINT_ANNOTATION, is_ready
 
         now = time.time()
         m = obj.get("metadata") or {}
@@ -657,7 +657,7 @@ class PodWatcher:
 
 def _settle(sandbox: Sandbox, *, timeout: float) -> None:
     """Wait until both environments are synced at the branch tip and rolled out on one key."""
-    from rotator.sandbox import manifests
+    from rotator_sandbox import manifests
 
     def rolled(env: str) -> bool:
         d = sandbox.deployment(env)
@@ -700,7 +700,7 @@ def _spawn_worker(
     spawned = time.time()
     with log_path.open("w") as log_file:
         done = subprocess.run(
-            [sys.executable, "-m", "rotator.bench", WORKER_FLAG, str(spec_path)],
+            [sys.executable, "-m", "rotator_sandbox.bench", WORKER_FLAG, str(spec_path)],
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -725,7 +725,7 @@ def _one_run(
     workdir: Path,
     rng: random.Random,
 ) -> RunResult:
-    from rotator.sandbox import manifests
+    from rotator_sandbox import manifests
 
     scale = options.time_scale
     delays = options.delays
@@ -1067,7 +1067,7 @@ def run_bench(
 ) -> BenchResult:
     """Every strategy ``options.runs`` times per replica count, interleaved in one sandbox per
     replica count; then the cold-start figures."""
-    from rotator.sandbox.world import Sandbox, cached_key_pair
+    from rotator_sandbox.world import Sandbox, cached_key_pair
 
     say = progress or (lambda _msg: None)
     began = time.monotonic()
@@ -1181,7 +1181,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``python -m rotator.bench --worker SPEC``: one run in a child process (internal)."""
+    """``python -m rotator_sandbox.bench --worker SPEC``: one run in a child process (internal)."""
     if len(argv) == 2 and argv[0] == WORKER_FLAG:
         return _worker(Path(argv[1]))
     print("usage: rotator bench [options] (this module's entry point is internal)", file=sys.stderr)

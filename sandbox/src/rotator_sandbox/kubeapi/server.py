@@ -24,9 +24,9 @@ from urllib.parse import unquote
 
 import yaml
 
-from rotator.sandbox.kubeapi import patch as patches
-from rotator.sandbox.kubeapi import protobuf
-from rotator.sandbox.kubeapi.negotiation import (
+from rotator_sandbox.kubeapi import patch as patches
+from rotator_sandbox.kubeapi import protobuf
+from rotator_sandbox.kubeapi.negotiation import (
     PARTIAL,
     TABLE,
     negotiate,
@@ -34,20 +34,20 @@ from rotator.sandbox.kubeapi.negotiation import (
     partial_list,
     partial_single,
 )
-from rotator.sandbox.kubeapi.proxy import (
+from rotator_sandbox.kubeapi.proxy import (
     SERVICE_NAME_LABEL,
     forward,
     pick_backend,
     split_scheme_name_port,
 )
-from rotator.sandbox.kubeapi.rbac import (
+from rotator_sandbox.kubeapi.rbac import (
     MASTERS,
     Attributes,
     Authorizer,
     Identity,
     forbidden_message,
 )
-from rotator.sandbox.kubeapi.resources import (
+from rotator_sandbox.kubeapi.resources import (
     SERVER_VERSION,
     Registry,
     ResourceType,
@@ -58,13 +58,13 @@ from rotator.sandbox.kubeapi.resources import (
     openapi_v3_group_version,
     openapi_v3_root,
 )
-from rotator.sandbox.kubeapi.selectors import (
+from rotator_sandbox.kubeapi.selectors import (
     Matcher,
     build_matcher,
     exact_name,
     parse_field_selector,
 )
-from rotator.sandbox.kubeapi.status import (
+from rotator_sandbox.kubeapi.status import (
     ApiError,
     bad_request,
     invalid,
@@ -73,10 +73,10 @@ from rotator.sandbox.kubeapi.status import (
     unauthorized,
     unsupported_patch,
 )
-from rotator.sandbox.kubeapi.store import Store
-from rotator.sandbox.kubeapi.tables import table, table_events
-from rotator.sandbox.kubeapi.tls import make_serving_certificate
-from rotator.sandbox.kubeapi.transport import (
+from rotator_sandbox.kubeapi.store import Store
+from rotator_sandbox.kubeapi.tables import table, table_events
+from rotator_sandbox.kubeapi.tls import make_serving_certificate
+from rotator_sandbox.kubeapi.transport import (
     Handler,
     HTTPServer,
     Request,

@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from rotator.sandbox.kubeapi.rbac import Identity
-from rotator.sandbox.kubeapi.status import ApiError
+from rotator_sandbox.kubeapi.rbac import Identity
+from rotator_sandbox.kubeapi.status import ApiError
 
 log = logging.getLogger(__name__)
 

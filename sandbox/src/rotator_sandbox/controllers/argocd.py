@@ -66,7 +66,7 @@ from zoneinfo import ZoneInfo
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from rotator.sandbox.controllers.base import (
+from rotator_sandbox.controllers.base import (
     APP_PROJECT,
     APPLICATION,
     DEPLOYMENT,

@@ -24,8 +24,8 @@ from typing import Protocol
 import requests
 
 from rotator.redact import fingerprint
-from rotator.sandbox.controllers.base import POD, Kube, Obj, meta, now_rfc3339
-from rotator.sandbox.controllers.deployments import is_ready
+from rotator_sandbox.controllers.base import POD, Kube, Obj, meta, now_rfc3339
+from rotator_sandbox.controllers.deployments import is_ready
 
 log = logging.getLogger(__name__)
 

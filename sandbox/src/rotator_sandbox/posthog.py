@@ -52,7 +52,7 @@ from typing import Any, Literal
 
 from rotator.clock import Clock, SystemClock
 from rotator.redact import Secret, fingerprint
-from rotator.sandbox.posthog_login import (
+from rotator_sandbox.posthog_login import (
     ADMIN_LEVEL,
     Flavour,
     LoginFlow,

@@ -12,7 +12,7 @@ chunked watch streams), ``tls``, ``protobuf`` (the few protobuf bodies kubectl s
 ``status`` (Status errors).
 """
 
-from rotator.sandbox.kubeapi.rbac import Attributes, Identity
-from rotator.sandbox.kubeapi.server import AuditEntry, KubeApiServer
+from rotator_sandbox.kubeapi.rbac import Attributes, Identity
+from rotator_sandbox.kubeapi.server import AuditEntry, KubeApiServer
 
 __all__ = ["Attributes", "AuditEntry", "Identity", "KubeApiServer"]

@@ -77,13 +77,13 @@ from rotator.clients.sealing import SealingCert, load_cert
 from rotator.config import Config, load_config
 from rotator.names import FINGERPRINT_ANNOTATION
 from rotator.redact import Secret
-from rotator.sandbox import manifests
-from rotator.sandbox.controllers.argocd import (
+from rotator_sandbox import manifests
+from rotator_sandbox.controllers.argocd import (
     REFRESH_ANNOTATION,
     ArgoCDController,
     parse_version,
 )
-from rotator.sandbox.controllers.base import (
+from rotator_sandbox.controllers.base import (
     APP_PROJECT,
     APPLICATION,
     DEPLOYMENT,
@@ -93,26 +93,26 @@ from rotator.sandbox.controllers.base import (
     Kube,
     meta,
 )
-from rotator.sandbox.controllers.deployments import (
+from rotator_sandbox.controllers.deployments import (
     KEY_FINGERPRINT_ANNOTATION,
     RESTARTED_AT,
     RolloutController,
     is_ready,
 )
-from rotator.sandbox.controllers.gateway import GatewaySimulator, PodEnv
-from rotator.sandbox.controllers.sealedsecrets import LATEST as SEALED_SECRETS_LATEST
-from rotator.sandbox.controllers.sealedsecrets import (
+from rotator_sandbox.controllers.gateway import GatewaySimulator, PodEnv
+from rotator_sandbox.controllers.sealedsecrets import LATEST as SEALED_SECRETS_LATEST
+from rotator_sandbox.controllers.sealedsecrets import (
     PORT_NAME,
     SERVICE_NAME,
     SERVICE_NAMESPACE,
     SealedSecretsController,
 )
-from rotator.sandbox.controllers.sealedsecrets import parse_version as parse_sealed_secrets_version
-from rotator.sandbox.gitremote import GitRemote
-from rotator.sandbox.kubeapi import KubeApiServer
-from rotator.sandbox.posthog import PostHogStandIn, generate_token
-from rotator.sandbox.slack import SlackReceiver
-from rotator.sandbox.unseal import ControllerKeyPair, generate_key_pair
+from rotator_sandbox.controllers.sealedsecrets import parse_version as parse_sealed_secrets_version
+from rotator_sandbox.gitremote import GitRemote
+from rotator_sandbox.kubeapi import KubeApiServer
+from rotator_sandbox.posthog import PostHogStandIn, generate_token
+from rotator_sandbox.slack import SlackReceiver
+from rotator_sandbox.unseal import ControllerKeyPair, generate_key_pair
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rotator.sandbox.kubeapi.resources import ResourceType
+from rotator_sandbox.kubeapi.resources import ResourceType
 
 
 class ApiError(Exception):

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from rotator.sandbox.kubeapi.status import ApiError
+from rotator_sandbox.kubeapi.status import ApiError
 
 Obj = dict[str, Any]
 META_GROUP = "meta.k8s.io"

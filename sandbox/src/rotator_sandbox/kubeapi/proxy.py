@@ -6,8 +6,8 @@ import http.client
 from collections.abc import Callable
 from typing import Any
 
-from rotator.sandbox.kubeapi.status import ApiError, bad_request
-from rotator.sandbox.kubeapi.transport import Request, Response
+from rotator_sandbox.kubeapi.status import ApiError, bad_request
+from rotator_sandbox.kubeapi.transport import Request, Response
 
 Obj = dict[str, Any]
 PROXY_TIMEOUT_S = 30.0

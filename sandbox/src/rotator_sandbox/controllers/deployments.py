@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from rotator.redact import fingerprint
-from rotator.sandbox.controllers.base import (
+from rotator_sandbox.controllers.base import (
     DEPLOYMENT,
     POD,
     REPLICASET,

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rotator.redact import fingerprint
-from rotator.sandbox.controllers.base import (
+from rotator_sandbox.controllers.base import (
     POD,
     SECRET,
     Controller,
@@ -45,7 +45,7 @@ from rotator.sandbox.controllers.base import (
     meta,
     now_rfc3339,
 )
-from rotator.sandbox.controllers.deployments import (
+from rotator_sandbox.controllers.deployments import (
     KEY_FINGERPRINT_ANNOTATION,
     is_ready,
     pod_status,

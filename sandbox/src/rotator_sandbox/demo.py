@@ -39,7 +39,7 @@ def with_event_counts(report: RunReport, counters: object) -> RunReport:
 
 def demo_command(args: argparse.Namespace) -> int:
     from rotator.runner import run_once
-    from rotator.sandbox.world import Sandbox
+    from rotator_sandbox.world import Sandbox
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="rotator-demo-") as tmp, Sandbox(Path(tmp)) as sandbox:

@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from rotator.sandbox.kubeapi.patch import clone
-from rotator.sandbox.kubeapi.resources import Generation, Registry, ResourceType
-from rotator.sandbox.kubeapi.status import (
+from rotator_sandbox.kubeapi.patch import clone
+from rotator_sandbox.kubeapi.resources import Generation, Registry, ResourceType
+from rotator_sandbox.kubeapi.status import (
     ApiError,
     already_exists,
     bad_request,

@@ -28,7 +28,7 @@ from pathlib import Path
 GIT_TIMEOUT_S = 30.0
 
 _HOOK = """#!/bin/sh
-# rotator sandbox: fault injection for pushes (see rotator/sandbox/gitremote.py)
+# rotator sandbox: fault injection for pushes (see sandbox/src/rotator_sandbox/gitremote.py)
 if [ -f "$GIT_DIR/sandbox-reject" ]; then
   cat "$GIT_DIR/sandbox-reject" >&2
   exit 1
@@ -58,7 +58,7 @@ exit 0
 
 
 _POST_HOOK = """#!/bin/sh
-# rotator sandbox: a colleague's commit right after the next push (see rotator/sandbox/gitremote.py)
+# rotator sandbox: a colleague's commit right after the next push (see rotator_sandbox/gitremote.py)
 if [ -f "$GIT_DIR/sandbox-on-top" ]; then
   mv "$GIT_DIR/sandbox-on-top" "$GIT_DIR/sandbox-on-top.taken"
   branch="refs/heads/$(cat "$GIT_DIR/sandbox-branch")"
