@@ -107,7 +107,7 @@ def start_world(**standin_options: Any) -> PostHogWorld:
     if standin_options["flavour"] == "self_hosted_legacy":
         standin_options.setdefault("rate_limits", RateLimits())
     standin = PostHogStandIn(**standin_options).start()
-    standin.add_user(SERVICE_EMAIL, SERVICE_PASSWORD, totp_secret=SERVICE_TOTP_SECRET)
+    standin.login_flow.add_user(SERVICE_EMAIL, SERVICE_PASSWORD, totp_secret=SERVICE_TOTP_SECRET)
     initial = standin.add_project(PROJECT, "Preview & Production")
     legacy = standin.add_personal_key(personal_key(), legacy=True)
     scoped = standin.add_personal_key(personal_key(), scoped=True, legacy=False, scopes=("*",))

@@ -205,19 +205,21 @@ def _wrong_password(world: PostHogWorld) -> dict[str, Any]:
 
 
 def _sso(world: PostHogWorld) -> dict[str, Any]:
-    world.standin.add_user(
+    world.standin.login_flow.add_user(
         "sso@corp.example", "pw-of-sso-user", totp_secret=None, sso_enforced="saml"
     )
     return {"email": "sso@corp.example", "password": Secret("pw-of-sso-user")}
 
 
 def _not_verified(world: PostHogWorld) -> dict[str, Any]:
-    world.standin.add_user("new@align.example", "pw-of-new-user", totp_secret=None, verified=False)
+    world.standin.login_flow.add_user(
+        "new@align.example", "pw-of-new-user", totp_secret=None, verified=False
+    )
     return {"email": "new@align.example", "password": Secret("pw-of-new-user")}
 
 
 def _no_totp_device(world: PostHogWorld) -> dict[str, Any]:
-    world.standin.add_user("nototp@align.example", "pw-of-nototp", totp_secret=None)
+    world.standin.login_flow.add_user("nototp@align.example", "pw-of-nototp", totp_secret=None)
     return {"email": "nototp@align.example", "password": Secret("pw-of-nototp")}
 
 

@@ -201,6 +201,18 @@ def floor_for(
     )
 
 
+def sandbox_floor(sandbox: Sandbox, delays: Delays) -> Floor:
+    """``floor_for`` the rollout strategy of the sandbox's first gateway Deployment."""
+    spec = sandbox.deployment(sandbox.envs[0]).get("spec") or {}
+    rolling = (spec.get("strategy") or {}).get("rollingUpdate") or {}
+    return floor_for(
+        delays,
+        replicas=sandbox.replicas,
+        max_surge=rolling.get("maxSurge", "25%"),
+        max_unavailable=rolling.get("maxUnavailable", "25%"),
+    )
+
+
 # --- one run's results ---------------------------------------------------------------------
 
 
@@ -655,9 +667,8 @@ class PodWatcher:
         return max(ends) if ends else None
 
 
-def _settle(sandbox: Sandbox, *, timeout: float) -> None:
-    """Wait until both environments are synced at the branch tip and rolled out on one key."""
-    from rotator_sandbox import manifests
+def settle(sandbox: Sandbox, *, timeout: float) -> None:
+    """Wait until every environment is synced at the branch tip, rolled out, its pods on one key."""
 
     def rolled(env: str) -> bool:
         d = sandbox.deployment(env)
@@ -675,14 +686,14 @@ def _settle(sandbox: Sandbox, *, timeout: float) -> None:
             sandbox.is_converged(env)
             and rolled(env)
             and len(sandbox.pod_key_fingerprints(env)) == 1
-            for env in manifests.ENVS
+            for env in sandbox.envs
         ),
         timeout=timeout,
-        what="the sandbox to settle between runs",
+        what=f"the {len(sandbox.envs)} environment(s) to settle between runs",
     )
 
 
-def _stand_in_reset_time(sandbox: Sandbox, project_id: int) -> float | None:
+def stand_in_reset_time(sandbox: Sandbox, project_id: int) -> float | None:
     """The moment the PostHog stand-in replaced the key (its own record), if it can be read."""
     projects = getattr(sandbox.posthog, "_projects", {})
     project = projects.get(project_id)
@@ -690,12 +701,18 @@ def _stand_in_reset_time(sandbox: Sandbox, project_id: int) -> float | None:
     return float(retired[-1][1]) if retired else None
 
 
-def _spawn_worker(
-    sandbox: Sandbox, spec: Mapping[str, Any], workdir: Path
+def spawn_worker(
+    sandbox: Sandbox,
+    spec: Mapping[str, Any],
+    workdir: Path,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    timeout_s: float = WORKER_TIMEOUT_S,
 ) -> tuple[dict[str, Any], float]:
+    """One run in a child process (``_worker``): its result and when it was spawned (unix s)."""
     spec_path = workdir / "spec.json"
     spec_path.write_text(json.dumps(spec))
-    env = {**os.environ, **sandbox.environ()}
+    env = {**os.environ, **sandbox.environ(), **(extra_env or {})}
     log_path = workdir / "worker.log"
     spawned = time.time()
     with log_path.open("w") as log_file:
@@ -704,14 +721,35 @@ def _spawn_worker(
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            timeout=WORKER_TIMEOUT_S,
+            timeout=timeout_s,
             check=False,
         )
     out_path = Path(spec["out"])
     if done.returncode != 0 or not out_path.exists():
         tail = log_path.read_text()[-3000:]
         raise RuntimeError(f"bench worker failed (exit {done.returncode}):\n{tail}")
-    return json.loads(out_path.read_text()), spawned
+    result: dict[str, Any] = json.loads(out_path.read_text())
+    return result, spawned
+
+
+def wait_for_dark_end(
+    watcher: PodWatcher,
+    *,
+    timing: SandboxTiming,
+    new_fp: str,
+    old_fp: str,
+    envs: Sequence[str],
+    since: float,
+) -> float | None:
+    """When the last environment's pods all run the new key (``PodWatcher.dark_end``), waited
+    for up to 300 simulated seconds (at least 10 s); None when they never did."""
+    end = None
+    settle_by = time.monotonic() + max(10.0, timing.scaled(300))
+    while end is None and time.monotonic() < settle_by:
+        end = watcher.dark_end(new_fp=new_fp, old_fp=old_fp, envs=envs, since=since)
+        if end is None:
+            time.sleep(0.02)
+    return end
 
 
 def _one_run(
@@ -730,7 +768,7 @@ def _one_run(
     scale = options.time_scale
     delays = options.delays
     timing = sandbox.timing
-    _settle(sandbox, timeout=max(30.0, timing.scaled(600)))
+    settle(sandbox, timeout=max(30.0, timing.scaled(600)))
     if strategy == "passive":
         # Land the push at a random phase of ArgoCD's poll cycle.
         time.sleep(rng.uniform(0, timing.scaled(delays.argocd_poll_s + delays.argocd_jitter_s)))
@@ -744,16 +782,13 @@ def _one_run(
         "watch_phase_s": rng.uniform(0, timing.scaled(delays.watch_interval_s)),
         "out": str(workdir / "result.json"),
     }
-    out, spawned = _spawn_worker(sandbox, spec, workdir)
-    reset = _stand_in_reset_time(sandbox, sandbox.project_id("preview")) or out["reset_after"]
+    out, spawned = spawn_worker(sandbox, spec, workdir)
+    reset = stand_in_reset_time(sandbox, sandbox.project_id("preview")) or out["reset_after"]
     old_fp, new_fp = str(out["old_fp"]), str(out["new_fp"])
     envs = list(manifests.ENVS)
-    end = None
-    settle_by = time.monotonic() + max(10.0, timing.scaled(300))
-    while end is None and time.monotonic() < settle_by:
-        end = watcher.dark_end(new_fp=new_fp, old_fp=old_fp, envs=envs, since=reset)
-        if end is None:
-            time.sleep(0.02)
+    end = wait_for_dark_end(
+        watcher, timing=timing, new_fp=new_fp, old_fp=old_fp, envs=envs, since=reset
+    )
     # Count events once everything the old key could still send has been ingested or dropped.
     window = timing.scaled(delays.ingestion_window_s)
     lag = timing.scaled(delays.ingestion_lag_s)
@@ -821,7 +856,8 @@ class Summary:
     max_rss_kb: float
 
 
-def _median(values: Sequence[float | None]) -> float | None:
+def median(values: Sequence[float | None]) -> float | None:
+    """The median of the values present (None when none is)."""
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
 
@@ -842,12 +878,12 @@ def summarize(results: Sequence[RunResult]) -> list[Summary]:
                 replicas=replicas,
                 runs=len(rs),
                 failed=sum(1 for r in rs if r.outcome != "succeeded"),
-                dark_s=_median([r.dark_s for r in rs]),
-                dark_report_s=_median([r.dark_report_s for r in rs]),
+                dark_s=median([r.dark_s for r in rs]),
+                dark_report_s=median([r.dark_report_s for r in rs]),
                 floor_s=rs[0].floor_s,
-                ratio=_median([r.ratio for r in rs]),
+                ratio=median([r.ratio for r in rs]),
                 dark_max_s=max(darks) if darks else None,
-                overhead_measured_s=_median([r.overhead_measured_s for r in rs]),
+                overhead_measured_s=median([r.overhead_measured_s for r in rs]),
                 sent=statistics.median(r.sent for r in rs),
                 ingested=statistics.median(r.ingested for r in rs),
                 lost=statistics.median(r.lost for r in rs),
@@ -862,7 +898,8 @@ def summarize(results: Sequence[RunResult]) -> list[Summary]:
     return out
 
 
-def _fmt(value: float | None, spec: str = ".1f") -> str:
+def fmt(value: float | None, spec: str = ".1f") -> str:
+    """A figure for the table; "-" when it was not measured."""
     return "-" if value is None else format(value, spec)
 
 
@@ -879,9 +916,9 @@ def format_table(summaries: Sequence[Summary], *, options: BenchOptions) -> str:
         failed = f" ({s.failed} failed)" if s.failed else ""
         lines.append(
             f"| {s.strategy} | {s.replicas} | {s.runs}{failed} "
-            f"| {_fmt(s.dark_s)} | {_fmt(s.dark_report_s)} | {s.floor_s:.1f} "
-            f"| {_fmt(s.ratio, '.2f')} | {_fmt(s.dark_max_s)} "
-            f"| {_fmt(s.overhead_measured_s, '.2f')} | {s.sent:.0f} | {s.ingested:.0f} "
+            f"| {fmt(s.dark_s)} | {fmt(s.dark_report_s)} | {s.floor_s:.1f} "
+            f"| {fmt(s.ratio, '.2f')} | {fmt(s.dark_max_s)} "
+            f"| {fmt(s.overhead_measured_s, '.2f')} | {s.sent:.0f} | {s.ingested:.0f} "
             f"| {s.lost:.0f} ({s.lost_max}) | {s.cpu_s:.2f} | {s.wall_measured_s:.2f} "
             f"| {s.outside_waits_measured_s:.2f} |"
         )
@@ -1001,13 +1038,13 @@ def measure_cold_start(sandbox: Sandbox) -> ColdStart:
                 return
             time.sleep(0.001)
 
-    _settle(sandbox, timeout=60)
+    settle(sandbox, timeout=60)
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     run = _timed_child([py, "-m", "rotator", "--log-format", "text", "run"], env=env)
     stop.set()
     watcher.join(2)
-    _settle(sandbox, timeout=60)
+    settle(sandbox, timeout=60)
     traced_run = _timed_child(
         [py, "-X", "importtime", "-m", "rotator", "--log-format", "text", "run"], env=env
     )
@@ -1031,7 +1068,7 @@ def format_cold_start(cold: ColdStart) -> str:
             f"cold start: `rotator --help` {cold.help_wall_s * 1000:.0f} ms wall "
             f"({cold.help_import_s * 1000:.0f} ms of imports), peak RSS "
             f"{cold.help_max_rss_kb / 1024:.0f} MiB",
-            f"`rotator run` in the sandbox: first API call {_fmt(cold.run_first_call_s, '.2f')} s "
+            f"`rotator run` in the sandbox: first API call {fmt(cold.run_first_call_s, '.2f')} s "
             f"after spawn, whole run {cold.run_wall_s:.1f} s (exit {cold.run_exit}), peak RSS "
             f"{cold.run_max_rss_kb / 1024:.0f} MiB",
             f"  biggest imports of the run (cumulative, with -X importtime): {imports}",
@@ -1088,14 +1125,7 @@ def run_bench(
             sandbox.start(wait_s=max(60.0, 200 * options.time_scale))
             watcher = PodWatcher(sandbox.admin_kubeconfig_path).start()
             try:
-                spec = sandbox.deployment("preview").get("spec") or {}
-                rolling = (spec.get("strategy") or {}).get("rollingUpdate") or {}
-                floor = floor_for(
-                    options.delays,
-                    replicas=replicas,
-                    max_surge=rolling.get("maxSurge", "25%"),
-                    max_unavailable=rolling.get("maxUnavailable", "25%"),
-                )
+                floor = sandbox_floor(sandbox, options.delays)
                 for index in range(options.runs):
                     for strategy in options.strategies:
                         result = _one_run(
@@ -1111,7 +1141,7 @@ def run_bench(
                         results.append(result)
                         say(
                             f"replicas {replicas} {strategy} #{index + 1}: dark "
-                            f"{_fmt(result.dark_s)} s (rotator {_fmt(result.dark_report_s)} s), "
+                            f"{fmt(result.dark_s)} s (rotator {fmt(result.dark_report_s)} s), "
                             f"floor {floor.total_s:.1f} s, lost {result.lost}/{result.sent}, "
                             f"{result.outcome}"
                         )

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,12 +37,17 @@ from typing import TYPE_CHECKING, Any
 
 from rotator_sandbox.bench import (
     DEFAULT_TIME_SCALE,
-    WORKER_FLAG,
     WORKER_TIMEOUT_S,
     Delays,
     PodWatcher,
-    floor_for,
+    fmt,
+    median,
     options_from_args,
+    sandbox_floor,
+    settle,
+    spawn_worker,
+    stand_in_reset_time,
+    wait_for_dark_end,
 )
 
 if TYPE_CHECKING:
@@ -175,11 +178,6 @@ def termination_grace_s(deployment_spec: Mapping[str, Any]) -> float:
     return float(30 if grace is None else grace)
 
 
-def _median(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
 def summarize_envs(
     runs: Sequence[EnvsRun], *, started_s: Mapping[int, float] | None = None
 ) -> list[EnvsSummary]:
@@ -200,9 +198,9 @@ def summarize_envs(
                 envs=n,
                 runs=len(rs),
                 failed=sum(r.outcome != "succeeded" for r in rs),
-                dark_s=_median([r.dark_s for r in rs]),
+                dark_s=median([r.dark_s for r in rs]),
                 floor_s=max(r.floor_s for r in rs),
-                ratio=_median([r.ratio for r in rs]),
+                ratio=median([r.ratio for r in rs]),
                 job_wall_measured_s=med(lambda r: r.job_wall_measured_s),
                 cpu_s=med(lambda r: r.cpu_s),
                 max_rss_kb=med(lambda r: r.max_rss_kb),
@@ -221,10 +219,6 @@ def summarize_envs(
     return out
 
 
-def _f(value: float | None, spec: str = ".1f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 ENVS_HEADER = (
     "| environments | runs | dark window s | floor s | dark/floor | job wall s (unscaled) "
     "| job CPU s | job peak RSS MiB | Kubernetes API requests (watches / gets+lists / writes) "
@@ -239,8 +233,8 @@ def format_envs_table(summaries: Sequence[EnvsSummary], *, options: EnvsOptions)
     for s in summaries:
         failed = f" ({s.failed} failed)" if s.failed else ""
         lines.append(
-            f"| {s.envs} | {s.runs}{failed} | {_f(s.dark_s)} | {s.floor_s:.1f} "
-            f"| {_f(s.ratio, '.2f')} | {s.job_wall_measured_s:.1f} | {s.cpu_s:.2f} "
+            f"| {s.envs} | {s.runs}{failed} | {fmt(s.dark_s)} | {s.floor_s:.1f} "
+            f"| {fmt(s.ratio, '.2f')} | {s.job_wall_measured_s:.1f} | {s.cpu_s:.2f} "
             f"| {s.max_rss_kb / 1024:.0f} "
             f"| {s.kube_total:.0f} ({s.kube_watches:.0f} / {s.kube_reads:.0f} / "
             f"{s.kube_writes:.0f}) | {s.posthog_total:.0f} | {s.posthog_queries:.0f} "
@@ -260,64 +254,24 @@ def format_envs_table(summaries: Sequence[EnvsSummary], *, options: EnvsOptions)
 # --- running it ---------------------------------------------------------------------------
 
 
-def _settle(sandbox: Sandbox, *, timeout: float) -> None:
-    """Every environment synced at the branch tip, rolled out, its pods on one key."""
-
-    def rolled(env: str) -> bool:
-        d = sandbox.deployment(env)
-        status = d.get("status") or {}
-        n = sandbox.replicas
-        return bool(
-            int(status.get("observedGeneration", 0)) >= int(d["metadata"].get("generation", 0))
-            and status.get("updatedReplicas") == n
-            and status.get("replicas") == n
-            and status.get("availableReplicas") == n
-        )
-
-    sandbox.wait_for(
-        lambda: all(
-            sandbox.is_converged(env)
-            and rolled(env)
-            and len(sandbox.pod_key_fingerprints(env)) == 1
-            for env in sandbox.envs
-        ),
-        timeout=timeout,
-        what=f"the {len(sandbox.envs)} environments to settle between runs",
-    )
-
-
 def _spawn(sandbox: Sandbox, workdir: Path, *, trace_dir: Path) -> dict[str, Any]:
-    """One ``run_once`` in a child process (``rotator_sandbox.bench``'s worker), git traced."""
-    out_path = workdir / "result.json"
-    spec_path = workdir / "spec.json"
-    spec_path.write_text(
-        json.dumps(
-            {
-                "strategy": "default",
-                "config": str(sandbox.config_path),
-                "passive_poll_s": 1.0,
-                "out": str(out_path),
-            }
-        )
-    )
+    """One ``run_once`` in a child process (``bench.spawn_worker``), git traced."""
     trace_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **sandbox.environ(), "GIT_TRACE2_EVENT": str(trace_dir)}
-    log_path = workdir / "worker.log"
-    with log_path.open("w") as log_file:
-        done = subprocess.run(
-            [sys.executable, "-m", "rotator_sandbox.bench", WORKER_FLAG, str(spec_path)],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            # the job's work per environment (a gateway-event query each, paced by PostHog's
-            # query budget) grows with N: so does the worker's deadline
-            timeout=WORKER_TIMEOUT_S + 12.0 * len(sandbox.envs),
-            check=False,
-        )
-    if done.returncode != 0 or not out_path.exists():
-        tail = log_path.read_text()[-3000:]
-        raise RuntimeError(f"bench worker failed (exit {done.returncode}):\n{tail}")
-    result: dict[str, Any] = json.loads(out_path.read_text())
+    spec = {
+        "strategy": "default",
+        "config": str(sandbox.config_path),
+        "passive_poll_s": 1.0,
+        "out": str(workdir / "result.json"),
+    }
+    result, _ = spawn_worker(
+        sandbox,
+        spec,
+        workdir,
+        extra_env={"GIT_TRACE2_EVENT": str(trace_dir)},
+        # the job's work per environment (a gateway-event query each, paced by PostHog's
+        # query budget) grows with N: so does the worker's deadline
+        timeout_s=WORKER_TIMEOUT_S + 12.0 * len(sandbox.envs),
+    )
     return result
 
 
@@ -338,14 +292,13 @@ def _one_envs_run(
     options: EnvsOptions,
     workdir: Path,
 ) -> EnvsRun:
-    from rotator_sandbox.bench import _stand_in_reset_time
     from rotator_sandbox.world import SHARED_PROJECT
 
     assert sandbox.kube is not None
     assert sandbox.posthog is not None
     assert sandbox.slack is not None
     timing = sandbox.timing
-    _settle(sandbox, timeout=max(60.0, timing.scaled(600)))
+    settle(sandbox, timeout=max(60.0, timing.scaled(600)))
     workdir.mkdir(parents=True, exist_ok=True)
     audit0 = len(sandbox.kube.audit_log())
     routes0 = dict(sandbox.posthog.counters().requests)
@@ -358,15 +311,15 @@ def _one_envs_run(
         for route, n in routes1.items()
         if route != "capture" and n - routes0.get(route, 0)
     }
-    reset = _stand_in_reset_time(sandbox, SHARED_PROJECT) or float(out["reset_after"])
-    end = None
-    settle_by = time.monotonic() + max(10.0, timing.scaled(300))
-    while end is None and time.monotonic() < settle_by:
-        end = watcher.dark_end(
-            new_fp=str(out["new_fp"]), old_fp=str(out["old_fp"]), envs=sandbox.envs, since=reset
-        )
-        if end is None:
-            time.sleep(0.02)
+    reset = stand_in_reset_time(sandbox, SHARED_PROJECT) or float(out["reset_after"])
+    end = wait_for_dark_end(
+        watcher,
+        timing=timing,
+        new_fp=str(out["new_fp"]),
+        old_fp=str(out["old_fp"]),
+        envs=sandbox.envs,
+        since=reset,
+    )
     dark = None if end is None else (end - reset) / options.time_scale
     return EnvsRun(
         envs=len(sandbox.envs),
@@ -436,14 +389,7 @@ def run_envs_bench(
             watcher = PodWatcher(sandbox.admin_kubeconfig_path).start()
             try:
                 spec = sandbox.deployment(sandbox.envs[0]).get("spec") or {}
-                rolling = (spec.get("strategy") or {}).get("rollingUpdate") or {}
-                floor = floor_for(
-                    options.delays,
-                    replicas=options.replicas,
-                    max_surge=rolling.get("maxSurge", "25%"),
-                    max_unavailable=rolling.get("maxUnavailable", "25%"),
-                )
-                floor_s = floor.total_s + termination_grace_s(spec)
+                floor_s = sandbox_floor(sandbox, options.delays).total_s + termination_grace_s(spec)
                 for index in range(options.runs):
                     run = _one_envs_run(
                         sandbox,
@@ -455,7 +401,7 @@ def run_envs_bench(
                     )
                     runs.append(run)
                     say(
-                        f"{count} environment(s) #{index + 1}: dark {_f(run.dark_s)} s, floor "
+                        f"{count} environment(s) #{index + 1}: dark {fmt(run.dark_s)} s, floor "
                         f"{floor_s:.1f} s, job wall {run.job_wall_measured_s:.1f} s, "
                         f"PostHog queries {run.posthog.get('query', 0)}, kube "
                         f"{run.kube.total}, {run.outcome}"

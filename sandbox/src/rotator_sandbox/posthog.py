@@ -961,29 +961,6 @@ class PostHogStandIn:
             self._personal[raw] = _PersonalKey(scopes=tuple(scopes) if scoped else ())
         return value if isinstance(value, Secret) else Secret(raw)
 
-    def add_user(
-        self,
-        email: str,
-        password: str,
-        *,
-        totp_secret: str | None,
-        level: int = ADMIN_LEVEL,
-        verified: bool | None = True,
-        sso_enforced: str | None = None,
-        totp_step_s: int = 30,
-    ) -> None:
-        """A PostHog user (the service user) with its project level and optional TOTP device
-        (``totp_step_s``: django_otp's per-device ``TOTPDevice.step``, default 30)."""
-        self.login_flow.add_user(
-            email,
-            password,
-            totp_secret=totp_secret,
-            level=level,
-            verified=verified,
-            sso_enforced=sso_enforced,
-            totp_step_s=totp_step_s,
-        )
-
     def occupy_query_slots(self, n: int = MAX_CONCURRENT_QUERIES) -> None:
         """``n`` other API queries of the organization keep running (until ``free_query_slots``):
         every query of rotator meets the concurrency limit's 429."""
@@ -1564,7 +1541,7 @@ def serve_command(args: argparse.Namespace) -> int:
         )
         password = generate_token("pw_", 18)
         totp_secret = base64.b32encode(secrets.token_bytes(20)).decode()
-        stand_in.add_user(SERVE_USER, password, totp_secret=totp_secret)
+        stand_in.login_flow.add_user(SERVE_USER, password, totp_secret=totp_secret)
         files = {}
         for name, value in (
             ("personal-api-key", personal.reveal()),

@@ -157,6 +157,8 @@ class LoginFlow:
         sso_enforced: str | None = None,
         totp_step_s: int = TOTP_STEP_S,
     ) -> None:
+        """A PostHog user (the service user) with its project level and optional TOTP device
+        (``totp_step_s``: django_otp's per-device ``TOTPDevice.step``, default 30)."""
         key = decode_base32_secret(totp_secret) if totp_secret else None
         with self._lock:
             self._users[email.lower()] = _User(

@@ -297,7 +297,7 @@ class Sandbox:
             self.personal_key = posthog.add_personal_key(generate_token("phx_"), legacy=True)
         self.service_password = Secret(generate_token("pw_", 18))
         self.totp_secret = Secret(base64.b32encode(secrets.token_bytes(20)).decode())
-        posthog.add_user(
+        posthog.login_flow.add_user(
             SERVICE_USER,
             self.service_password.reveal(),
             totp_secret=self.totp_secret.reveal(),
