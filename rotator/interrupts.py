@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -153,3 +155,15 @@ def finish(
         fn()
         return True
     return signals.finish(what, fn, budget_s=budget_s)
+
+
+def exit_now_if_abandoned(code: int) -> None:
+    """After a stop signal, leave at once: per-environment waits may still run in daemon
+    threads (one writing to stderr during interpreter shutdown aborts the process, SIGABRT), and
+    the interpreter's shutdown puts the default signal handlers back, so one more SIGTERM of a
+    burst would end the process as killed (-15) and lose the exit code. The report is out and
+    the Lease released."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

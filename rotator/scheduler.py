@@ -27,10 +27,8 @@ the process alive past the stop bound.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -282,7 +280,7 @@ class Scheduler:
         )
         if report.resume_command:
             log.warning("%s: to finish it by hand: %s", kind.value, report.resume_command)
-        from rotator.runcmd import log_report
+        from rotator.output import log_report
 
         log_report(report)  # each run's whole report, as one record
         self._publish(report)
@@ -290,7 +288,7 @@ class Scheduler:
 
     def _publish(self, report: RunReport) -> None:
         from rotator.clients.pushgateway import push_report
-        from rotator.runcmd import write_metrics
+        from rotator.output import write_metrics
 
         if self.metrics_file is not None:
             try:
@@ -505,23 +503,3 @@ def _default_run(
         return run_once(config, switches)
     clock = StoppingClock(SystemClock(), signals)
     return run_once(config, switches, clock=clock, signals=signals)
-
-
-def schedule_command(args: argparse.Namespace, config: Config) -> int:
-    """``rotator schedule [--adopt-check CRON] [--run-now] [--metrics-file PATH]``."""
-    from rotator.runcmd import switches_from_args
-
-    if args.max_runs is not None and args.max_runs < 1:
-        raise ConfigError("--max-runs must be at least 1")
-    scheduler = Scheduler(
-        config,
-        switches=switches_from_args(args, trigger="schedule"),
-        adopt_cron=args.adopt_check,
-        watch=True if args.watch else None,
-        run_now=args.run_now,
-        max_runs=args.max_runs,
-        metrics_file=args.metrics_file,
-    )
-    code = scheduler.serve()
-    sys.stderr.flush()
-    return code

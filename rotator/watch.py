@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -211,7 +210,7 @@ class Watcher:
         if self.max_adopts is not None and self.adopt_count >= self.max_adopts:
             self._stop.set()
         if report is not None:
-            from rotator.runcmd import log_report
+            from rotator.output import log_report
 
             log.info(
                 "watch: adopt run %s finished: %s (exit %d) in %.1fs",
@@ -291,10 +290,3 @@ class Watcher:
         if self.max_adopts is not None and not self._signals:
             return int(self.last_report.exit_code) if self.last_report else int(ExitCode.FAILED)
         return int(ExitCode.OK)
-
-
-def watch_command(config: Config, *, max_adopts: int | None = None) -> int:
-    """``rotator watch``."""
-    code = Watcher(config, max_adopts=max_adopts).serve()
-    sys.stderr.flush()
-    return code

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rotator.cli import main, parse_args
-from rotator.runcmd import output_of
+from rotator.commands.options import output_of
 from rotator.version import REVISION_ENV
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from datetime import datetime
 import pytest
 
 from rotator.logs import log_context, setup_logging
-from rotator.runcmd import log_report
+from rotator.output import log_report
 from tests.test_contract import validate_against_published_schema
 from tests.test_report import report
 

@@ -13,8 +13,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.metrics import Carried, carry_over, parse, render
+from rotator.output import write_metrics
 from rotator.report import Outcome, RunReport, StepResult, StepStatus
-from rotator.runcmd import write_metrics
 from rotator.steps import Step
 from rotator_sandbox.gitremote import git
 from tests.e2e_fixtures import MakeSandbox, e2e_key_pair, make_sandbox, rotate

@@ -16,11 +16,11 @@ from rotator.clients.sealing import (
     read_sealed_file,
     seal_manifest,
 )
+from rotator.commands.seal import seal_command
 from rotator.config import SealingScope, load_config
 from rotator.errors import SealingError
 from rotator.names import FINGERPRINT_ANNOTATION
 from rotator.redact import fingerprint
-from rotator.sealcmd import seal_command
 from rotator_sandbox.unseal import unseal_manifest
 from tests.sealing_fixtures import NOW, controller_keys, expired_cert, git_checkout
 from tests.test_sealing import FakeControllerProxy

@@ -2,9 +2,10 @@
 point group (sandbox/pyproject.toml; ``rotator.cli.plugin_commands`` loads them).
 
 ``rotator demo``, ``rotator bench ...`` and ``rotator sandbox up|posthog``. Each command parses
-into the same ``Invocation`` as the product's own (``rotator.cli.make_command``), so ``rotator``'s
-``main`` sets up logging and maps errors to exit codes for them too. The heavy modules are
-imported inside the handler that needs them: ``rotator --help`` lists these without loading them.
+into the same ``Invocation`` as the product's own (``rotator.commands.options.make_command``),
+so ``rotator``'s ``main`` sets up logging and maps errors to exit codes for them too. The heavy
+modules are imported inside the handler that needs them: ``rotator --help`` lists these without
+loading them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from rotator.cli import CONTEXT, global_options, make_command, output_options
+from rotator.commands.options import CONTEXT, global_options, make_command, output_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -19,9 +19,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from rotator.commands.options import output_of
 from rotator.config import RunSwitches
+from rotator.output import print_report
 from rotator.report import RunReport
-from rotator.runcmd import output_of, print_report
 
 log = logging.getLogger(__name__)
 

@@ -18,21 +18,17 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rotator.clients.sealing import (
-    SealingCert,
-    ServiceProxy,
-    fetch_cert,
-    update_sealed_file,
-    verify_with_controller,
-)
-from rotator.clock import SystemClock
-from rotator.config import CertSource, Config, EnvironmentConfig
+import click
+
+from rotator.commands.options import load_config_of, make_command
 from rotator.errors import ConfigError, SealingError
-from rotator.logs import log_context
 from rotator.redact import Secret
 
 if TYPE_CHECKING:
+    # Imported where they are used: building the CLI (rotator --help) loads no crypto or config.
+    from rotator.clients.sealing import SealingCert, ServiceProxy
     from rotator.clock import Clock
+    from rotator.config import CertSource, Config, EnvironmentConfig
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +86,8 @@ def read_key(*, from_stdin: bool) -> Secret:
 
 def cert_source(cert_arg: str | None, env: EnvironmentConfig) -> CertSource:
     """``--cert`` (a URL if it looks like one, else a file) or the environment's source."""
+    from rotator.config import CertSource
+
     if cert_arg is None:
         return env.cert
     if cert_arg.startswith(("http://", "https://")):
@@ -135,6 +133,10 @@ def seal_command(
     proxy: ServiceProxy | None = None,
 ) -> int:
     """Seal the key typed in for ``args.env``; ``proxy`` replaces the Kubernetes client."""
+    from rotator.clients.sealing import update_sealed_file, verify_with_controller
+    from rotator.clock import SystemClock
+    from rotator.logs import log_context
+
     clock = clock or SystemClock()
     env_name: str = args.env
     env = config.env(env_name)
@@ -185,6 +187,8 @@ def seal_command(
 def _fetch(
     source: CertSource, *, proxy: ServiceProxy | None, config: Config, clock: Clock
 ) -> SealingCert:
+    from rotator.clients.sealing import fetch_cert
+
     timeouts = config.timeouts
     cert = fetch_cert(
         source,
@@ -196,4 +200,34 @@ def _fetch(
     return cert
 
 
-__all__ = ["cert_source", "ensure_project_key", "read_key", "seal_command"]
+command = make_command(
+    "seal",
+    lambda args: seal_command(args, load_config_of(args)),
+    help="seal a project key into sealedsecrets/<env>/posthog.yaml",
+    options=[
+        click.option("--env", required=True, help="environment name from the config"),
+        click.option(
+            "--repo",
+            type=click.Path(path_type=Path),
+            default=Path(),
+            help="ops repo checkout (default: .)",
+        ),
+        click.option(
+            "--cert",
+            default=None,
+            help="PEM file or https URL of the sealing cert (default: from config)",
+        ),
+        click.option(
+            "--from-stdin",
+            is_flag=True,
+            help="read the key from standard input instead of a hidden prompt",
+        ),
+        click.option(
+            "--verify",
+            is_flag=True,
+            help="ask the controller's /v1/verify whether it can decrypt the result",
+        ),
+    ],
+)
+
+__all__ = ["cert_source", "command", "ensure_project_key", "read_key", "seal_command"]
